@@ -1,0 +1,12 @@
+"""The field-type registry. Each family of built-in types lives in its own module."""
+
+from .base import FieldType, FieldTypeRegistry, FieldValueError, TypedField
+
+__all__ = ["FieldType", "FieldTypeRegistry", "FieldValueError", "TypedField", "builtin_types"]
+
+
+def builtin_types() -> list[FieldType]:
+    """The built-in field types, registered by the core plugin like any other plugin's."""
+    from . import choice, misc, numeric, relation, temporal, text
+
+    return [*text.TYPES, *numeric.TYPES, *temporal.TYPES, *choice.TYPES, *relation.TYPES, *misc.TYPES]

@@ -1,0 +1,143 @@
+"""The contract of a field type, and the registry that holds them.
+
+A field type is one object that knows everything about values of its kind: the column that
+stores them, how raw input (JSON, form, CSV) becomes a checked Python value, how a value is
+written to JSON and CSV, its JSON Schema, its marshmallow field, its formula-language type and its
+UI widget. Built-in types register through the plugin manager like any plugin's types.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import marshmallow as ma
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from engine.metadata.model import Entity, Field
+
+Report = Callable[[str, str], None]
+"""Metadata-check callback: ``report(property, message)``."""
+
+
+class FieldValueError(ValueError):
+    """A value that the field cannot take. ``code`` is stable, ``message`` is for people."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class FieldType:
+    """Base of every field type. Subclasses set ``name`` and override what differs."""
+
+    name: ClassVar[str] = ""
+    #: JSON Schema of each property this type accepts beyond the common ones.
+    props: ClassVar[dict[str, dict]] = {}
+    #: Properties that must be given.
+    required_props: ClassVar[tuple[str, ...]] = ()
+    #: Type in the formula language (text, number, currency, boolean, date, datetime, ...).
+    formula_type: ClassVar[str] = "text"
+    widget: ClassVar[str] = "text"
+    #: Stored in a column of the entity's table.
+    stored: ClassVar[bool] = True
+    #: Computed by the engine; users never write it.
+    computed: ClassVar[bool] = False
+    #: Common properties that make sense for this type.
+    common: ClassVar[frozenset[str]] = frozenset({
+        "type", "label", "help", "required", "unique", "indexed", "readonly", "track_history",
+        "searchable", "default", "renamed_from", "demo"})
+
+    # -- metadata ---------------------------------------------------------------------------
+    def allowed_props(self) -> frozenset[str]:
+        return self.common | frozenset(self.props)
+
+    def target(self, field: "Field") -> str | None:
+        """Entity this field points at, for lookups."""
+        return None
+
+    def check(self, field: "Field", entity: "Entity", report: Report) -> None:
+        """Checks a schema cannot express; call ``report(prop, message)`` for each problem."""
+        if field.default is not None:
+            try:
+                self.coerce(field, field.default)
+            except FieldValueError as exc:
+                report("default", f"default {field.default!r} is not valid: {exc.message}")
+
+    # -- storage ----------------------------------------------------------------------------
+    def column_type(self, field: "Field") -> sa.types.TypeEngine:
+        raise NotImplementedError(f"field type {self.name} must define column_type")
+
+    def signature(self, field: "Field") -> list:
+        """Storage shape compared by migrations, e.g. ``["string", 120]``."""
+        return [self.name]
+
+    def widens(self, old: list, new: list) -> bool:
+        """True if a column of signature ``old`` can become ``new`` without losing values."""
+        return old == new
+
+    # -- values -----------------------------------------------------------------------------
+    def coerce(self, field: "Field", value: Any) -> Any:
+        """Raw input (never None) -> checked Python value. Raises ``FieldValueError``."""
+        return value
+
+    def to_json(self, field: "Field", value: Any) -> Any:
+        return value
+
+    def json_schema(self, field: "Field") -> dict:
+        return {"type": "string"}
+
+    def parse_csv(self, field: "Field", text: str) -> Any:
+        text = text.strip()
+        return None if text == "" else self.coerce(field, text)
+
+    def format_csv(self, field: "Field", value: Any) -> str:
+        if value is None:
+            return ""
+        out = self.to_json(field, value)
+        return out if isinstance(out, str) else str(out)
+
+    def marshmallow_field(self, field: "Field") -> ma.fields.Field:
+        return TypedField(field, required=field.required and field.default is None,
+                          allow_none=not field.required, metadata={"description": str(field.label)})
+
+
+class TypedField(ma.fields.Field):
+    """The one marshmallow field for every field type: it delegates to the type object."""
+
+    def __init__(self, model_field: "Field", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.model_field = model_field
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else self.model_field.type.to_json(self.model_field, value)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return self.model_field.type.coerce(self.model_field, value)
+        except FieldValueError as exc:
+            raise ma.ValidationError(exc.message) from exc
+
+
+class FieldTypeRegistry:
+    """Field types by name. Filled by the plugin manager (``crm_field_types`` hook)."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, FieldType] = {}
+
+    def register(self, ftype: FieldType) -> None:
+        if not ftype.name:
+            raise ValueError(f"{type(ftype).__name__} has no name")
+        if ftype.name in self._types:
+            raise ValueError(f"field type {ftype.name!r} is registered twice")
+        self._types[ftype.name] = ftype
+
+    def get(self, name: str) -> FieldType | None:
+        return self._types.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._types

@@ -1,0 +1,129 @@
+"""Choice field types: boolean, picklist, multipicklist."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from .base import FieldType, FieldValueError
+
+_TRUE = {"true", "1", "yes", "y", "on", "t"}
+_FALSE = {"false", "0", "no", "n", "off", "f"}
+
+
+class BooleanType(FieldType):
+    name = "boolean"
+    formula_type = "boolean"
+    widget = "checkbox"
+
+    def column_type(self, field):
+        return sa.Boolean(create_constraint=False)
+
+    def signature(self, field):
+        return ["boolean"]
+
+    def coerce(self, field, value):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise FieldValueError("type", f"expected true or false, got {value!r}")
+
+    def json_schema(self, field):
+        return {"type": "boolean"}
+
+    def format_csv(self, field, value):
+        return "" if value is None else ("true" if value else "false")
+
+
+_OPTION_SCHEMA = {
+    "type": "array", "minItems": 1,
+    "items": {"oneOf": [
+        {"type": "string"},
+        {"type": "object", "required": ["value"], "additionalProperties": False,
+         "properties": {"value": {"type": "string"}, "label": {}, "color": {"type": "string"}}}]}}
+
+
+class PicklistType(FieldType):
+    name = "picklist"
+    props = {"options": _OPTION_SCHEMA}
+    required_props = ("options",)
+    formula_type = "picklist"
+    widget = "select"
+
+    def values(self, field) -> list[str]:
+        return [o.value for o in field.options]
+
+    def length(self, field) -> int:
+        return max(64, *(len(v) for v in self.values(field)))
+
+    def column_type(self, field):
+        return sa.String(self.length(field))
+
+    def signature(self, field):
+        return ["string", self.length(field)]
+
+    def widens(self, old, new):
+        return old[0] == new[0] == "string" and new[1] >= old[1]
+
+    def check(self, field, entity, report):
+        values = self.values(field)
+        for value in {v for v in values if values.count(v) > 1}:
+            report("options", f"option {value!r} is listed twice")
+        super().check(field, entity, report)
+
+    def coerce(self, field, value):
+        if not isinstance(value, str):
+            raise FieldValueError("type", f"expected one of the options as text, got {type(value).__name__}")
+        if value not in self.values(field):
+            raise FieldValueError("choice", f"{value!r} is not one of: {', '.join(self.values(field))}")
+        return value
+
+    def json_schema(self, field):
+        return {"type": "string", "enum": self.values(field)}
+
+
+class MultiPicklistType(PicklistType):
+    """Several options; stored as ``a;b;c`` in option order (so SQL can match ``;b;``)."""
+
+    name = "multipicklist"
+    formula_type = "multipicklist"
+    widget = "multiselect"
+
+    def length(self, field):
+        return max(255, sum(len(v) + 1 for v in self.values(field)))
+
+    def column_type(self, field):
+        return _SemicolonList(self.length(field))
+
+    def coerce(self, field, value):
+        if isinstance(value, str):
+            value = [v for v in (p.strip() for p in value.split(";")) if v]
+        if not isinstance(value, (list, tuple)):
+            raise FieldValueError("type", f"expected a list of options, got {type(value).__name__}")
+        allowed = self.values(field)
+        for item in value:
+            if item not in allowed:
+                raise FieldValueError("choice", f"{item!r} is not one of: {', '.join(allowed)}")
+        return [v for v in allowed if v in value]
+
+    def json_schema(self, field):
+        return {"type": "array", "uniqueItems": True, "items": {"type": "string", "enum": self.values(field)}}
+
+    def format_csv(self, field, value):
+        return ";".join(value or ())
+
+
+class _SemicolonList(sa.types.TypeDecorator):
+    impl = sa.String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else ";".join(value)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else [v for v in value.split(";") if v]
+
+
+TYPES = (BooleanType(), PicklistType(), MultiPicklistType())

@@ -1,0 +1,166 @@
+"""Numeric field types: integer, number, currency, percent (all exact; no floats)."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+
+from .base import FieldType, FieldValueError
+from .sqltypes import ExactDecimal
+
+_INT64 = 2**63 - 1
+
+
+def _bound(field, key: str) -> Decimal | None:
+    value = field.prop(key)
+    return None if value is None else Decimal(str(value))
+
+
+class _Numeric(FieldType):
+    common = FieldType.common | {"min", "max"}
+    formula_type = "number"
+    widget = "number"
+
+    def check(self, field, entity, report):
+        for key in ("min", "max"):
+            if field.prop(key) is not None:
+                try:
+                    Decimal(str(field.prop(key)))
+                except InvalidOperation:
+                    report(key, f"{key} must be a number")
+                    return
+        low, high = _bound(field, "min"), _bound(field, "max")
+        if low is not None and high is not None and low > high:
+            report("min", f"min {low} is greater than max {high}")
+        super().check(field, entity, report)
+
+    def in_range(self, field, value):
+        low, high = _bound(field, "min"), _bound(field, "max")
+        if low is not None and value < low:
+            raise FieldValueError("min", f"must be at least {low}")
+        if high is not None and value > high:
+            raise FieldValueError("max", f"must be at most {high}")
+        return value
+
+    @staticmethod
+    def to_decimal(value: Any) -> Decimal:
+        if isinstance(value, bool):
+            raise FieldValueError("type", "expected a number, got a boolean")
+        if isinstance(value, Decimal):
+            result = value
+        elif isinstance(value, int):
+            result = Decimal(value)
+        elif isinstance(value, float):
+            result = Decimal(repr(value))  # the shortest text that round-trips, not the binary expansion
+        elif isinstance(value, str):
+            try:
+                result = Decimal(value.strip().replace(",", "")) if value.strip() else None
+            except InvalidOperation:
+                result = None
+            if result is None:
+                raise FieldValueError("type", f"{value!r} is not a number")
+        else:
+            raise FieldValueError("type", f"expected a number, got {type(value).__name__}")
+        if not result.is_finite():
+            raise FieldValueError("type", "must be a finite number")
+        return result
+
+
+class IntegerType(_Numeric):
+    name = "integer"
+
+    def column_type(self, field):
+        return sa.BigInteger()
+
+    def signature(self, field):
+        return ["integer"]
+
+    def coerce(self, field, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            dec = self.to_decimal(value)
+            if dec != dec.to_integral_value():
+                raise FieldValueError("type", f"{value!r} is not a whole number")
+            number = int(dec)
+        if abs(number) > _INT64:
+            raise FieldValueError("max", "is out of the 64-bit integer range")
+        return self.in_range(field, number)
+
+    def json_schema(self, field):
+        schema = {"type": "integer"}
+        if field.prop("min") is not None:
+            schema["minimum"] = field.prop("min")
+        if field.prop("max") is not None:
+            schema["maximum"] = field.prop("max")
+        return schema
+
+
+class NumberType(_Numeric):
+    """Exact decimal with ``precision`` digits in all, ``scale`` after the point."""
+
+    name = "number"
+    props = {"precision": {"type": "integer", "minimum": 1, "maximum": 38},
+             "scale": {"type": "integer", "minimum": 0, "maximum": 18}}
+    default_precision, default_scale = 18, 4
+
+    def dims(self, field) -> tuple[int, int]:
+        return (int(field.prop("precision", self.default_precision)),
+                int(field.prop("scale", self.default_scale)))
+
+    def check(self, field, entity, report):
+        precision, scale = self.dims(field)
+        if scale > precision:
+            report("scale", f"scale {scale} is greater than precision {precision}")
+            return
+        if precision > 18:
+            report("precision", "precision above 18 digits cannot be stored exactly on every database")
+            return
+        super().check(field, entity, report)
+
+    def column_type(self, field):
+        return ExactDecimal(*self.dims(field))
+
+    def signature(self, field):
+        return ["decimal", *self.dims(field)]
+
+    def widens(self, old, new):
+        # Same scale, more digits: every old value fits. A new scale would rewrite stored values.
+        return old[0] == new[0] == "decimal" and new[2] == old[2] and new[1] >= old[1]
+
+    def coerce(self, field, value):
+        precision, scale = self.dims(field)
+        dec = self.to_decimal(value).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+        if dec.adjusted() >= precision - scale:
+            raise FieldValueError("max", f"has more than {precision - scale} digits before the decimal point")
+        return self.in_range(field, dec)
+
+    def to_json(self, field, value):
+        return str(value)
+
+    def json_schema(self, field):
+        precision, scale = self.dims(field)
+        return {"type": "string", "format": "decimal",
+                "pattern": rf"^-?\d{{1,{precision - scale}}}(\.\d{{1,{scale}}})?$" if scale else rf"^-?\d{{1,{precision}}}$",
+                "description": f"exact decimal, {scale} places"}
+
+
+class CurrencyType(NumberType):
+    name = "currency"
+    formula_type = "currency"
+    widget = "currency"
+    default_precision, default_scale = 18, 2
+
+
+class PercentType(NumberType):
+    """A percentage written as 0-100 (50 means 50 %)."""
+
+    name = "percent"
+    formula_type = "percent"
+    widget = "percent"
+    default_precision, default_scale = 7, 2
+
+
+TYPES = (IntegerType(), NumberType(), CurrencyType(), PercentType())

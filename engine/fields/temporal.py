@@ -1,0 +1,81 @@
+"""Date and datetime field types. Datetimes are timezone-aware and stored in UTC."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import sqlalchemy as sa
+
+from .base import FieldType, FieldValueError
+from .sqltypes import UtcDateTime
+
+
+class DateType(FieldType):
+    name = "date"
+    common = FieldType.common | {"min", "max"}
+    formula_type = "date"
+    widget = "date"
+
+    def column_type(self, field):
+        return sa.Date()
+
+    def signature(self, field):
+        return ["date"]
+
+    def coerce(self, field, value):
+        if isinstance(value, datetime):
+            raise FieldValueError("type", "expected a date, got a date and time")
+        if isinstance(value, date):
+            result = value
+        elif isinstance(value, str):
+            try:
+                result = date.fromisoformat(value.strip())
+            except ValueError:
+                raise FieldValueError("format", f"{value!r} is not a date (YYYY-MM-DD)") from None
+        else:
+            raise FieldValueError("type", f"expected a date, got {type(value).__name__}")
+        for key, bad, word in (("min", lambda b: result < b, "on or after"), ("max", lambda b: result > b, "on or before")):
+            bound = field.prop(key)
+            if bound is not None and bad(date.fromisoformat(str(bound))):
+                raise FieldValueError(key, f"must be {word} {bound}")
+        return result
+
+    def to_json(self, field, value):
+        return value.isoformat()
+
+    def json_schema(self, field):
+        return {"type": "string", "format": "date"}
+
+
+class DateTimeType(FieldType):
+    name = "datetime"
+    formula_type = "datetime"
+    widget = "datetime"
+
+    def column_type(self, field):
+        return UtcDateTime()
+
+    def signature(self, field):
+        return ["datetime"]
+
+    def coerce(self, field, value):
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+            except ValueError:
+                raise FieldValueError("format", f"{text!r} is not an ISO 8601 date and time") from None
+        if not isinstance(value, datetime):
+            raise FieldValueError("type", f"expected a date and time, got {type(value).__name__}")
+        if value.tzinfo is None:
+            raise FieldValueError("timezone", "needs a timezone offset (e.g. 2026-01-31T09:00:00+08:00)")
+        return value.astimezone(timezone.utc)
+
+    def to_json(self, field, value):
+        return value.astimezone(timezone.utc).isoformat()
+
+    def json_schema(self, field):
+        return {"type": "string", "format": "date-time"}
+
+
+TYPES = (DateType(), DateTimeType())

@@ -1,0 +1,141 @@
+"""Text-like field types: text, textarea, email, phone, url."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+
+from .base import FieldType, FieldValueError
+
+DEFAULT_LENGTH = 255
+
+
+class TextType(FieldType):
+    name = "text"
+    props = {"pattern": {"type": "string"}}
+    common = FieldType.common | {"max_length"}
+    formula_type = "text"
+    widget = "text"
+    default_length = DEFAULT_LENGTH
+
+    def length(self, field) -> int:
+        return int(field.prop("max_length") or self.default_length)
+
+    def column_type(self, field):
+        return sa.String(self.length(field))
+
+    def signature(self, field):
+        return ["string", self.length(field)]
+
+    def widens(self, old, new):
+        return old[0] == new[0] == "string" and new[1] >= old[1] or (old[0] == "string" and new[0] == "clob")
+
+    def check(self, field, entity, report):
+        pattern = field.prop("pattern")
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                report("pattern", f"pattern is not a valid regular expression: {exc}")
+        super().check(field, entity, report)
+
+    def coerce(self, field, value: Any) -> str:
+        if not isinstance(value, str):
+            raise FieldValueError("type", f"expected text, got {type(value).__name__}")
+        value = self.normalise(value)
+        if len(value) > self.length(field):
+            raise FieldValueError("max_length", f"longer than {self.length(field)} characters")
+        pattern = field.prop("pattern")
+        if pattern and not re.fullmatch(pattern, value):
+            raise FieldValueError("pattern", f"does not match the pattern {pattern}")
+        self.validate(value)
+        return value
+
+    def normalise(self, value: str) -> str:
+        return value
+
+    def validate(self, value: str) -> None:
+        """Format check of the specialised types."""
+
+    def json_schema(self, field):
+        return {"type": "string", "maxLength": self.length(field)}
+
+    def parse_csv(self, field, text):
+        return None if text == "" else self.coerce(field, text)
+
+
+class TextareaType(TextType):
+    name = "textarea"
+    widget = "textarea"
+    default_length = 32000
+
+    def column_type(self, field):
+        return sa.Text()
+
+    def signature(self, field):
+        return ["clob"]
+
+    def widens(self, old, new):
+        return new == ["clob"]
+
+    def json_schema(self, field):
+        return {"type": "string", "maxLength": self.length(field)}
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_PHONE = re.compile(r"\+?[0-9 ()./-]{4,30}( ?(x|ext\.?) ?[0-9]{1,6})?")
+_URL = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
+
+
+class EmailType(TextType):
+    name = "email"
+    props = {}
+    widget = "email"
+
+    def normalise(self, value):
+        value = value.strip()
+        local, _, domain = value.rpartition("@")
+        return f"{local}@{domain.lower()}" if local else value
+
+    def validate(self, value):
+        if not _EMAIL.fullmatch(value):
+            raise FieldValueError("format", "is not an e-mail address")
+
+    def json_schema(self, field):
+        return {"type": "string", "format": "email", "maxLength": self.length(field)}
+
+
+class PhoneType(TextType):
+    name = "phone"
+    props = {}
+    widget = "phone"
+    default_length = 40
+
+    def normalise(self, value):
+        return value.strip()
+
+    def validate(self, value):
+        if not _PHONE.fullmatch(value):
+            raise FieldValueError("format", "is not a phone number (digits, spaces, + ( ) - . and ext)")
+
+
+class UrlType(TextType):
+    name = "url"
+    props = {}
+    widget = "url"
+    default_length = 2000
+
+    def normalise(self, value):
+        return value.strip()
+
+    def validate(self, value):
+        if not _URL.fullmatch(value):
+            raise FieldValueError("format", "is not an http(s) URL")
+
+    def json_schema(self, field):
+        return {"type": "string", "format": "uri", "maxLength": self.length(field)}
+
+
+TYPES = (TextType(), TextareaType(), EmailType(), PhoneType(), UrlType())

@@ -1,0 +1,104 @@
+"""Cross-reference checks: what a JSON Schema cannot see.
+
+Lookups to missing entities, layouts naming missing fields, reserved names, defaults that a field
+cannot take, indexes on unknown fields, renames that collide. Each problem names file:line.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .model import SYSTEM_COLUMNS, AppModel, Entity
+
+if TYPE_CHECKING:
+    from .loader import Declared, Problems
+
+#: Names that would collide with the engine's own columns and API words.
+RESERVED = frozenset(SYSTEM_COLUMNS) | {"_meta", "_bulk", "history", "transitions"}
+SORTABLE_SYSTEM = ("id", "created_at", "updated_at", "version")
+
+
+def check_model(model: AppModel, declared: dict[str, "Declared"], problems: "Problems") -> None:
+    for name, entity in model.entities.items():
+        decl = declared[name]
+        _check_names(entity, decl, problems)
+        _check_fields(model, entity, decl, problems)
+        _check_title(entity, decl, problems)
+        _check_indexes(entity, decl, problems)
+        _check_layouts(model, entity, decl, problems)
+
+
+def _check_names(entity: Entity, decl: "Declared", problems: "Problems") -> None:
+    if entity.name in RESERVED:
+        problems.add(decl.origin, f"entity name {entity.name!r} is reserved")
+    for fname, fdecl in decl.fields.items():
+        if fname in RESERVED:
+            problems.add(fdecl.origin, f"field name {fname!r} is reserved (system columns: {', '.join(SYSTEM_COLUMNS)})")
+        old = fdecl.props.get("renamed_from")
+        if old and old in decl.fields:
+            problems.add(fdecl.loc("renamed_from"),
+                         f"renamed_from {old!r}: {entity.name} still declares a field {old!r}")
+
+
+def _check_fields(model: AppModel, entity: Entity, decl: "Declared", problems: "Problems") -> None:
+    for field in entity.fields.values():
+        fdecl = decl.fields[field.name]
+        target = field.target
+        if target and target not in model.entities:
+            problems.add(fdecl.loc("to") if "to" in fdecl.props else fdecl.loc("type"),
+                         f"{entity.name}.{field.name} points to entity {target!r}, which is not declared")
+        for to in (field.prop("to") if field.type_name == "reference" else None) or ():
+            if to not in model.entities:
+                problems.add(fdecl.loc("to"), f"{entity.name}.{field.name} may point to {to!r}, which is not declared")
+        field.type.check(field, entity, lambda prop, message, f=fdecl, n=field.name:
+                         problems.add(f.loc(prop) if prop in f.props else f.loc("type"), f"{entity.name}.{n}: {message}"))
+
+
+def _check_title(entity: Entity, decl: "Declared", problems: "Problems") -> None:
+    if entity.title != "id" and entity.title not in entity.fields:
+        problems.add(decl.loc("title") if "title" in decl.props else decl.origin,
+                     f"title {entity.title!r} is not a field of {entity.name}")
+
+
+def _check_indexes(entity: Entity, decl: "Declared", problems: "Problems") -> None:
+    for i, index in enumerate(entity.indexes):
+        for j, fname in enumerate(index.fields):
+            if fname not in entity.fields and fname not in SYSTEM_COLUMNS:
+                problems.add(decl.loc("indexes", i, "fields", j), f"index names unknown field {fname!r} of {entity.name}")
+            elif fname in entity.fields and not entity.fields[fname].stored:
+                problems.add(decl.loc("indexes", i, "fields", j), f"index names {fname!r}, which is not stored")
+
+
+def _check_layouts(model: AppModel, entity: Entity, decl: "Declared", problems: "Problems") -> None:
+    layouts = entity.layouts
+
+    def known(fname: str, *path) -> None:
+        if fname not in entity.fields and fname not in SYSTEM_COLUMNS:
+            problems.add(decl.loc("layouts", *path), f"layout names unknown field {fname!r} of {entity.name}")
+
+    for s, section in enumerate(layouts.get("form") or ()):
+        for i, fname in enumerate(section.get("fields", ())):
+            known(fname, "form", s, "fields", i)
+    lst = layouts.get("list")
+    if lst:
+        for i, fname in enumerate(lst.get("columns", ())):
+            known(fname, "list", "columns", i)
+        for i, fname in enumerate(lst.get("filters", ())):
+            known(fname, "list", "filters", i)
+        for key in (lst.get("sort") or "").split(","):
+            if key:
+                known(key.lstrip("-"), "list", "sort")
+    kanban = layouts.get("kanban")
+    if kanban:
+        group = kanban["group_by"]
+        known(group, "kanban", "group_by")
+        if group in entity.fields and entity.fields[group].type_name != "picklist":
+            problems.add(decl.loc("layouts", "kanban", "group_by"), f"kanban group_by {group!r} must be a picklist field")
+        for i, fname in enumerate(kanban.get("card", ())):
+            known(fname, "kanban", "card", i)
+    for i, ref in enumerate(layouts.get("related") or ()):
+        other, _, fname = ref.partition(".")
+        field = model.entities[other].fields.get(fname) if other in model.entities else None
+        if field is None or (field.target != entity.name and field.type_name != "reference"):
+            problems.add(decl.loc("layouts", "related", i),
+                         f"related list {ref!r} must name entity.field of a lookup pointing to {entity.name}")

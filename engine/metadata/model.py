@@ -1,0 +1,177 @@
+"""The application model: frozen dataclasses built once from the metadata layers.
+
+Everything else (tables, record service, API, UI) is derived from an ``AppModel``. Every element
+remembers where it was declared (``origin``) and which later layers changed it (``changes``), so an
+implementer can tell a base field from an industry or site customisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .errors import Location
+
+if TYPE_CHECKING:
+    from engine.fields.base import FieldType
+
+SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "updated_by", "owner_id", "version")
+LANGUAGES = ("en", "zh")
+
+
+@dataclass(frozen=True)
+class Label:
+    """A text in several languages; ``str()`` gives English."""
+
+    texts: Mapping[str, str]
+
+    @classmethod
+    def of(cls, value: Any, fallback: str) -> "Label":
+        if isinstance(value, Mapping):
+            return cls(MappingProxyType(dict(value)))
+        if value:
+            return cls(MappingProxyType({"en": str(value)}))
+        return cls(MappingProxyType({"en": fallback.replace("_", " ").capitalize()}))
+
+    def get(self, lang: str = "en") -> str:
+        return self.texts.get(lang) or self.texts.get("en") or next(iter(self.texts.values()), "")
+
+    def __str__(self) -> str:
+        return self.get("en")
+
+
+@dataclass(frozen=True)
+class Change:
+    """A later layer that changed some properties of an element."""
+
+    location: Location
+    properties: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One value of a picklist."""
+
+    value: str
+    label: Label
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of an entity. ``type`` is the registered field-type object."""
+
+    name: str
+    type: "FieldType"
+    label: Label
+    props: Mapping[str, Any]
+    origin: Location
+    changes: tuple[Change, ...] = ()
+
+    @property
+    def type_name(self) -> str:
+        return self.type.name
+
+    def prop(self, key: str, default: Any = None) -> Any:
+        return self.props.get(key, default)
+
+    @property
+    def required(self) -> bool:
+        return bool(self.props.get("required"))
+
+    @property
+    def unique(self) -> bool:
+        return bool(self.props.get("unique"))
+
+    @property
+    def readonly(self) -> bool:
+        return bool(self.props.get("readonly")) or self.type.computed
+
+    @property
+    def default(self) -> Any:
+        return self.props.get("default")
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        """Picklist options, normalised to ``Option`` (empty for other types)."""
+        out = []
+        for item in self.props.get("options") or ():
+            if isinstance(item, Mapping):
+                out.append(Option(str(item["value"]), Label.of(item.get("label"), str(item["value"]))))
+            else:
+                out.append(Option(str(item), Label.of(None, str(item))))
+        return tuple(out)
+
+    @property
+    def target(self) -> str | None:
+        """Entity a lookup points to."""
+        return self.type.target(self)
+
+    @property
+    def stored(self) -> bool:
+        return self.type.stored
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    fields: tuple[str, ...]
+    unique: bool = False
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One entity (a table, a record type)."""
+
+    name: str
+    label: Label
+    plural: Label
+    fields: Mapping[str, Field]
+    title: str
+    module: str
+    indexes: tuple[Index, ...]
+    layouts: Mapping[str, Any]
+    validations: tuple[Mapping[str, Any], ...]
+    workflow: Mapping[str, Any] | None
+    demo: Mapping[str, Any]
+    origin: Location
+    changes: tuple[Change, ...] = ()
+    props: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def table(self) -> str:
+        return self.name
+
+    def field(self, name: str) -> Field:
+        return self.fields[name]
+
+    def lookups(self) -> list[Field]:
+        return [f for f in self.fields.values() if f.target]
+
+
+@dataclass(frozen=True)
+class AppModel:
+    """The whole validated model. Build it with ``engine.metadata.load_model``."""
+
+    entities: Mapping[str, Entity]
+    documents: Mapping[str, tuple[Mapping[str, Any], ...]]
+    layers: tuple[tuple[str, str], ...]
+    digest: str
+
+    def entity(self, name: str) -> Entity:
+        return self.entities[name]
+
+    def references_to(self, entity: str) -> list[tuple[Entity, Field]]:
+        """Every (entity, lookup field) that points at ``entity``."""
+        return [(e, f) for e in self.entities.values() for f in e.fields.values() if f.target == entity]
+
+    def summary(self) -> dict[str, int]:
+        return {"entities": len(self.entities),
+                "fields": sum(len(e.fields) for e in self.entities.values())}
+
+
+def digest_of(data: Any) -> str:
+    """Stable hash of the merged metadata, used as the model's version identity."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,62 @@
+"""Settings from the environment (12-factor): one object, read once, passed everywhere."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEM_LAYER = Path(__file__).resolve().parent / "metadata" / "system"
+
+
+def _project_path(value: str | None, default: str) -> Path:
+    path = Path(value or default)
+    if path.is_absolute() or value:
+        return path
+    return (Path.cwd() / path) if (Path.cwd() / path).exists() else ROOT / path
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///var/crm.db"
+    redis_url: str | None = None
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
+    config_root: Path = ROOT / "configs" / "industries"
+    industry: str = "base"
+    site_dir: Path | None = None
+    plugin_dirs: tuple[Path, ...] = (ROOT / "plugins",)
+    backup_dir: Path = ROOT / "var" / "backups"
+    entry_point_plugins: bool = True
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        env = os.environ
+        values = dict(
+            database_url=env.get("DATABASE_URL") or f"sqlite:///{_project_path(None, 'var') / 'crm.db'}",
+            redis_url=env.get("REDIS_URL") or None,
+            config_root=_project_path(env.get("CRM_CONFIG_ROOT"), "configs/industries"),
+            industry=env.get("CRM_INDUSTRY", "base"),
+            site_dir=Path(env["CRM_SITE_DIR"]) if env.get("CRM_SITE_DIR") else None,
+            plugin_dirs=tuple(Path(p) for p in env["CRM_PLUGIN_DIRS"].split(os.pathsep) if p)
+            if "CRM_PLUGIN_DIRS" in env else (_project_path(None, "plugins"),),
+            backup_dir=_project_path(env.get("CRM_BACKUP_DIR"), "var/backups"),
+        )
+        if env.get("SECRET_KEY"):
+            values["secret_key"] = env["SECRET_KEY"]
+        values.update(overrides)
+        return cls(**values)
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    def layers(self, plugin_layers: list[tuple[str, Path]] = ()) -> list[tuple[str, Path]]:
+        """Metadata layers, lowest first: system, base, industry, plugins, site."""
+        layers = [("system", SYSTEM_LAYER), ("base", self.config_root / "base")]
+        if self.industry and self.industry != "base":
+            layers.append((f"industry:{self.industry}", self.config_root / self.industry))
+        layers.extend(plugin_layers)
+        if self.site_dir:
+            layers.append(("site", self.site_dir))
+        return layers
