@@ -58,7 +58,7 @@ class Declared:
         doc, base = self.where.get(str(path[0]), (None, ())) if path else (None, ())
         if doc is None:
             return self.origin
-        full = (*base, *path)
+        full = (*base, *path[1:])
         return Location(doc.layer, doc.file, doc.line(full), "/".join(str(p) for p in full))
 
 

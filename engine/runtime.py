@@ -1,0 +1,56 @@
+"""Boot the engine: plugins -> field types -> model -> database -> record service.
+
+``Runtime.boot(settings)`` is what the CLI, the web app and the tests call; nothing happens at
+import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.fields import FieldTypeRegistry
+from engine.metadata import AppModel, load_model
+from engine.plugins import make_plugin_manager, plugin_layers
+from engine.settings import Settings
+from engine.storage.database import Database
+from engine.storage.migrate import Applied, apply_migration, plan_migration
+from engine.storage.records import RecordService
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    pm: Any
+    registry: FieldTypeRegistry
+    model: AppModel
+    db: Database
+    records: RecordService
+
+    @classmethod
+    def boot(cls, settings: Settings, *, extra_plugins: tuple = ()) -> "Runtime":
+        pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins,
+                                 extra=extra_plugins)
+        registry = registry_from(pm)
+        model = load_model(settings.layers(plugin_layers(pm)), registry)
+        db = Database(settings.database_url)
+        return cls(settings, pm, registry, model, db, RecordService(model, db, pm))
+
+    def plan(self):
+        return plan_migration(self.db, self.model)
+
+    def migrate(self, *, allow_data_loss: bool = False) -> Applied:
+        return apply_migration(self.db, self.model, backup_dir=Path(self.settings.backup_dir),
+                               allow_data_loss=allow_data_loss)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def registry_from(pm) -> FieldTypeRegistry:
+    registry = FieldTypeRegistry()
+    for types in pm.hook.crm_field_types():
+        for ftype in types or ():
+            registry.register(ftype)
+    return registry

@@ -1,0 +1,259 @@
+"""Bulk create / update / upsert through the record service's steps, with batched statements.
+
+Rows are handled in chunks: one query fetches the existing records of a chunk, one checks its
+lookups, one per unique field checks collisions, and the writes are one multi-row INSERT and one
+executemany UPDATE per set of changed columns. ``atomic`` writes all or nothing; otherwise the
+valid items are written and every invalid one is reported with its errors.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from .errors import Conflict, FieldError, ValidationFailed
+
+if TYPE_CHECKING:
+    from engine.metadata.model import Entity
+
+    from .records import BulkResult, Context, RecordService
+
+CHUNK = 2000
+MODES = ("create", "update", "upsert")
+
+
+class _Abort(Exception):
+    """Leaves the transaction of an atomic bulk call that had errors (rolls it back)."""
+
+
+def run_bulk(svc: "RecordService", ent: "Entity", rows: list[dict], *, mode: str, key: str | None,
+             atomic: bool, context: "Context") -> "BulkResult":
+    from .records import BulkResult
+
+    _check_call(ent, rows, mode, key)
+    items: list[dict | None] = [None] * len(rows)
+    done: list[tuple[str, dict, dict | None]] = []
+    seen_keys: set = set()
+    try:
+        with svc.db.write() as conn:
+            failed = False
+            for start in range(0, len(rows), CHUNK):
+                chunk = _Chunk(svc, conn, ent, mode, key, context, start, rows[start:start + CHUNK], seen_keys)
+                chunk.validate()
+                failed = failed or chunk.failed
+                if not (atomic and failed):
+                    done += chunk.write()
+                chunk.report(items)
+            if atomic and failed:
+                raise _Abort
+    except _Abort:
+        for i, item in enumerate(items):
+            if item["status"] != "error":
+                items[i] = {"index": i, "status": "skipped",
+                            "errors": [{"field": None, "code": "atomic", "message": "not written: other items failed"}]}
+        done = []
+    if svc.hooks.active("crm_after_commit"):
+        for event, record, old in done:
+            svc.hooks.call("crm_after_commit", event=event, entity=ent, record=record, old=old, context=context)
+    return BulkResult(items)
+
+
+def _check_call(ent: "Entity", rows: Any, mode: str, key: str | None) -> None:
+    problems = []
+    if mode not in MODES:
+        problems.append(FieldError("mode", "choice", f"mode must be one of {', '.join(MODES)}"))
+    if mode == "upsert" and key is None:
+        problems.append(FieldError("key", "required", "upsert needs a key: a unique field"))
+    if key is not None and (key not in ent.fields or not ent.fields[key].unique):
+        problems.append(FieldError("key", "unique", f"key {key!r} must be a unique field of {ent.name}"))
+    if not isinstance(rows, list):
+        problems.append(FieldError("rows", "type", "rows must be a list of objects"))
+    if problems:
+        raise ValidationFailed(problems, ent.name)
+
+
+class _Chunk:
+    def __init__(self, svc, conn, ent, mode, key, context, start, rows, seen_keys):
+        self.svc, self.conn, self.ent, self.mode, self.key, self.context = svc, conn, ent, mode, key, context
+        self.start, self.rows, self.seen_keys = start, rows, seen_keys
+        self.table = svc.table(ent.name)
+        self.errors: list[list[FieldError]] = [[] for _ in rows]
+        self.records: list[dict | None] = [None] * len(rows)   # the full record to write
+        self.olds: list[dict | None] = [None] * len(rows)      # the stored record, for updates
+        self.ids: list[int | None] = [None] * len(rows)
+        self.status: list[str] = ["skipped"] * len(rows)
+
+    @property
+    def failed(self) -> bool:
+        return any(self.errors)
+
+    # -- validation -------------------------------------------------------------------------
+    def validate(self) -> None:
+        svc, ent = self.svc, self.ent
+        values_of: list[dict] = []
+        for i, row in enumerate(self.rows):
+            row = dict(row) if isinstance(row, dict) else row
+            rid = row.pop("id", None) if isinstance(row, dict) else None
+            values = svc.coerce(ent, row, self.context, self.errors[i])
+            values_of.append(values)
+            self.ids[i] = rid
+        existing = self._existing(values_of)
+        for i, values in enumerate(values_of):
+            if self.errors[i]:
+                continue
+            old = self._match(i, values, existing)
+            if self.errors[i]:
+                continue
+            if old is None:
+                record = values
+                svc.apply_defaults(ent, record)
+                event = "create"
+            else:
+                record = {**old, **values}
+                event = "update"
+            svc.hooks.call("crm_before_write", event=event, entity=ent, record=record, old=old, context=self.context)
+            svc.check_required(ent, record, self.errors[i])
+            self.records[i], self.olds[i] = record, old
+        self._check_targets(values_of)
+        self._check_unique()
+
+    def _existing(self, values_of: list[dict]) -> dict:
+        """Stored records this chunk addresses, by id (update) or by key value (upsert/update by key)."""
+        if self.mode == "create":
+            return {}
+        column = self.key or "id"
+        wanted = [v.get(self.key) if self.key else self.ids[i] for i, v in enumerate(values_of)]
+        wanted = [w for w in wanted if w is not None]
+        if not wanted:
+            return {}
+        stmt = sa.select(self.table).where(self.table.c[column].in_(set(wanted)))
+        return {row._mapping[column]: dict(row._mapping) for row in self.conn.execute(stmt)}
+
+    def _match(self, i: int, values: dict, existing: dict) -> dict | None:
+        errors = self.errors[i]
+        if self.mode == "create":
+            return None
+        if self.key:
+            ident = values.get(self.key)
+            if ident is None:
+                errors.append(FieldError(self.key, "required", f"the key {self.key} is required"))
+                return None
+        else:
+            ident = self.ids[i]
+            if not isinstance(ident, int) or isinstance(ident, bool):
+                errors.append(FieldError("id", "required", "an update needs the record's id (or use a key)"))
+                return None
+        if ident in self.seen_keys:
+            errors.append(FieldError(self.key or "id", "duplicate", f"{ident!r} appears more than once in this request"))
+            return None
+        self.seen_keys.add(ident)
+        old = existing.get(ident)
+        if old is None and self.mode == "update":
+            errors.append(FieldError(self.key or "id", "not_found", f"there is no {self.ent.name} {ident!r}"))
+        return old
+
+    def _check_targets(self, values_of: list[dict]) -> None:
+        live = [i for i, r in enumerate(self.records) if r is not None and not self.errors[i]]
+        # New values only: what an update leaves alone was checked when it was written.
+        checked = [self.records[i] if self.olds[i] is None else values_of[i] for i in live]
+        for pos, error in self.svc.missing_targets(self.conn, self.ent, checked):
+            self.errors[live[pos]].append(error)
+
+    def _check_unique(self) -> None:
+        for field in self.ent.fields.values():
+            if not field.unique:
+                continue
+            owners: dict[Any, int] = {}
+            for i, record in enumerate(self.records):
+                if record is None or self.errors[i] or record.get(field.name) is None:
+                    continue
+                value = record[field.name]
+                if value in owners:
+                    self.errors[i].append(FieldError(field.name, "unique", f"{value!r} appears more than once in this request"))
+                else:
+                    owners[value] = i
+            if not owners or field.name == self.key:
+                continue
+            col = self.table.c[field.name]
+            stmt = sa.select(self.table.c.id, col).where(col.in_(list(owners)))
+            for rid, value in self.conn.execute(stmt):
+                i = owners[value]
+                old = self.olds[i]
+                if old is None or old["id"] != rid:
+                    self.errors[i].append(FieldError(field.name, "unique",
+                                                     f"another {self.ent.name} already has {field.name} {value!r}"))
+
+    # -- writing ----------------------------------------------------------------------------
+    def write(self) -> list[tuple[str, dict, dict | None]]:
+        svc, ent, ctx = self.svc, self.ent, self.context
+        now = datetime.now(timezone.utc)
+        creates = [i for i, r in enumerate(self.records) if r is not None and not self.errors[i] and self.olds[i] is None]
+        updates = [i for i, r in enumerate(self.records) if r is not None and not self.errors[i] and self.olds[i] is not None]
+        history: list[dict] = []
+        done = []
+        for field in ent.fields.values():
+            if field.type_name == "autonumber" and creates:
+                for i, number in zip(creates, svc.next_numbers(self.conn, ent, field, len(creates))):
+                    self.records[i][field.name] = number
+        if creates:
+            payload = []
+            for i in creates:
+                record = self.records[i]
+                record.update(created_at=now, updated_at=now, created_by=ctx.user_id, updated_by=ctx.user_id, version=1)
+                record.setdefault("owner_id", ctx.user_id)
+                payload.append(record)
+            stmt = sa.insert(self.table).returning(self.table.c.id, sort_by_parameter_order=True)
+            ids = [row[0] for row in svc.write_rows(self.conn, ent, stmt, _uniform(payload, self.table)).rows]
+            for i, rid in zip(creates, ids):
+                self.records[i]["id"] = rid
+                self.status[i] = "created"
+                history += svc.history_rows(ent, rid, None, self.records[i], ctx, now)
+                done.append(("create", self.records[i], None))
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i in updates:
+            old, record = self.olds[i], self.records[i]
+            changed = tuple(sorted(k for k in record if (k in ent.fields or k == "owner_id") and record[k] != old.get(k)))
+            self.ids[i] = old["id"]
+            if not changed:
+                self.status[i] = "unchanged"
+                continue
+            groups.setdefault(changed, []).append(i)
+        for columns, members in groups.items():
+            t = self.table
+            stmt = (t.update().where(t.c.id == sa.bindparam("_id"), t.c.version == sa.bindparam("_version"))
+                    .values({**{c: sa.bindparam(f"v_{c}", type_=t.c[c].type) for c in columns},
+                             "version": t.c.version + 1, "updated_at": now, "updated_by": ctx.user_id}))
+            params = [{**{f"v_{c}": self.records[i][c] for c in columns}, "_id": self.olds[i]["id"],
+                       "_version": self.olds[i]["version"]} for i in members]
+            result = svc.write_rows(self.conn, ent, stmt, params)
+            if result.rowcount not in (-1, len(members)):
+                raise Conflict(ent.name, "(bulk)", "read", "changed during the request")
+            for i in members:
+                record = self.records[i]
+                record.update(version=self.olds[i]["version"] + 1, updated_at=now, updated_by=ctx.user_id)
+                self.status[i] = "updated"
+                history += svc.history_rows(ent, record["id"], self.olds[i], record, ctx, now)
+                done.append(("update", record, self.olds[i]))
+        svc._log(self.conn, history)
+        if svc.hooks.active("crm_after_write"):
+            for event, record, old in done:
+                svc.hooks.call("crm_after_write", event=event, entity=ent, record=record, old=old, context=ctx)
+        return done
+
+    def report(self, items: list) -> None:
+        for i, errors in enumerate(self.errors):
+            index = self.start + i
+            if errors:
+                items[index] = {"index": index, "status": "error",
+                                "errors": [{"field": e.field, "code": e.code, "message": e.message} for e in errors]}
+            else:
+                rid = self.records[i]["id"] if self.records[i] and "id" in self.records[i] else self.ids[i]
+                items[index] = {"index": index, "status": self.status[i], "id": rid}
+
+
+def _uniform(payload: list[dict], table: sa.Table) -> list[dict]:
+    """executemany needs every row to carry the same keys; missing fields become NULL."""
+    keys = set().union(*payload) & set(table.c.keys())
+    return [{k: row.get(k) for k in keys} for row in payload]

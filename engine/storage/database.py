@@ -1,0 +1,77 @@
+"""The database connection: one SQLAlchemy engine, configured the same way for every caller.
+
+On SQLite: WAL, foreign keys on, a busy timeout, and real transactions (pysqlite's own
+transaction handling skips DDL; we emit BEGIN ourselves, so a migration is all-or-nothing).
+Write transactions on SQLite begin IMMEDIATE, so two writers queue instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+
+
+class Database:
+    def __init__(self, url: str, *, echo: bool = False):
+        self.url = make_url(url)
+        self.dialect = self.url.get_backend_name()
+        kwargs: dict = {"echo": echo}
+        if self.is_sqlite:
+            if self.url.database and self.url.database != ":memory:":
+                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.schema = _search_path(self.url)
+        self.engine = sa.create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A connection in a write transaction: committed on success, rolled back on error."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(crm_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_connect(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (see _sqlite_begin)
+    cursor = dbapi_connection.cursor()
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("crm_write")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _search_path(url) -> str | None:
+    """The schema named by ``?options=-csearch_path=x`` in a PostgreSQL URL (used by backups)."""
+    options = url.query.get("options", "")
+    for part in (options if isinstance(options, str) else " ".join(options)).split():
+        if part.startswith("-csearch_path="):
+            return part.split("=", 1)[1].split(",")[0]
+    return None

@@ -1,0 +1,400 @@
+"""The record service: the one door through which every record is created, changed or deleted.
+
+Each call runs in one transaction: type coercion -> defaults -> ``crm_before_write`` hooks
+(formulas, validation rules, workflow guards, before-save automations attach here) -> required
+check -> lookup existence -> SQL write + field history -> ``crm_after_write`` hooks -> commit ->
+``crm_after_commit`` hooks. Updates are optimistic: a stale ``version`` is a ``Conflict``, never an
+overwrite. Bulk writes go through the same steps with batched statements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from datetime import date, datetime, timezone
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from engine.fields import FieldValueError
+from engine.fields.relation import UserType
+from engine.metadata.errors import Location
+from engine.metadata.model import SYSTEM_COLUMNS, AppModel, Entity, Field, Label
+
+from .database import Database
+from .errors import Conflict, DeleteRestricted, FieldError, NotFound, ValidationFailed
+from .tables import build_metadata
+
+EVENTS = ("create", "update", "delete")
+_ENGINE_COLUMNS = frozenset(SYSTEM_COLUMNS) - {"owner_id"}
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who writes, and how. ``system`` writes (seeding, automations) may set read-only fields."""
+
+    user_id: int | None = None
+    system: bool = False
+    depth: int = 0
+
+
+@dataclass
+class Hooks:
+    """The lifecycle hooks of a plugin manager; empty when no plugin implements them."""
+
+    pm: Any = None
+
+    def call(self, name: str, **kwargs) -> None:
+        if self.pm is not None:
+            hook = getattr(self.pm.hook, name)
+            if hook.get_hookimpls():
+                hook(**kwargs)
+
+    def active(self, name: str) -> bool:
+        return self.pm is not None and bool(getattr(self.pm.hook, name).get_hookimpls())
+
+
+class RecordService:
+    """create / update / delete / get / query / bulk for any entity of the model."""
+
+    def __init__(self, model: AppModel, db: Database, pm: Any = None):
+        self.model = model
+        self.db = db
+        self.hooks = Hooks(pm)
+        self.metadata = build_metadata(model)
+        self.history = self.metadata.tables["_crm_history"]
+        self.counters = self.metadata.tables["_crm_counter"]
+
+    # -- reads ------------------------------------------------------------------------------
+    def table(self, entity: str) -> sa.Table:
+        return self.metadata.tables[self._entity(entity).table]
+
+    def get(self, entity: str, record_id: int, *, conn: Connection | None = None) -> dict:
+        ent = self._entity(entity)
+        if conn is None:
+            with self.db.read() as conn:
+                return self._load(conn, ent, record_id)
+        return self._load(conn, ent, record_id)
+
+    def query(self, entity: str, *, where: dict[str, Any] | None = None, order_by: Iterable[str] = ("id",),
+              limit: int = 100, offset: int = 0) -> list[dict]:
+        """Records whose fields equal ``where``'s values, sorted by ``order_by`` (``-field`` descending)."""
+        table = self.table(entity)
+        stmt = sa.select(table)
+        for name, value in (where or {}).items():
+            stmt = stmt.where(table.c[name].is_(None) if value is None else table.c[name] == value)
+        for key in order_by:
+            col = table.c[key.lstrip("-")]
+            stmt = stmt.order_by(col.desc() if key.startswith("-") else col.asc())
+        with self.db.read() as conn:
+            return [dict(row._mapping) for row in conn.execute(stmt.limit(limit).offset(offset))]
+
+    def history_of(self, entity: str, record_id: int) -> list[dict]:
+        h = self.history
+        stmt = sa.select(h).where(h.c.entity == entity, h.c.record_id == record_id).order_by(h.c.id)
+        with self.db.read() as conn:
+            return [dict(row._mapping) for row in conn.execute(stmt)]
+
+    # -- writes -----------------------------------------------------------------------------
+    def create(self, entity: str, values: dict, *, context: Context = Context()) -> dict:
+        ent = self._entity(entity)
+        with self.db.write() as conn:
+            record = self._create(conn, ent, values, context)
+        self.hooks.call("crm_after_commit", event="create", entity=ent, record=record, old=None, context=context)
+        return record
+
+    def update(self, entity: str, record_id: int, values: dict, *, version: int | None = None,
+               context: Context = Context()) -> dict:
+        ent = self._entity(entity)
+        with self.db.write() as conn:
+            record, old = self._update(conn, ent, record_id, values, version, context)
+        if record is not old:
+            self.hooks.call("crm_after_commit", event="update", entity=ent, record=record, old=old, context=context)
+        return record
+
+    def delete(self, entity: str, record_id: int, *, version: int | None = None,
+               context: Context = Context()) -> None:
+        ent = self._entity(entity)
+        deleted: list[tuple[Entity, dict]] = []
+        with self.db.write() as conn:
+            self._delete(conn, ent, record_id, version, context, deleted)
+        for ent_, record in deleted:
+            self.hooks.call("crm_after_commit", event="delete", entity=ent_, record=record, old=record, context=context)
+
+    def bulk(self, entity: str, rows: list[dict], *, mode: str = "create", key: str | None = None,
+             atomic: bool = True, context: Context = Context()) -> "BulkResult":
+        """Create, update (rows carry ``id`` or ``key``) or upsert (by the unique field ``key``) many rows."""
+        from .bulk import run_bulk
+
+        return run_bulk(self, self._entity(entity), rows, mode=mode, key=key, atomic=atomic, context=context)
+
+    # -- the steps, shared with the bulk path ------------------------------------------------------
+    def coerce(self, ent: Entity, values: dict, context: Context, errors: list[FieldError]) -> dict:
+        """Raw input -> typed values of known, writable fields; problems are appended to ``errors``."""
+        if not isinstance(values, dict):
+            errors.append(FieldError(None, "type", "a record must be an object of field values"))
+            return {}
+        out = {}
+        for name, raw in values.items():
+            field = ent.fields.get(name)
+            if field is None:
+                if name == "owner_id":
+                    field = OWNER
+                else:
+                    code = "readonly" if name in _ENGINE_COLUMNS else "unknown"
+                    errors.append(FieldError(name, code, "is set by the engine" if code == "readonly"
+                                             else f"{ent.name} has no field {name!r}"))
+                    continue
+            if field.readonly and not context.system:
+                errors.append(FieldError(name, "readonly", "is read-only"))
+                continue
+            if raw is None or (raw == "" and field.type_name not in ("text", "textarea")):
+                out[name] = None
+                continue
+            try:
+                out[name] = field.type.coerce(field, raw)
+            except FieldValueError as exc:
+                errors.append(FieldError(name, exc.code, exc.message))
+        return out
+
+    def apply_defaults(self, ent: Entity, record: dict) -> None:
+        for field in ent.fields.values():
+            if field.name not in record and field.default is not None and field.stored:
+                record[field.name] = field.type.coerce(field, field.default)
+
+    def check_required(self, ent: Entity, record: dict, errors: list[FieldError], only: Iterable[str] | None = None) -> None:
+        names = ent.fields if only is None else only
+        for name in names:
+            field = ent.fields.get(name)
+            if field is not None and field.required and not field.type.computed and _blank(record.get(name)):
+                errors.append(FieldError(name, "required", "is required"))
+
+    def missing_targets(self, conn: Connection, ent: Entity, records: list[dict]) -> list[tuple[int, FieldError]]:
+        """(position, error) for every lookup or reference value whose target record does not exist."""
+        problems = []
+        for field in (*ent.fields.values(), OWNER):
+            if not field.stored or (field.target is None and field.type_name != "reference"):
+                continue
+            wanted: dict[tuple[str, int], list[int]] = {}
+            for i, record in enumerate(records):
+                value = record.get(field.name)
+                if value is None:
+                    continue
+                target, rid = (value.entity, value.id) if field.type_name == "reference" else (field.target, value)
+                wanted.setdefault((target, rid), []).append(i)
+            for target in {t for t, _ in wanted}:
+                if target not in self.model.entities:
+                    for (t, rid), positions in wanted.items():
+                        if t == target:
+                            problems += [(i, FieldError(field.name, "lookup", f"there is no entity {t!r}"))
+                                         for i in positions]
+                    continue
+                ids = [rid for t, rid in wanted if t == target]
+                found = self._existing_ids(conn, target, ids)
+                for rid in set(ids) - found:
+                    problems += [(i, FieldError(field.name, "lookup", f"there is no {target} with id {rid}"))
+                                 for i in wanted[(target, rid)]]
+        return problems
+
+    def history_rows(self, ent: Entity, record_id: int, old: dict | None, new: dict, context: Context,
+                     now: datetime) -> list[dict]:
+        rows = []
+        for field in ent.fields.values():
+            if not field.prop("track_history"):
+                continue
+            before = None if old is None else old.get(field.name)
+            after = new.get(field.name)
+            if before != after and not (old is None and after is None):
+                rows.append({"entity": ent.name, "record_id": record_id, "field": field.name,
+                             "old_value": _jsonable(field, before), "new_value": _jsonable(field, after),
+                             "changed_by": context.user_id, "changed_at": now})
+        return rows
+
+    def next_numbers(self, conn: Connection, ent: Entity, field: Field, count: int) -> list[str]:
+        """Reserve ``count`` autonumbers for ``field`` in this transaction."""
+        name = f"{ent.name}.{field.name}"
+        start = int(field.prop("start", 1))
+        insert = (sa.dialects.postgresql.insert if not self.db.is_sqlite else sa.dialects.sqlite.insert)(self.counters)
+        stmt = insert.values(name=name, value=start - 1 + count).on_conflict_do_update(
+            index_elements=["name"], set_={"value": self.counters.c.value + count}).returning(self.counters.c.value)
+        last = conn.execute(stmt).scalar_one()
+        today = date.today()
+        return [field.type.format(field, n, today) for n in range(last - count + 1, last + 1)]
+
+    # -- single-record internals ----------------------------------------------------------------
+    def _create(self, conn: Connection, ent: Entity, values: dict, context: Context) -> dict:
+        errors: list[FieldError] = []
+        record = self.coerce(ent, values, context, errors)
+        self.apply_defaults(ent, record)
+        if errors:
+            raise ValidationFailed(errors, ent.name)
+        self.hooks.call("crm_before_write", event="create", entity=ent, record=record, old=None, context=context)
+        self.check_required(ent, record, errors)
+        errors += [e for _, e in self.missing_targets(conn, ent, [record])]
+        if errors:
+            raise ValidationFailed(errors, ent.name)
+        for field in ent.fields.values():
+            if field.type_name == "autonumber":
+                record[field.name] = self.next_numbers(conn, ent, field, 1)[0]
+        now = datetime.now(timezone.utc)
+        record.update(created_at=now, updated_at=now, created_by=context.user_id, updated_by=context.user_id,
+                      version=1)
+        record.setdefault("owner_id", context.user_id)
+        table = self.table(ent.name)
+        record["id"] = self.write_rows(conn, ent, table.insert().values(record).returning(table.c.id)).rows[0][0]
+        self._log(conn, self.history_rows(ent, record["id"], None, record, context, now))
+        self.hooks.call("crm_after_write", event="create", entity=ent, record=record, old=None, context=context)
+        return record
+
+    def _update(self, conn, ent, record_id, values, version, context):
+        old = self._load(conn, ent, record_id)
+        if version is not None and version != old["version"]:
+            raise Conflict(ent.name, record_id, version, old["version"])
+        errors: list[FieldError] = []
+        changes = self.coerce(ent, values, context, errors)
+        if errors:
+            raise ValidationFailed(errors, ent.name)
+        record = {**old, **changes}
+        self.hooks.call("crm_before_write", event="update", entity=ent, record=record, old=old, context=context)
+        self.check_required(ent, record, errors)
+        changed = {k: v for k, v in record.items()
+                   if (k in ent.fields or k == "owner_id") and old.get(k) != v}
+        errors += [e for _, e in self.missing_targets(conn, ent, [changed])]
+        if errors:
+            raise ValidationFailed(errors, ent.name)
+        if not changed:
+            return old, old
+        now = datetime.now(timezone.utc)
+        table = self.table(ent.name)
+        stmt = (table.update().where(table.c.id == record_id, table.c.version == old["version"])
+                .values(**changed, version=old["version"] + 1, updated_at=now, updated_by=context.user_id))
+        if self.write_rows(conn, ent, stmt).rowcount != 1:
+            current = conn.execute(sa.select(table.c.version).where(table.c.id == record_id)).scalar()
+            raise Conflict(ent.name, record_id, old["version"], current)
+        record.update(version=old["version"] + 1, updated_at=now, updated_by=context.user_id)
+        self._log(conn, self.history_rows(ent, record_id, old, record, context, now))
+        self.hooks.call("crm_after_write", event="update", entity=ent, record=record, old=old, context=context)
+        return record, old
+
+    def _delete(self, conn, ent, record_id, version, context, deleted):
+        old = self._load(conn, ent, record_id)
+        if version is not None and version != old["version"]:
+            raise Conflict(ent.name, record_id, version, old["version"])
+        self.hooks.call("crm_before_write", event="delete", entity=ent, record=old, old=old, context=context)
+        referrers = self._referrers(conn, ent, record_id)
+        restricted = [(o.name, f.name, ids[:10], n) for o, f, rule, ids, n in referrers
+                      if rule == "restrict" and not (o is ent and ids == [record_id])]
+        if restricted:
+            raise DeleteRestricted(ent.name, record_id, restricted)
+        for other, field, rule, ids, _ in referrers:
+            if rule == "set_null":
+                for child_id in ids:
+                    self._update(conn, other, child_id, {field.name: None}, None, Context(context.user_id, True))
+            elif rule == "cascade":
+                for child_id in ids:
+                    if not (other.name == ent.name and child_id == record_id):
+                        self._delete(conn, other, child_id, None, context, deleted)
+        table = self.table(ent.name)
+        self.write_rows(conn, ent, table.delete().where(table.c.id == record_id))
+        self.hooks.call("crm_after_write", event="delete", entity=ent, record=old, old=old, context=context)
+        deleted.append((ent, old))
+
+    def _referrers(self, conn, ent, record_id):
+        """(entity, field, on_delete, ids, count) for every lookup or reference pointing at the record."""
+        out = []
+        for other in self.model.entities.values():
+            table = self.metadata.tables[other.table]
+            for field in other.fields.values():
+                if field.target == ent.name:
+                    match = table.c[field.name] == record_id
+                elif field.type_name == "reference" and ent.name in (field.prop("to") or self.model.entities):
+                    match = table.c[field.name] == f"{ent.name}:{record_id}"
+                else:
+                    continue
+                ids = list(conn.execute(sa.select(table.c.id).where(match).order_by(table.c.id).limit(10_001)).scalars())
+                if ids:
+                    out.append((other, field, field.type.on_delete(field), ids, len(ids)))
+        return out
+
+    def _load(self, conn: Connection, ent: Entity, record_id: Any) -> dict:
+        if isinstance(record_id, bool) or not isinstance(record_id, int):
+            raise NotFound(ent.name, record_id)
+        table = self.table(ent.name)
+        row = conn.execute(sa.select(table).where(table.c.id == record_id)).first()
+        if row is None:
+            raise NotFound(ent.name, record_id)
+        return dict(row._mapping)
+
+    def _existing_ids(self, conn: Connection, entity: str, ids: list[int]) -> set[int]:
+        table = self.table(entity)
+        found: set[int] = set()
+        unique = sorted(set(ids))
+        for start in range(0, len(unique), 5000):
+            chunk = unique[start:start + 5000]
+            found.update(conn.execute(sa.select(table.c.id).where(table.c.id.in_(chunk))).scalars())
+        return found
+
+    def write_rows(self, conn: Connection, ent: Entity, stmt, params: Any = None) -> "Written":
+        """Run a write in a savepoint; a unique-index violation becomes a field error, never a 500."""
+        try:
+            with conn.begin_nested():
+                result = conn.execute(stmt, params)
+                rows = result.all() if result.returns_rows else []
+                return Written(rows, result.rowcount)
+        except sa.exc.IntegrityError as exc:
+            raise ValidationFailed([unique_violation(ent, exc)], ent.name) from None
+
+    def _log(self, conn: Connection, rows: list[dict]) -> None:
+        if rows:
+            conn.execute(self.history.insert(), rows)
+
+    def _entity(self, name: str) -> Entity:
+        try:
+            return self.model.entities[name]
+        except KeyError:
+            raise NotFound("entity", name) from None
+
+
+@dataclass(frozen=True)
+class Written:
+    rows: list
+    rowcount: int
+
+
+@dataclass
+class BulkResult:
+    items: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(i["status"] != "error" for i in self.items)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for item in self.items:
+            out[item["status"]] = out.get(item["status"], 0) + 1
+        return out
+
+
+def unique_violation(ent: Entity, exc: sa.exc.IntegrityError) -> FieldError:
+    text = str(exc.orig)
+    for field in ent.fields.values():
+        if field.unique and (f"{ent.table}.{field.name}" in text or f"ux_{ent.table}_{field.name}" in text):
+            return FieldError(field.name, "unique", f"another {ent.name} already has this {field.name}")
+    first = text.splitlines()[0] if text else "constraint violated"
+    return FieldError(None, "constraint", f"the database refused the write: {first}")
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+def _jsonable(field: Field, value: Any) -> Any:
+    return None if value is None else field.type.to_json(field, value)
+
+
+#: ``owner_id`` is a system column that callers may write, like a user lookup.
+OWNER = Field(name="owner_id", type=UserType(), label=Label.of({"en": "Owner", "zh": "负责人"}, "owner"),
+              props=MappingProxyType({"type": "user", "on_delete": "restrict"}),
+              origin=Location("system", "engine", 0))

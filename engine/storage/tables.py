@@ -1,0 +1,103 @@
+"""SQLAlchemy tables derived from the model, plus the engine's own system tables.
+
+Every entity table has the system columns (id, created_at, updated_at, created_by, updated_by,
+owner_id, version). Declared fields are nullable in the database: ``required`` is enforced by the
+record service, so adding a required field to a populated table is a safe migration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import sqlalchemy as sa
+
+from engine.fields.sqltypes import UtcDateTime
+from engine.metadata.model import AppModel, Entity
+
+USER_ENTITY = "user"
+NAMING = {"ix": "ix_%(table_name)s_%(column_0_N_name)s", "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+          "fk": "fk_%(table_name)s_%(column_0_name)s", "pk": "pk_%(table_name)s"}
+MAX_NAME = 60
+
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
+
+
+def index_name(table: str, columns, unique: bool = False) -> str:
+    name = f"{'ux' if unique else 'ix'}_{table}_{'_'.join(columns)}"
+    if len(name) > MAX_NAME:
+        name = f"{name[:MAX_NAME - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+def build_metadata(model: AppModel) -> sa.MetaData:
+    """All tables of the model (entities and system tables) in one ``MetaData``."""
+    md = sa.MetaData(naming_convention=NAMING)
+    _system_tables(md)
+    for entity in model.entities.values():
+        _entity_table(md, entity)
+    return md
+
+
+def _entity_table(md: sa.MetaData, entity: Entity) -> sa.Table:
+    user_fk = lambda: sa.ForeignKey(f"{USER_ENTITY}.id")  # noqa: E731
+    columns = [
+        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("updated_at", UtcDateTime(), nullable=False),
+        sa.Column("created_by", sa.BigInteger(), user_fk()),
+        sa.Column("updated_by", sa.BigInteger(), user_fk()),
+        sa.Column("owner_id", sa.BigInteger(), user_fk()),
+        sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
+    ]
+    for field in entity.fields.values():
+        if not field.stored:
+            continue
+        args = [sa.ForeignKey(f"{field.target}.id")] if field.type_name in ("lookup", "user") else []
+        info = {"sig": field.type.signature(field), "renamed_from": field.prop("renamed_from")}
+        columns.append(sa.Column(field.name, field.type.column_type(field), *args, nullable=True, info=info))
+    table = sa.Table(entity.table, md, *columns)
+    for columns_, unique in _index_specs(entity):
+        sa.Index(index_name(entity.table, columns_, unique), *(table.c[c] for c in columns_), unique=unique)
+    return table
+
+
+def _index_specs(entity: Entity) -> list[tuple[tuple[str, ...], bool]]:
+    """Indexes: owner, lookups, unique and indexed fields, declared indexes, the list layout's sort."""
+    specs: dict[tuple[str, ...], bool] = {("owner_id",): False}
+    for field in entity.fields.values():
+        if not field.stored:
+            continue
+        if field.unique:
+            specs[(field.name,)] = True
+        elif field.target or field.prop("indexed") or field.type_name in ("reference", "autonumber"):
+            specs.setdefault((field.name,), False)
+    for index in entity.indexes:
+        specs[index.fields] = specs.get(index.fields, False) or index.unique
+    sort = (entity.layouts.get("list") or {}).get("sort")
+    if sort:
+        keys = tuple(k.lstrip("-") for k in sort.split(","))
+        specs.setdefault(keys + (("id",) if "id" not in keys else ()), False)
+    return list(specs.items())
+
+
+def _system_tables(md: sa.MetaData) -> None:
+    sa.Table("_crm_model", md,
+             sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+             sa.Column("digest", sa.String(32), nullable=False),
+             sa.Column("applied_at", UtcDateTime(), nullable=False),
+             sa.Column("snapshot", sa.JSON(), nullable=False),
+             sa.Column("plan", sa.JSON(), nullable=False),
+             sa.Column("backup", sa.String(500)))
+    history = sa.Table("_crm_history", md,
+                       sa.Column("id", Id, primary_key=True, autoincrement=True),
+                       sa.Column("entity", sa.String(64), nullable=False),
+                       sa.Column("record_id", sa.BigInteger(), nullable=False),
+                       sa.Column("field", sa.String(64), nullable=False),
+                       sa.Column("old_value", sa.JSON()),
+                       sa.Column("new_value", sa.JSON()),
+                       sa.Column("changed_by", sa.BigInteger()),
+                       sa.Column("changed_at", UtcDateTime(), nullable=False))
+    sa.Index("ix__crm_history_record", history.c.entity, history.c.record_id, history.c.id)
+    sa.Table("_crm_counter", md,
+             sa.Column("name", sa.String(120), primary_key=True),
+             sa.Column("value", sa.BigInteger(), nullable=False))
