@@ -98,6 +98,11 @@ def _system_tables(md: sa.MetaData) -> None:
                        sa.Column("changed_by", sa.BigInteger()),
                        sa.Column("changed_at", UtcDateTime(), nullable=False))
     sa.Index("ix__crm_history_record", history.c.entity, history.c.record_id, history.c.id)
+    sa.Table("_crm_credential", md,
+             sa.Column("user_id", sa.BigInteger(), sa.ForeignKey(f"{USER_ENTITY}.id"), primary_key=True,
+                       autoincrement=False),
+             sa.Column("password_hash", sa.String(255), nullable=False),
+             sa.Column("updated_at", UtcDateTime(), nullable=False))
     sa.Table("_crm_counter", md,
              sa.Column("name", sa.String(120), primary_key=True),
              sa.Column("value", sa.BigInteger(), nullable=False))

@@ -1,0 +1,211 @@
+"""The ``crm`` command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+import sqlalchemy as sa
+
+from engine.metadata import MetadataError, load_model
+from engine.settings import Settings
+
+
+def _runtime():
+    from engine.runtime import Runtime
+
+    try:
+        return Runtime.boot(Settings.from_env())
+    except MetadataError as exc:
+        _print_problems(exc)
+        sys.exit(1)
+
+
+def _print_problems(exc: MetadataError) -> None:
+    for problem in exc.problems:
+        click.echo(str(problem), err=True)
+    click.echo(f"{len(exc.problems)} problem(s) in the metadata.", err=True)
+
+
+@click.group()
+def main() -> None:
+    """Run and administer the CRM engine. Settings come from the environment (see docs/operations.md)."""
+
+
+@main.command()
+@click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--alone", is_flag=True, help="Check DIRECTORY on the system layer only, without the base CRM.")
+def validate(directory: Path | None, alone: bool) -> None:
+    """Check the metadata: every problem with file:line, exit 1 if any; else a summary."""
+    from engine.plugins import make_plugin_manager, plugin_layers
+    from engine.runtime import registry_from
+
+    settings = Settings.from_env()
+    pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins)
+    layers = settings.layers(plugin_layers(pm))
+    if directory is not None:
+        base = (settings.config_root / "base").resolve()
+        if directory.resolve() == base:
+            layers = layers[:2]
+        else:
+            layers = layers[:1] if alone else layers[:2]
+            layers.append((f"industry:{directory.name}", directory))
+    try:
+        model = load_model(layers, registry_from(pm))
+    except MetadataError as exc:
+        _print_problems(exc)
+        sys.exit(1)
+    summary = model.summary()
+    click.echo(f"OK: {summary['entities']} entities, {summary['fields']} fields "
+               f"(layers: {', '.join(name for name, _ in model.layers)}; model {model.digest})")
+    for entity in model.entities.values():
+        click.echo(f"  {entity.name:<20} {len(entity.fields):>3} fields  [{entity.origin.layer}]")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--allow-data-loss", is_flag=True, help="Apply steps that drop columns or tables holding values.")
+def migrate(dry_run: bool, allow_data_loss: bool) -> None:
+    """Bring the database to the model: plan, back up, apply in one transaction."""
+    from engine.storage.migrate import MigrationRefused, apply_migration
+
+    rt = _runtime()
+    plan = rt.plan()
+    click.echo(f"Migration plan to model v{plan.version} ({plan.digest}):")
+    click.echo(plan.describe())
+    if dry_run:
+        if plan.blocked or (plan.data_loss and not allow_data_loss):
+            click.echo("This plan would be refused (see the marked steps).", err=True)
+        return
+    try:
+        applied = apply_migration(rt.db, rt.model, backup_dir=Path(rt.settings.backup_dir),
+                                  allow_data_loss=allow_data_loss, plan=plan)
+    except MigrationRefused as exc:
+        click.echo(f"Refused, nothing changed. {exc}", err=True)
+        sys.exit(1)
+    if applied.steps or applied.backup:
+        click.echo(f"Applied {len(applied.steps)} step(s); model v{applied.version}; backup: {applied.backup}")
+    else:
+        click.echo(f"Database is at model v{applied.version}.")
+
+
+@main.command()
+@click.option("--records", default=50, show_default=True, help="Unit of demo records (an entity seeds ratio x unit).")
+@click.option("--seed", "seed_value", default=42, show_default=True, help="Random seed; the same seed gives the same data.")
+@click.option("--if-empty", is_flag=True, help="Do nothing if the database already holds records.")
+def seed(records: int, seed_value: int, if_empty: bool) -> None:
+    """Fill the database with deterministic demo data."""
+    from engine.demo import seed as run_seed
+
+    rt = _runtime()
+    if if_empty and _has_records(rt):
+        click.echo("Demo data: the database already holds records; left as it is.")
+        return
+    counts = run_seed(rt.records, records, seed_value=seed_value)
+    click.echo(f"Demo data: {sum(counts.values())} records in {len(counts)} entities.")
+
+
+@main.command()
+@click.option("--email", default="admin@example.com", show_default=True)
+@click.option("--name", default="Administrator", show_default=True)
+def admin(email: str, name: str) -> None:
+    """Create the admin user if missing, and print its login."""
+    rt = _runtime()
+    click.echo(ensure_admin(rt, email, name))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Serve the web application (development server)."""
+    from engine.app import create_app
+
+    create_app(Settings.from_env()).run(host=host, port=port)
+
+
+@main.command()
+@click.option("--records", default=50, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+def up(records: int, host: str, port: int) -> None:
+    """Migrate, seed demo data on an empty database, ensure the admin, and serve: what `make run` does."""
+    from engine.app import create_app
+    from engine.demo import seed as run_seed
+
+    rt = _runtime()
+    applied = rt.migrate()
+    click.echo(f"Database {rt.settings.database_url} at model v{applied.version}.")
+    if not _has_records(rt):
+        counts = run_seed(rt.records, records)
+        click.echo(f"Demo data: {sum(counts.values())} records in {len(counts)} entities.")
+    login = ensure_admin(rt, "admin@example.com", "Administrator")
+    click.echo("\n" + login + f"\nServing on http://{host}:{port}\n")
+    create_app(rt.settings, runtime=rt).run(host=host, port=port)
+
+
+@main.command()
+def backup() -> None:
+    """Write a backup of the database into the backup folder."""
+    from engine.storage.backup import backup as run_backup
+
+    rt = _runtime()
+    click.echo(str(run_backup(rt.db, Path(rt.settings.backup_dir), "manual")))
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.confirmation_option(prompt="Replace the whole database with this backup?")
+def restore(file: Path) -> None:
+    """Replace the database with a backup."""
+    from engine.storage.backup import restore as run_restore
+
+    rt = _runtime()
+    run_restore(rt.db, file)
+    click.echo(f"Restored {file}.")
+
+
+def _has_records(rt) -> bool:
+    with rt.db.read() as conn:
+        for entity in rt.model.entities.values():
+            table = rt.records.table(entity.name)
+            if conn.execute(sa.select(table.c.id).limit(1)).first():
+                return True
+    return False
+
+
+def ensure_admin(rt, email: str, name: str) -> str:
+    """Create the admin user with a fresh password if it does not exist; return the login text.
+
+    The password is kept in ``var/admin_login.txt`` (mode 0600) so the demo can print it again;
+    set ``CRM_ADMIN_PASSWORD`` to choose it.
+    """
+    from engine.security.passwords import hash_password, new_password
+    from engine.storage.records import Context
+
+    note = Path(rt.settings.backup_dir).parent / "admin_login.txt"
+    users = rt.records.query("user", where={"email": email}, limit=1)
+    if users and note.exists():
+        return note.read_text(encoding="utf-8").strip()
+    password = os.environ.get("CRM_ADMIN_PASSWORD") or new_password()
+    if users:
+        user = users[0]
+    else:
+        user = rt.records.create("user", {"name": name, "email": email, "role": "admin"}, context=Context(system=True))
+    credentials = rt.records.metadata.tables["_crm_credential"]
+    with rt.db.write() as conn:
+        conn.execute(credentials.delete().where(credentials.c.user_id == user["id"]))
+        conn.execute(credentials.insert().values(user_id=user["id"], password_hash=hash_password(password),
+                                                 updated_at=datetime.now(timezone.utc)))
+    text = f"Admin login: {email}  password: {password}"
+    note.parent.mkdir(parents=True, exist_ok=True)
+    note.write_text(text + "\n", encoding="utf-8")
+    note.chmod(0o600)
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Identity and permissions. For now: password hashing and credentials of users."""
