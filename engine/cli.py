@@ -74,8 +74,11 @@ def migrate(dry_run: bool, allow_data_loss: bool) -> None:
 
     rt = _runtime()
     plan = rt.plan()
-    click.echo(f"Migration plan to model v{plan.version} ({plan.digest}):")
-    click.echo(plan.describe())
+    if plan.changes_model:
+        click.echo(f"Migration plan to model v{plan.version} ({plan.digest}):")
+        click.echo(plan.describe())
+    else:
+        click.echo(f"The database is at model v{plan.version - 1} ({plan.digest}); nothing to change.")
     if dry_run:
         if plan.blocked or (plan.data_loss and not allow_data_loss):
             click.echo("This plan would be refused (see the marked steps).", err=True)

@@ -30,9 +30,12 @@ def seed_order(model: AppModel) -> list[Entity]:
         if state.get(name) in ("done", "active"):
             return
         state[name] = "active"
-        for field in model.entities[name].lookups():
-            if field.target in model.entities and field.target != name:
-                visit(field.target)
+        for field in model.entities[name].fields.values():
+            targets = [field.target] if field.target else (
+                field.prop("to") or () if field.type_name == "reference" else ())
+            for target in targets:
+                if target in model.entities and target != name:
+                    visit(target)
         state[name] = "done"
         ordered.append(model.entities[name])
 
@@ -54,9 +57,18 @@ def seed(records: RecordService, unit: int = 50, *, seed_value: int = DEFAULT_SE
         count = max(1, round(float(entity.demo["ratio"]) * unit))
         users = ids.get("user") or []
         rows = []
+        taken: dict[tuple[str, ...], set] = {key: set() for key in entity.unique_keys}
         for n in range(count):
-            row = {f.name: v for f in entity.fields.values()
-                   if (v := _value(f, entity, n, rng, fake, ids, today)) is not None}
+            for _attempt in range(20):  # a unique combination of random picks may need a few tries
+                row = {f.name: v for f in entity.fields.values()
+                       if (v := _value(f, entity, n, rng, fake, ids, today)) is not None}
+                values = {key: tuple(str(row[k]) for k in key) for key in taken if all(row.get(k) is not None for k in key)}
+                if all(v not in taken[key] for key, v in values.items()):
+                    break
+            else:
+                continue
+            for key, value in values.items():
+                taken[key].add(value)
             if users and entity.name != "user":
                 row["owner_id"] = rng.choice(users)
             rows.append(row)
@@ -65,7 +77,7 @@ def seed(records: RecordService, unit: int = 50, *, seed_value: int = DEFAULT_SE
             bad = next(i for i in result.items if i["status"] == "error")
             raise RuntimeError(f"demo data for {entity.name} was refused: {bad}")
         ids[entity.name] = [i["id"] for i in result.items]
-        counts[entity.name] = count
+        counts[entity.name] = len(rows)
     return counts
 
 
@@ -80,8 +92,11 @@ def _value(field: Field, entity: Entity, n: int, rng: random.Random, fake: Faker
     if field.target or kind == "reference":
         return _pointer(field, rng, ids)
     if isinstance(hint, str):
-        value = getattr(fake, hint)()
-        return _fit(field, value, n)
+        provider = getattr(fake, hint, None)
+        if not callable(provider):
+            raise ValueError(f"{entity.name}.{field.name}: demo hint {hint!r} is not a Faker provider "
+                             f"(declared at {field.origin.file}:{field.origin.line})")
+        return _fit(field, provider(), n)
     low, high = (hint or {}).get("min"), (hint or {}).get("max")
     if kind in ("integer",):
         return rng.randint(int(low if low is not None else 1), int(high if high is not None else 100))

@@ -52,6 +52,7 @@ def _check_fields(model: AppModel, entity: Entity, decl: "Declared", problems: "
                 problems.add(fdecl.loc("to"), f"{entity.name}.{field.name} may point to {to!r}, which is not declared")
         field.type.check(field, entity, lambda prop, message, f=fdecl, n=field.name:
                          problems.add(f.loc(prop) if prop in f.props else f.loc("type"), f"{entity.name}.{n}: {message}"))
+        _check_demo_hint(entity, field, fdecl, problems)
 
 
 def _check_title(entity: Entity, decl: "Declared", problems: "Problems") -> None:
@@ -99,6 +100,34 @@ def _check_layouts(model: AppModel, entity: Entity, decl: "Declared", problems: 
     for i, ref in enumerate(layouts.get("related") or ()):
         other, _, fname = ref.partition(".")
         field = model.entities[other].fields.get(fname) if other in model.entities else None
-        if field is None or (field.target != entity.name and field.type_name != "reference"):
+        points_here = field is not None and (field.target == entity.name or (
+            field.type_name == "reference" and entity.name in (field.prop("to") or model.entities)))
+        if not points_here:
             problems.add(decl.loc("layouts", "related", i),
                          f"related list {ref!r} must name entity.field of a lookup pointing to {entity.name}")
+
+
+def _check_demo_hint(entity: Entity, field, fdecl: "Declared", problems: "Problems") -> None:
+    """Demo hints are metadata too: a choice the field cannot take is an error here, not at seed time."""
+    from engine.fields import FieldValueError
+
+    hint = field.prop("demo")
+    if hint is None:
+        return
+    if field.type.computed:
+        problems.add(fdecl.loc("demo"), f"{entity.name}.{field.name}: a computed field takes no demo hint")
+    elif isinstance(hint, dict):
+        unknown = set(hint) - {"choices", "min", "max"}
+        if unknown:
+            problems.add(fdecl.loc("demo"), f"{entity.name}.{field.name}: unknown demo hint keys {sorted(unknown)}")
+        for i, choice in enumerate(hint.get("choices") or ()):
+            if choice is None:
+                continue
+            try:
+                field.type.coerce(field, choice)
+            except FieldValueError as exc:
+                problems.add(fdecl.loc("demo", "choices", i),
+                             f"{entity.name}.{field.name}: demo choice {choice!r} is not valid: {exc.message}")
+    elif not isinstance(hint, str) or not (hint == "skip" or hint.isidentifier()):
+        problems.add(fdecl.loc("demo"), f"{entity.name}.{field.name}: demo hint must be a Faker provider name, "
+                                        "skip, {choices: [...]} or {min:, max:}")

@@ -136,7 +136,7 @@ def _schema_ok(doc: Document, validator, problems: Problems) -> bool:
     ok = True
     for error in sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))):
         path = list(error.absolute_path)
-        if error.validator == "propertyNames":
+        if "propertyNames" in error.schema_path:
             path.append(error.instance)
             message = f"name {error.instance!r} must be snake_case (lower-case letters, digits, _)"
         elif error.validator == "additionalProperties":
@@ -170,6 +170,8 @@ def _merge_entities(docs: list[Document], problems: Problems) -> dict[str, Decla
                 continue
             if key in ("validations", "indexes") and key in decl.props:
                 value = _merge_named(decl.props[key], value)
+            elif key == "layouts" and key in decl.props:
+                value = {**decl.props[key], **value}   # per layout: a new list view keeps the form
             if key in decl.props and decl.props[key] != value:
                 changed.append(key)
             decl.props[key] = value
@@ -192,7 +194,8 @@ def _merge_field(entity: Declared, name: str, props: dict, doc: Document, proble
             changed.append(f"fields/{name}")
     else:
         for key in FIXED_FIELD_PROPS:
-            if key in props and key in decl.props and props[key] != decl.props[key]:
+            if key in props and key in decl.props and props[key] != decl.props[key] \
+                    and not _widens_targets(decl.props[key], props[key]):
                 problems.add(Location(doc.layer, doc.file, doc.line((*path, key)), "/".join((*path, key))),
                              f"field {entity.name}.{name} was declared with {key} {decl.props[key]!r} at "
                              f"{decl.origin.file}:{decl.origin.line}; a later layer cannot change its {key}")
@@ -203,6 +206,11 @@ def _merge_field(entity: Declared, name: str, props: dict, doc: Document, proble
     for key, value in props.items():
         decl.props[key] = value
         decl.where[key] = (doc, (*path, key))
+
+
+def _widens_targets(old, new) -> bool:
+    """A reference's ``to`` list may grow in a later layer: nothing stored changes."""
+    return isinstance(old, list) and isinstance(new, list) and set(new) >= set(old)
 
 
 def _merge_named(old: list, new: list) -> list:

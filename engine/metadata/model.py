@@ -147,6 +147,13 @@ class Entity:
     def field(self, name: str) -> Field:
         return self.fields[name]
 
+    @property
+    def unique_keys(self) -> tuple[tuple[str, ...], ...]:
+        """Field combinations that identify one record: unique fields and unique indexes."""
+        keys = [(f.name,) for f in self.fields.values() if f.unique and f.stored]
+        keys += [i.fields for i in self.indexes if i.unique and i.fields not in keys]
+        return tuple(keys)
+
     def lookups(self) -> list[Field]:
         return [f for f in self.fields.values() if f.target]
 

@@ -162,28 +162,33 @@ class _Chunk:
             self.errors[live[pos]].append(error)
 
     def _check_unique(self) -> None:
-        for field in self.ent.fields.values():
-            if not field.unique:
-                continue
-            owners: dict[Any, int] = {}
+        """Unique fields and unique indexes: collisions inside the request and with stored records."""
+        for key in self.ent.unique_keys:
+            owners: dict[tuple, int] = {}
             for i, record in enumerate(self.records):
-                if record is None or self.errors[i] or record.get(field.name) is None:
+                if record is None or self.errors[i]:
                     continue
-                value = record[field.name]
+                value = tuple(record.get(name) for name in key)
+                if None in value:
+                    continue
                 if value in owners:
-                    self.errors[i].append(FieldError(field.name, "unique", f"{value!r} appears more than once in this request"))
+                    self.errors[i].append(FieldError(key[0], "unique", f"{_show(key, value)} appears more than once in this request"))
                 else:
                     owners[value] = i
-            if not owners or field.name == self.key:
+            if not owners or key == (self.key,):
                 continue
-            col = self.table.c[field.name]
-            stmt = sa.select(self.table.c.id, col).where(col.in_(list(owners)))
-            for rid, value in self.conn.execute(stmt):
-                i = owners[value]
-                old = self.olds[i]
-                if old is None or old["id"] != rid:
-                    self.errors[i].append(FieldError(field.name, "unique",
-                                                     f"another {self.ent.name} already has {field.name} {value!r}"))
+            cols = [self.table.c[name] for name in key]
+            firsts = list({v[0] for v in owners})
+            for start in range(0, len(firsts), 5000):
+                stmt = sa.select(self.table.c.id, *cols).where(cols[0].in_(firsts[start:start + 5000]))
+                for rid, *stored in self.conn.execute(stmt):
+                    i = owners.get(tuple(stored))
+                    if i is None:
+                        continue
+                    old = self.olds[i]
+                    if old is None or old["id"] != rid:
+                        self.errors[i].append(FieldError(key[0], "unique", f"another {self.ent.name} already has "
+                                                                            f"{_show(key, tuple(stored))}"))
 
     # -- writing ----------------------------------------------------------------------------
     def write(self) -> list[tuple[str, dict, dict | None]]:
@@ -257,3 +262,7 @@ def _uniform(payload: list[dict], table: sa.Table) -> list[dict]:
     """executemany needs every row to carry the same keys; missing fields become NULL."""
     keys = set().union(*payload) & set(table.c.keys())
     return [{k: row.get(k) for k in keys} for row in payload]
+
+
+def _show(key: tuple[str, ...], value: tuple) -> str:
+    return " and ".join(f"{k} {v!r}" for k, v in zip(key, value))

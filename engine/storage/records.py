@@ -378,10 +378,13 @@ class BulkResult:
 
 
 def unique_violation(ent: Entity, exc: sa.exc.IntegrityError) -> FieldError:
+    from .tables import index_name
+
     text = str(exc.orig)
-    for field in ent.fields.values():
-        if field.unique and (f"{ent.table}.{field.name}" in text or f"ux_{ent.table}_{field.name}" in text):
-            return FieldError(field.name, "unique", f"another {ent.name} already has this {field.name}")
+    for key in ent.unique_keys:
+        sqlite_words = ", ".join(f"{ent.table}.{name}" for name in key)
+        if f"failed: {sqlite_words}" in text or index_name(ent.table, key, True) in text:
+            return FieldError(key[0], "unique", f"another {ent.name} already has this {' and '.join(key)}")
     first = text.splitlines()[0] if text else "constraint violated"
     return FieldError(None, "constraint", f"the database refused the write: {first}")
 
