@@ -227,7 +227,9 @@ class RecordService:
         errors: list[FieldError] = []
         record = self.coerce(ent, values, context, errors)
         self.apply_defaults(ent, record)
-        if errors:
+        if errors:  # report what is missing too, so one round trip shows every problem
+            bad = {e.field for e in errors}
+            self.check_required(ent, record, errors, [n for n in ent.fields if n not in bad])
             raise ValidationFailed(errors, ent.name)
         self.hooks.call("crm_before_write", event="create", entity=ent, record=record, old=None, context=context)
         self.check_required(ent, record, errors)

@@ -1,0 +1,97 @@
+"""Bulk create / update / upsert through the same door, atomic or per item."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.storage.errors import ValidationFailed
+
+
+def leads(n, start=0, **extra):
+    return [{"last_name": f"Lee {i}", "company": f"Co {i}", "email": f"lead{i}@example.com", **extra}
+            for i in range(start, start + n)]
+
+
+def test_bulk_create_gives_ids_in_order(crm):
+    result = crm.records.bulk("lead", leads(5))
+    assert result.ok and [i["status"] for i in result.items] == ["created"] * 5
+    ids = [i["id"] for i in result.items]
+    assert [crm.records.get("lead", rid)["last_name"] for rid in ids] == [f"Lee {i}" for i in range(5)]
+
+
+def test_atomic_bulk_writes_nothing_when_one_item_fails(crm):
+    rows = leads(3)
+    rows[1]["email"] = "not-an-email"
+    result = crm.records.bulk("lead", rows, atomic=True)
+    assert [i["status"] for i in result.items] == ["skipped", "error", "skipped"]
+    assert result.items[1]["errors"][0]["field"] == "email"
+    assert crm.records.query("lead") == []
+
+
+def test_per_item_bulk_writes_the_good_items_and_reports_the_bad(crm):
+    rows = leads(3)
+    rows[2].pop("last_name")
+    result = crm.records.bulk("lead", rows, atomic=False)
+    assert [i["status"] for i in result.items] == ["created", "created", "error"]
+    assert result.items[2]["errors"] == [{"field": "last_name", "code": "required", "message": "is required"}]
+    assert len(crm.records.query("lead")) == 2
+
+
+def test_upsert_by_a_unique_field_updates_existing_and_creates_new(crm):
+    product = crm.model.entity("product")
+    key = next(f.name for f in product.fields.values() if f.unique)
+    first = crm.records.bulk("product", [{"name": "A", key: "P-1"}, {"name": "B", key: "P-2"}], mode="upsert", key=key)
+    assert first.counts() == {"created": 2}
+    second = crm.records.bulk("product", [{"name": "A2", key: "P-1"}, {"name": "B", key: "P-2"},
+                                          {"name": "C", key: "P-3"}], mode="upsert", key=key)
+    assert [i["status"] for i in second.items] == ["updated", "unchanged", "created"]
+    assert second.items[0]["id"] == first.items[0]["id"]
+    a = crm.records.get("product", first.items[0]["id"])
+    assert a["name"] == "A2" and a["version"] == 2
+    changes = [(h["field"], h["old_value"], h["new_value"]) for h in crm.records.history_of("product", a["id"])]
+    assert changes[-1] == ("name", "A", "A2") and ("name", None, "A") in changes
+
+
+def test_upsert_refuses_duplicate_keys_in_one_request_and_a_non_unique_key(crm):
+    key = next(f.name for f in crm.model.entity("product").fields.values() if f.unique)
+    result = crm.records.bulk("product", [{"name": "A", key: "X"}, {"name": "B", key: "X"}], mode="upsert",
+                              key=key, atomic=False)
+    assert [i["status"] for i in result.items] == ["created", "error"]
+    assert result.items[1]["errors"][0]["code"] == "duplicate"
+    with pytest.raises(ValidationFailed) as info:
+        crm.records.bulk("product", [], mode="upsert", key="name")
+    assert info.value.errors[0].field == "key"
+
+
+def test_bulk_update_by_id_checks_versions_lookups_and_required(crm):
+    acc = crm.records.create("account", {"name": "Acme"})
+    made = crm.records.bulk("contact", [{"last_name": "A"}, {"last_name": "B"}])
+    ids = [i["id"] for i in made.items]
+    result = crm.records.bulk("contact", [{"id": ids[0], "account": acc["id"]}, {"id": ids[1], "account": 9999},
+                                          {"id": 777777, "last_name": "x"}, {"id": ids[1], "last_name": None}],
+                              mode="update", atomic=False)
+    assert [i["status"] for i in result.items] == ["updated", "error", "error", "error"]
+    assert result.items[1]["errors"][0]["code"] == "lookup"
+    assert result.items[2]["errors"][0]["code"] == "not_found"
+    assert result.items[3]["errors"][0]["code"] == "duplicate"
+    assert crm.records.get("contact", ids[0])["account"] == acc["id"]
+
+
+def test_composite_unique_index_is_checked_inside_the_request_and_against_the_table(crm):
+    ent = crm.model.entity("campaign_member")
+    key = next(k for k in ent.unique_keys if len(k) == 2)
+    campaign = crm.records.create("campaign", {"name": "Launch"})
+    contact = crm.records.create("contact", {"last_name": "Kim"})
+    values = {"campaign": campaign["id"], "contact": contact["id"]}
+    assert set(key) == set(values)
+    first = crm.records.bulk("campaign_member", [dict(values)])
+    assert first.ok
+    again = crm.records.bulk("campaign_member", [dict(values), dict(values)], atomic=False)
+    assert [i["errors"][0]["code"] for i in again.items] == ["unique", "unique"]
+
+
+def test_bulk_of_many_rows_spans_chunks(crm):
+    result = crm.records.bulk("lead", leads(4500))
+    assert result.counts() == {"created": 4500}
+    ids = [i["id"] for i in result.items]
+    assert len(set(ids)) == 4500 and crm.records.get("lead", ids[-1])["last_name"] == "Lee 4499"

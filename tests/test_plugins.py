@@ -1,0 +1,68 @@
+"""Plugins extend the engine through pluggy hooks; the core uses the same hooks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from engine.plugins import Hooks, make_plugin_manager
+from engine.storage.errors import ValidationFailed
+
+PLUGINS = Path(__file__).parent / "plugins"
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture
+def with_colour(make_runtime):
+    return make_runtime(plugin_dirs=(PLUGINS,))
+
+
+def test_a_folder_plugin_adds_a_field_type_and_a_field_on_account(with_colour):
+    """crm_field_types and crm_metadata_dirs: the plugin's type is registered, its layer loaded."""
+    rt = with_colour
+    assert "colour" in rt.registry
+    field = rt.model.entity("account").fields["brand_colour"]
+    assert field.type_name == "colour" and field.origin.layer == "plugin:colour"
+    assert any(c.location.layer == "plugin:colour" for c in rt.model.entity("account").changes)
+    acc = rt.records.create("account", {"name": "Acme", "brand_colour": " #AABBCC "})
+    assert rt.records.get("account", acc["id"])["brand_colour"] == "#aabbcc"
+    assert rt.records.create("account", {"name": "Plain"})["brand_colour"] == "#000000"
+    with pytest.raises(ValidationFailed) as info:
+        rt.records.create("account", {"name": "Bad", "brand_colour": "blue"})
+    assert info.value.errors[0].field == "brand_colour" and "colour like" in info.value.errors[0].message
+
+
+def test_builtin_types_are_registered_by_the_core_plugin_through_the_same_hook():
+    pm = make_plugin_manager(entry_point_plugins=False)
+    [core_impl] = [i for i in pm.hook.crm_field_types.get_hookimpls() if i.plugin_name == "core"]
+    names = {t.name for t in core_impl.function()}
+    assert {"text", "currency", "lookup", "autonumber", "json"} <= names
+
+
+def test_a_type_registered_twice_is_an_error():
+    from engine.fields import FieldTypeRegistry
+    from engine.fields.text import TextType
+
+    registry = FieldTypeRegistry()
+    registry.register(TextType())
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(TextType())
+
+
+def hook_names() -> list[str]:
+    return sorted(name for name in vars(Hooks) if name.startswith("crm_"))
+
+
+def test_every_hook_has_a_test_and_a_section_in_the_plugin_guide():
+    """Adding a hook without a test (calling it by name) or without docs fails here."""
+    guide = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    tests = "\n".join(p.read_text(encoding="utf-8") for p in Path(__file__).parent.glob("test_*.py")
+                      if p.name != Path(__file__).name)
+    tests += (PLUGINS / "colour" / "__init__.py").read_text(encoding="utf-8")
+    missing_tests = [h for h in hook_names() if not re.search(rf"\bdef {h}\b", tests)]
+    missing_docs = [h for h in hook_names() if f"### `{h}`" not in guide]
+    assert hook_names(), "no hook specifications found"
+    assert missing_tests == [], f"hooks with no implementation in a test: {missing_tests}"
+    assert missing_docs == [], f"hooks with no '### `name`' section in docs/plugins.md: {missing_docs}"
