@@ -1,0 +1,14 @@
+"""Run every benchmark (``make bench``). Each prints its figures as ratios against a baseline
+measured in the same run; nothing here asserts a time."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bulk_upsert  # noqa: E402
+
+if __name__ == "__main__":
+    bulk_upsert.main()
