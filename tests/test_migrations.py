@@ -156,3 +156,40 @@ def test_cli_dry_run_prints_the_plan_and_refusal_exits_1(config_root, make_runti
     refused = runner.invoke(main, ["migrate"])
     assert refused.exit_code == 1 and "--allow-data-loss" in refused.output
     assert plan_migration(rt.db, make_runtime(config_root=config_root, migrate=False).model).data_loss
+
+
+def test_decimal_scale_and_type_changes_convert_every_value_exactly(config_root, make_runtime):
+    write(config_root, V1 + "  qty: {type: integer}\n  label: {type: text}\n")
+    rt = make_runtime(config_root=config_root)
+    rt.records.bulk("deal", [{"name": "a", "amount": "1.50", "qty": 5, "label": "12.345"},
+                             {"name": "b", "amount": "-2.25", "qty": -3, "label": "7"}])
+    write(config_root, V1.replace("amount: {type: currency}", "amount: {type: currency, scale: 4}")
+          + "  qty: {type: number, precision: 18, scale: 2}\n  label: {type: number, scale: 2}\n")
+    rt2 = make_runtime(config_root=config_root, migrate=False)
+    assert {s.column for s in rt2.plan().data_loss} >= {"amount", "qty", "label"}
+    rt2.migrate(allow_data_loss=True)
+    got = [(str(r["amount"]), str(r["qty"]), str(r["label"])) for r in rt2.records.query("deal")]
+    assert got == [("1.5000", "5.00", "12.35"), ("-2.2500", "-3.00", "7.00")]
+    write(config_root, V1 + "  qty: {type: text}\n  label: {type: integer}\n")
+    rt3 = make_runtime(config_root=config_root, migrate=False)
+    from engine.storage.migrate import ConversionFailed
+    with pytest.raises(ConversionFailed, match="12.35"):      # 12.35 is no whole number: all rolled back
+        rt3.migrate(allow_data_loss=True)
+    assert [str(r["label"]) for r in rt2.records.query("deal")] == ["12.35", "7.00"]
+
+
+def test_pointing_a_lookup_at_another_entity_replaces_the_column(config_root, make_runtime):
+    (config_root / "base" / "org.yaml").write_text("entity: org\nfields:\n  name: {type: text}\n")
+    (config_root / "base" / "team.yaml").write_text("entity: team\nfields:\n  name: {type: text}\n")
+    write(config_root, V1 + "  owner_org: {type: lookup, to: org}\n")
+    rt = make_runtime(config_root=config_root)
+    org = rt.records.create("org", {"name": "o"})
+    rt.records.create("deal", {"name": "d", "owner_org": org["id"]})
+    write(config_root, V1 + "  owner_org: {type: lookup, to: team}\n")
+    rt2 = make_runtime(config_root=config_root, migrate=False)
+    [step] = rt2.plan().steps
+    assert step.op == "replace_column" and step.loses_data
+    rt2.migrate(allow_data_loss=True)
+    team = rt2.records.create("team", {"name": "t"})
+    assert rt2.records.query("deal")[0]["owner_org"] is None
+    rt2.records.update("deal", 1, {"owner_org": team["id"]})

@@ -76,7 +76,7 @@ class PicklistType(FieldType):
     def coerce(self, field, value):
         if not isinstance(value, str):
             raise FieldValueError("type", f"expected one of the options as text, got {type(value).__name__}")
-        if value not in self.values(field):
+        if value not in field.option_values:
             raise FieldValueError("choice", f"{value!r} is not one of: {', '.join(self.values(field))}")
         return value
 
@@ -102,11 +102,10 @@ class MultiPicklistType(PicklistType):
             value = [v for v in (p.strip() for p in value.split(";")) if v]
         if not isinstance(value, (list, tuple)):
             raise FieldValueError("type", f"expected a list of options, got {type(value).__name__}")
-        allowed = self.values(field)
         for item in value:
-            if item not in allowed:
-                raise FieldValueError("choice", f"{item!r} is not one of: {', '.join(allowed)}")
-        return [v for v in allowed if v in value]
+            if item not in field.option_values:
+                raise FieldValueError("choice", f"{item!r} is not one of: {', '.join(self.values(field))}")
+        return [v for v in self.values(field) if v in value]
 
     def json_schema(self, field):
         return {"type": "array", "uniqueItems": True, "items": {"type": "string", "enum": self.values(field)}}

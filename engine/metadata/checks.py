@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
 #: Names that would collide with the engine's own columns and API words.
 RESERVED = frozenset(SYSTEM_COLUMNS) | {"_meta", "_bulk", "history", "transitions"}
-SORTABLE_SYSTEM = ("id", "created_at", "updated_at", "version")
 
 
 def check_model(model: AppModel, declared: dict[str, "Declared"], problems: "Problems") -> None:

@@ -199,6 +199,7 @@ def _merge_field(entity: Declared, name: str, props: dict, doc: Document, proble
                 problems.add(Location(doc.layer, doc.file, doc.line((*path, key)), "/".join((*path, key))),
                              f"field {entity.name}.{name} was declared with {key} {decl.props[key]!r} at "
                              f"{decl.origin.file}:{decl.origin.line}; a later layer cannot change its {key}")
+                props = {k: v for k, v in props.items() if k != key}   # keep the earlier one: no knock-on errors
         keys = tuple(k for k in props if decl.props.get(k) != props[k])
         if keys:
             decl.changes.append(Change(here, keys))
@@ -232,8 +233,8 @@ def _build(entities: dict[str, Declared], documents: dict[str, list[Document]],
             if made is not None:
                 fields[fname] = made
         props = decl.props
-        indexes = tuple(Index(i.get("name") or f"ix_{name}_{'_'.join(i['fields'])}", tuple(i["fields"]),
-                              bool(i.get("unique"))) for i in props.get("indexes", ()))
+        indexes = tuple(Index(i.get("name"), tuple(i["fields"]), bool(i.get("unique")))
+                        for i in props.get("indexes", ()))
         built[name] = Entity(
             name=name,
             label=Label.of(props.get("label"), name),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from engine.fields.base import FieldType
 
 SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "updated_by", "owner_id", "version")
-LANGUAGES = ("en", "zh")
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Field:
     def default(self) -> Any:
         return self.props.get("default")
 
-    @property
+    @cached_property
     def options(self) -> tuple[Option, ...]:
         """Picklist options, normalised to ``Option`` (empty for other types)."""
         out = []
@@ -104,7 +104,11 @@ class Field:
                 out.append(Option(str(item), Label.of(None, str(item))))
         return tuple(out)
 
-    @property
+    @cached_property
+    def option_values(self) -> frozenset[str]:
+        return frozenset(o.value for o in self.options)
+
+    @cached_property
     def target(self) -> str | None:
         """Entity a lookup points to."""
         return self.type.target(self)
@@ -116,7 +120,7 @@ class Field:
 
 @dataclass(frozen=True)
 class Index:
-    name: str
+    name: str | None
     fields: tuple[str, ...]
     unique: bool = False
 

@@ -100,6 +100,7 @@ class _Chunk:
             values_of.append(values)
             self.ids[i] = rid
         existing = self._existing(values_of)
+        hooked = svc.hooks.active("crm_before_write")
         for i, values in enumerate(values_of):
             if self.errors[i]:
                 continue
@@ -113,7 +114,8 @@ class _Chunk:
             else:
                 record = {**old, **values}
                 event = "update"
-            svc.hooks.call("crm_before_write", event=event, entity=ent, record=record, old=old, context=self.context)
+            if hooked:
+                svc.hooks.call("crm_before_write", event=event, entity=ent, record=record, old=old, context=self.context)
             svc.check_required(ent, record, self.errors[i])
             self.records[i], self.olds[i] = record, old
         self._check_targets(values_of)
@@ -198,23 +200,25 @@ class _Chunk:
         updates = [i for i, r in enumerate(self.records) if r is not None and not self.errors[i] and self.olds[i] is not None]
         history: list[dict] = []
         done = []
-        for field in ent.fields.values():
-            if field.type_name == "autonumber" and creates:
+        for field in svc.plan(ent).autonumbers:
+            if creates:
                 for i, number in zip(creates, svc.next_numbers(self.conn, ent, field, len(creates))):
                     self.records[i][field.name] = number
         if creates:
+            system = {"created_at": now, "updated_at": now, "created_by": ctx.user_id, "updated_by": ctx.user_id,
+                      "version": 1}
+            keys = set().union(*(self.records[i] for i in creates)) | set(system) | {"owner_id"}
             payload = []
             for i in creates:
                 record = self.records[i]
-                record.update(created_at=now, updated_at=now, created_by=ctx.user_id, updated_by=ctx.user_id, version=1)
+                record.update(system)
                 record.setdefault("owner_id", ctx.user_id)
+                for k in keys:  # executemany needs every row to carry the same keys
+                    record.setdefault(k, None)
                 payload.append(record)
-            stmt = sa.insert(self.table).returning(self.table.c.id, sort_by_parameter_order=True)
-            ids = [row[0] for row in svc.write_rows(self.conn, ent, stmt, _uniform(payload, self.table)).rows]
-            for i, rid in zip(creates, ids):
+            for i, rid in zip(creates, svc.insert_many(self.conn, ent, payload)):
                 self.records[i]["id"] = rid
                 self.status[i] = "created"
-                history += svc.history_rows(ent, rid, None, self.records[i], ctx, now)
                 done.append(("create", self.records[i], None))
         groups: dict[tuple[str, ...], list[int]] = {}
         for i in updates:
@@ -227,13 +231,18 @@ class _Chunk:
             groups.setdefault(changed, []).append(i)
         for columns, members in groups.items():
             t = self.table
-            stmt = (t.update().where(t.c.id == sa.bindparam("_id"), t.c.version == sa.bindparam("_version"))
-                    .values({**{c: sa.bindparam(f"v_{c}", type_=t.c[c].type) for c in columns},
-                             "version": t.c.version + 1, "updated_at": now, "updated_by": ctx.user_id}))
+
+            def build(t=t, columns=columns):
+                return (t.update().where(t.c.id == sa.bindparam("_id"), t.c.version == sa.bindparam("_version"))
+                        .values({**{c: sa.bindparam(f"v_{c}", type_=t.c[c].type) for c in columns},
+                                 "version": t.c.version + 1,
+                                 "updated_at": sa.bindparam("_now", type_=t.c.updated_at.type),
+                                 "updated_by": sa.bindparam("_by", type_=t.c.updated_by.type)}))
+
             params = [{**{f"v_{c}": self.records[i][c] for c in columns}, "_id": self.olds[i]["id"],
-                       "_version": self.olds[i]["version"]} for i in members]
-            result = svc.write_rows(self.conn, ent, stmt, params)
-            if result.rowcount not in (-1, len(members)):
+                       "_version": self.olds[i]["version"], "_now": now, "_by": ctx.user_id} for i in members]
+            affected = svc.execute_many(self.conn, ent, ("update", t.name, columns), build, params)
+            if affected not in (-1, len(members)):
                 raise Conflict(ent.name, "(bulk)", "read", "changed during the request")
             for i in members:
                 record = self.records[i]
@@ -256,12 +265,6 @@ class _Chunk:
             else:
                 rid = self.records[i]["id"] if self.records[i] and "id" in self.records[i] else self.ids[i]
                 items[index] = {"index": index, "status": self.status[i], "id": rid}
-
-
-def _uniform(payload: list[dict], table: sa.Table) -> list[dict]:
-    """executemany needs every row to carry the same keys; missing fields become NULL."""
-    keys = set().union(*payload) & set(table.c.keys())
-    return [{k: row.get(k) for k in keys} for row in payload]
 
 
 def _show(key: tuple[str, ...], value: tuple) -> str:

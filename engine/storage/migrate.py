@@ -150,7 +150,11 @@ def _diff(old: dict, new: dict, md: sa.MetaData) -> list[Step]:
                 renames.append(Step("rename_column", name, col, f"from {source}", source=source))
                 renamed[source] = col
             old_sig = before["columns"][source]["sig"]
-            if old_sig != spec["sig"]:
+            if old_sig[0] == spec["sig"][0] == "ref" and old_sig != spec["sig"]:
+                # A lookup to another entity: its old ids mean nothing there. Replace the column.
+                alters.append(Step("replace_column", name, col, f"{old_sig} -> {spec['sig']}", source=source,
+                                   old_sig=old_sig, new_sig=spec["sig"]))
+            elif old_sig != spec["sig"]:
                 alters.append(Step("alter_type", name, col, f"{old_sig} -> {spec['sig']}", source=source,
                                    old_sig=old_sig, new_sig=spec["sig"]))
         for col in before["columns"]:
@@ -183,6 +187,11 @@ def _assess(conn: Connection, step: Step, model: AppModel) -> None:
         values = _non_null(conn, step.table, step.column)
         if values:
             step.loses_data, step.detail = True, f"holds {values} values"
+    elif step.op == "replace_column":
+        values = _non_null(conn, step.table, step.source or step.column)
+        if values:
+            step.loses_data = True
+            step.detail += f": the lookup points elsewhere now; {values} stored ids would be dropped"
     elif step.op == "alter_type":
         field = model.entities[step.table].fields.get(step.column) if step.table in model.entities else None
         widens = field is not None and field.type.widens(step.old_sig, step.new_sig)
@@ -236,6 +245,58 @@ def apply_migration(db: Database, model: AppModel, *, backup_dir: Path, allow_da
     return Applied(plan.version, plan.steps, saved)
 
 
+class ConversionFailed(MigrationRefused):
+    """A stored value cannot take the new type; the migration was rolled back."""
+
+
+def _convert_values(conn: Connection, step: Step, sqlite: bool) -> None:
+    """Check, and on SQLite rewrite, stored values whose type changes to or from a decimal.
+
+    Exact decimals are scaled integers on SQLite (see ``ExactDecimal``), so a change of scale, or
+    between decimal and integer or text, must rewrite every value there; PostgreSQL's ``USING``
+    cast converts by itself, but would round 12.35 to 12 silently. So on both, every value is
+    converted exactly in Python first, and one that cannot be converted stops the migration (all
+    of it is rolled back) naming the record and the value.
+    """
+    old, new = step.old_sig, step.new_sig
+    if "decimal" not in (old[0], new[0]):
+        return
+    column = step.column  # renames were applied earlier in the plan
+    rows = conn.execute(sa.text(f'SELECT id, "{column}" FROM "{step.table}" WHERE "{column}" IS NOT NULL')).all()
+    changed = []
+    for rid, stored in rows:
+        value = _decode(old, stored) if sqlite else stored
+        try:
+            changed.append({"id": rid, "v": _encode(new, value)})
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            raise ConversionFailed(None, [step], f"{step.table} {rid}: {str(value)!r} cannot become {new}: "
+                                                 f"{exc}; nothing was changed") from None
+    if changed and sqlite:
+        conn.execute(sa.text(f'UPDATE "{step.table}" SET "{column}" = :v WHERE id = :id'), changed)
+
+
+def _decode(sig: list, stored):
+    from decimal import Decimal
+
+    if sig[0] == "decimal":
+        return Decimal(int(stored)).scaleb(-sig[2])
+    return stored
+
+
+def _encode(sig: list, value):
+    from decimal import ROUND_HALF_UP, Decimal
+
+    if sig[0] == "decimal":
+        number = Decimal(str(value).strip()).quantize(Decimal(1).scaleb(-sig[2]), rounding=ROUND_HALF_UP)
+        return int(number.scaleb(sig[2]))
+    if sig[0] == "integer":
+        number = Decimal(str(value))
+        if number != number.to_integral_value():
+            raise ValueError("is not a whole number")
+        return int(number)
+    return str(value)
+
+
 class _ddl_transaction:
     """A write transaction for DDL; on SQLite foreign keys are off while tables are rebuilt."""
 
@@ -272,11 +333,19 @@ def _apply_step(ops: Operations, db: Database, md: sa.MetaData, step: Step) -> N
     elif step.op == "drop_index":
         ops.drop_index(step.detail, table_name=step.table)
     else:
+        # Values become text after the column does, numbers before (SQLite casts while copying).
+        convert = step.op == "alter_type"
+        to_text = step.new_sig and step.new_sig[0] in ("string", "clob")
+        if convert and not (to_text and db.is_sqlite):
+            _convert_values(ops.get_bind(), step, db.is_sqlite)
         with _alter(ops, db, step.table) as alter:
             if step.op == "add_column":
                 alter.add_column(table.c[step.column]._copy())
             elif step.op == "rename_column":
                 alter.alter_column(step.source, new_column_name=step.column)
+            elif step.op == "replace_column":
+                alter.drop_column(step.column)
+                alter.add_column(table.c[step.column]._copy())
             elif step.op == "alter_type":
                 column = table.c[step.column]
                 kwargs = {}
@@ -288,6 +357,8 @@ def _apply_step(ops: Operations, db: Database, md: sa.MetaData, step: Step) -> N
                 alter.drop_column(step.column)
             else:  # pragma: no cover - the planner makes no other steps
                 raise ValueError(f"unknown migration step {step.op}")
+        if convert and to_text and db.is_sqlite:
+            _convert_values(ops.get_bind(), step, True)
 
 
 class _alter:

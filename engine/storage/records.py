@@ -9,6 +9,8 @@ overwrite. Bulk writes go through the same steps with batched statements.
 
 from __future__ import annotations
 
+import sqlite3
+from copy import copy
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from datetime import date, datetime, timezone
@@ -65,6 +67,8 @@ class RecordService:
         self.metadata = build_metadata(model)
         self.history = self.metadata.tables["_crm_history"]
         self.counters = self.metadata.tables["_crm_counter"]
+        self._plans: dict[str, WritePlan] = {}
+        self._compiled: dict[tuple, tuple] = {}
 
     # -- reads ------------------------------------------------------------------------------
     def table(self, entity: str) -> sa.Table:
@@ -130,52 +134,55 @@ class RecordService:
         return run_bulk(self, self._entity(entity), rows, mode=mode, key=key, atomic=atomic, context=context)
 
     # -- the steps, shared with the bulk path ------------------------------------------------------
+    def plan(self, ent: Entity) -> "WritePlan":
+        """What a write to ``ent`` needs, computed once per entity (the hot path of bulk writes)."""
+        plan = self._plans.get(ent.name)
+        if plan is None:
+            plan = self._plans[ent.name] = WritePlan.of(ent)
+        return plan
+
     def coerce(self, ent: Entity, values: dict, context: Context, errors: list[FieldError]) -> dict:
         """Raw input -> typed values of known, writable fields; problems are appended to ``errors``."""
         if not isinstance(values, dict):
             errors.append(FieldError(None, "type", "a record must be an object of field values"))
             return {}
+        writable = self.plan(ent).writable
         out = {}
         for name, raw in values.items():
-            field = ent.fields.get(name)
-            if field is None:
-                if name == "owner_id":
-                    field = OWNER
-                else:
-                    code = "readonly" if name in _ENGINE_COLUMNS else "unknown"
-                    errors.append(FieldError(name, code, "is set by the engine" if code == "readonly"
-                                             else f"{ent.name} has no field {name!r}"))
-                    continue
-            if field.readonly and not context.system:
+            entry = writable.get(name)
+            if entry is None:
+                code = "readonly" if name in _ENGINE_COLUMNS else "unknown"
+                errors.append(FieldError(name, code, "is set by the engine" if code == "readonly"
+                                         else f"{ent.name} has no field {name!r}"))
+                continue
+            field, coerce, readonly, blank_is_null = entry
+            if readonly and not context.system:
                 errors.append(FieldError(name, "readonly", "is read-only"))
-                continue
-            if raw is None or (raw == "" and field.type_name not in ("text", "textarea")):
+            elif raw is None or (blank_is_null and raw == ""):
                 out[name] = None
-                continue
-            try:
-                out[name] = field.type.coerce(field, raw)
-            except FieldValueError as exc:
-                errors.append(FieldError(name, exc.code, exc.message))
+            else:
+                try:
+                    out[name] = coerce(field, raw)
+                except FieldValueError as exc:
+                    errors.append(FieldError(name, exc.code, exc.message))
         return out
 
     def apply_defaults(self, ent: Entity, record: dict) -> None:
-        for field in ent.fields.values():
-            if field.name not in record and field.default is not None and field.stored:
-                record[field.name] = field.type.coerce(field, field.default)
+        for name, value in self.plan(ent).defaults:
+            if name not in record:
+                record[name] = copy(value)
 
     def check_required(self, ent: Entity, record: dict, errors: list[FieldError], only: Iterable[str] | None = None) -> None:
-        names = ent.fields if only is None else only
-        for name in names:
-            field = ent.fields.get(name)
-            if field is not None and field.required and not field.type.computed and _blank(record.get(name)):
+        required = self.plan(ent).required
+        for name in required if only is None else (n for n in only if n in required):
+            value = record.get(name)
+            if value is None or value == "" or value == []:
                 errors.append(FieldError(name, "required", "is required"))
 
     def missing_targets(self, conn: Connection, ent: Entity, records: list[dict]) -> list[tuple[int, FieldError]]:
         """(position, error) for every lookup or reference value whose target record does not exist."""
         problems = []
-        for field in (*ent.fields.values(), OWNER):
-            if not field.stored or (field.target is None and field.type_name != "reference"):
-                continue
+        for field in self.plan(ent).pointers:
             wanted: dict[tuple[str, int], list[int]] = {}
             for i, record in enumerate(records):
                 value = record.get(field.name)
@@ -197,15 +204,13 @@ class RecordService:
                                  for i in wanted[(target, rid)]]
         return problems
 
-    def history_rows(self, ent: Entity, record_id: int, old: dict | None, new: dict, context: Context,
+    def history_rows(self, ent: Entity, record_id: int, old: dict, new: dict, context: Context,
                      now: datetime) -> list[dict]:
+        """Field history of an update: one row per tracked field whose value changed."""
         rows = []
-        for field in ent.fields.values():
-            if not field.prop("track_history"):
-                continue
-            before = None if old is None else old.get(field.name)
-            after = new.get(field.name)
-            if before != after and not (old is None and after is None):
+        for field in self.plan(ent).tracked:
+            before, after = old.get(field.name), new.get(field.name)
+            if before != after:
                 rows.append({"entity": ent.name, "record_id": record_id, "field": field.name,
                              "old_value": _jsonable(field, before), "new_value": _jsonable(field, after),
                              "changed_by": context.user_id, "changed_at": now})
@@ -236,16 +241,14 @@ class RecordService:
         errors += [e for _, e in self.missing_targets(conn, ent, [record])]
         if errors:
             raise ValidationFailed(errors, ent.name)
-        for field in ent.fields.values():
-            if field.type_name == "autonumber":
-                record[field.name] = self.next_numbers(conn, ent, field, 1)[0]
+        for field in self.plan(ent).autonumbers:
+            record[field.name] = self.next_numbers(conn, ent, field, 1)[0]
         now = datetime.now(timezone.utc)
         record.update(created_at=now, updated_at=now, created_by=context.user_id, updated_by=context.user_id,
                       version=1)
         record.setdefault("owner_id", context.user_id)
         table = self.table(ent.name)
         record["id"] = self.write_rows(conn, ent, table.insert().values(record).returning(table.c.id)).rows[0][0]
-        self._log(conn, self.history_rows(ent, record["id"], None, record, context, now))
         self.hooks.call("crm_after_write", event="create", entity=ent, record=record, old=None, context=context)
         return record
 
@@ -337,6 +340,60 @@ class RecordService:
             found.update(conn.execute(sa.select(table.c.id).where(table.c.id.in_(chunk))).scalars())
         return found
 
+    def insert_many(self, conn: Connection, ent: Entity, records: list[dict]) -> list[int]:
+        """Insert records (all with the same keys) in one executemany; return their ids in order.
+
+        On SQLite the ids are the consecutive rowids SQLite gives a table's new rows while this
+        transaction holds the write lock, checked by counting them; elsewhere SQLAlchemy's batched
+        INSERT .. RETURNING gives them.
+        """
+        table = self.table(ent.name)
+        keys = tuple(k for k in records[0] if k in table.c)
+        if not self.db.is_sqlite:
+            stmt = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
+            rows = self.write_rows(conn, ent, stmt, [{k: r.get(k) for k in keys} for r in records]).rows
+            return [row[0] for row in rows]
+        before = conn.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0
+        self.execute_many(conn, ent, ("insert", table.name, keys), lambda: sa.insert(table), records, keys)
+        ids = list(range(before + 1, before + 1 + len(records)))
+        count = conn.execute(sa.select(sa.func.count()).where(table.c.id.between(ids[0], ids[-1]))).scalar()
+        if count != len(records):  # pragma: no cover - would mean SQLite changed how it assigns rowids
+            raise RuntimeError(f"bulk insert into {ent.name}: could not establish the new ids")
+        return ids
+
+    def execute_many(self, conn: Connection, ent: Entity, key: tuple, build, rows: list[dict],
+                     column_keys: tuple[str, ...] | None = None) -> int:
+        """One statement, many parameter sets: the bulk path's hot loop. Returns the rows affected.
+
+        The statement (made by ``build()`` once per ``key``) is compiled once; on SQLite it goes to
+        the driver's executemany with parameters processed by the columns' own bind processors,
+        skipping SQLAlchemy's per-row bookkeeping. Elsewhere SQLAlchemy runs it (psycopg pipelines).
+        """
+        if not rows:
+            return 0
+        if not self.db.is_sqlite:
+            return self.write_rows(conn, ent, build(), rows).rowcount
+        cached = self._compiled.get(key)
+        if cached is None:
+            compiled = build().compile(dialect=conn.dialect, column_keys=list(column_keys) if column_keys else None)
+            order = list(compiled.positiontup)
+            binds = [(name, compiled.binds[name].type._cached_bind_processor(conn.dialect),
+                      None if compiled.binds[name].required else compiled.binds[name].effective_value)
+                     for name in order]  # literals in the statement (version + 1) keep their value
+            cached = self._compiled[key] = (str(compiled), binds)
+        sql, binds = cached
+        params = [tuple([proc(row.get(name, fixed)) if proc else row.get(name, fixed) for name, proc, fixed in binds])
+                  for row in rows]
+        try:
+            with conn.begin_nested():
+                cursor = conn.connection.dbapi_connection.cursor()
+                cursor.executemany(sql, params)
+                count = cursor.rowcount
+                cursor.close()
+        except sqlite3.IntegrityError as exc:
+            raise ValidationFailed([unique_violation(ent, exc)], ent.name) from None
+        return count
+
     def write_rows(self, conn: Connection, ent: Entity, stmt, params: Any = None) -> "Written":
         """Run a write in a savepoint; a unique-index violation becomes a field error, never a 500."""
         try:
@@ -348,14 +405,40 @@ class RecordService:
             raise ValidationFailed([unique_violation(ent, exc)], ent.name) from None
 
     def _log(self, conn: Connection, rows: list[dict]) -> None:
-        if rows:
-            conn.execute(self.history.insert(), rows)
+        keys = ("entity", "record_id", "field", "old_value", "new_value", "changed_by", "changed_at")
+        self.execute_many(conn, None, ("history",), self.history.insert, rows, keys)
 
     def _entity(self, name: str) -> Entity:
         try:
             return self.model.entities[name]
         except KeyError:
             raise NotFound("entity", name) from None
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """Per-entity facts every write needs, precomputed."""
+
+    writable: dict[str, tuple[Field, Any, bool, bool]]   # name -> (field, coerce, readonly, blank is null)
+    defaults: tuple[tuple[str, Any], ...]
+    required: frozenset[str]
+    tracked: tuple[Field, ...]
+    autonumbers: tuple[Field, ...]
+    pointers: tuple[Field, ...]
+
+    @classmethod
+    def of(cls, ent: Entity) -> "WritePlan":
+        fields = [f for f in ent.fields.values() if f.stored]
+        writable = {f.name: (f, f.type.coerce, f.readonly, f.type_name not in ("text", "textarea"))
+                    for f in (*fields, OWNER)}
+        return cls(
+            writable=writable,
+            defaults=tuple((f.name, f.type.coerce(f, f.default)) for f in fields if f.default is not None),
+            required=frozenset(f.name for f in fields if f.required and not f.type.computed),
+            tracked=tuple(f for f in fields if f.prop("track_history")),
+            autonumbers=tuple(f for f in fields if f.type_name == "autonumber"),
+            pointers=tuple(f for f in (*fields, OWNER) if f.target or f.type_name == "reference"),
+        )
 
 
 @dataclass(frozen=True)
@@ -379,20 +462,16 @@ class BulkResult:
         return out
 
 
-def unique_violation(ent: Entity, exc: sa.exc.IntegrityError) -> FieldError:
+def unique_violation(ent: Entity, exc: Exception) -> FieldError:
     from .tables import index_name
 
-    text = str(exc.orig)
+    text = str(getattr(exc, "orig", exc))
     for key in ent.unique_keys:
         sqlite_words = ", ".join(f"{ent.table}.{name}" for name in key)
         if f"failed: {sqlite_words}" in text or index_name(ent.table, key, True) in text:
             return FieldError(key[0], "unique", f"another {ent.name} already has this {' and '.join(key)}")
     first = text.splitlines()[0] if text else "constraint violated"
     return FieldError(None, "constraint", f"the database refused the write: {first}")
-
-
-def _blank(value: Any) -> bool:
-    return value is None or value == "" or value == []
 
 
 def _jsonable(field: Field, value: Any) -> Any:

@@ -56,14 +56,15 @@ def _entity_table(md: sa.MetaData, entity: Entity) -> sa.Table:
         info = {"sig": field.type.signature(field), "renamed_from": field.prop("renamed_from")}
         columns.append(sa.Column(field.name, field.type.column_type(field), *args, nullable=True, info=info))
     table = sa.Table(entity.table, md, *columns)
-    for columns_, unique in _index_specs(entity):
-        sa.Index(index_name(entity.table, columns_, unique), *(table.c[c] for c in columns_), unique=unique)
+    for columns_, (unique, name) in _index_specs(entity).items():
+        sa.Index(name or index_name(entity.table, columns_, unique), *(table.c[c] for c in columns_), unique=unique)
     return table
 
 
-def _index_specs(entity: Entity) -> list[tuple[tuple[str, ...], bool]]:
+def _index_specs(entity: Entity) -> dict[tuple[str, ...], tuple[bool, str | None]]:
     """Indexes: owner, lookups, unique and indexed fields, declared indexes, the list layout's sort."""
     specs: dict[tuple[str, ...], bool] = {("owner_id",): False}
+    names: dict[tuple[str, ...], str] = {}
     for field in entity.fields.values():
         if not field.stored:
             continue
@@ -73,11 +74,13 @@ def _index_specs(entity: Entity) -> list[tuple[tuple[str, ...], bool]]:
             specs.setdefault((field.name,), False)
     for index in entity.indexes:
         specs[index.fields] = specs.get(index.fields, False) or index.unique
+        if index.name:
+            names[index.fields] = index.name
     sort = (entity.layouts.get("list") or {}).get("sort")
     if sort:
         keys = tuple(k.lstrip("-") for k in sort.split(","))
         specs.setdefault(keys + (("id",) if "id" not in keys else ()), False)
-    return list(specs.items())
+    return {cols: (unique, names.get(cols)) for cols, unique in specs.items()}
 
 
 def _system_tables(md: sa.MetaData) -> None:
