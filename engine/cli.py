@@ -81,7 +81,9 @@ def migrate(dry_run: bool, allow_data_loss: bool) -> None:
         click.echo(f"The database is at model v{plan.version - 1} ({plan.digest}); nothing to change.")
     if dry_run:
         if plan.blocked or (plan.data_loss and not allow_data_loss):
-            click.echo("This plan would be refused (see the marked steps).", err=True)
+            click.echo("This plan would be refused (see the marked steps); "
+                       "data loss needs --allow-data-loss, a blocked step needs the data fixed.", err=True)
+            sys.exit(1)
         return
     try:
         applied = apply_migration(rt.db, rt.model, backup_dir=Path(rt.settings.backup_dir),
@@ -127,7 +129,8 @@ def serve(host: str, port: int) -> None:
     """Serve the web application (development server)."""
     from engine.app import create_app
 
-    create_app(Settings.from_env()).run(host=host, port=port)
+    rt = _runtime()
+    create_app(rt.settings, runtime=rt).run(host=host, port=port)
 
 
 @main.command()
@@ -139,8 +142,14 @@ def up(records: int, host: str, port: int) -> None:
     from engine.app import create_app
     from engine.demo import seed as run_seed
 
+    from engine.storage.migrate import MigrationRefused
+
     rt = _runtime()
-    applied = rt.migrate()
+    try:
+        applied = rt.migrate()
+    except MigrationRefused as exc:
+        click.echo(f"The database was not changed. {exc}\nRun `crm migrate --dry-run` to see the plan.", err=True)
+        sys.exit(1)
     click.echo(f"Database {rt.settings.database_url} at model v{applied.version}.")
     if not _has_records(rt):
         counts = run_seed(rt.records, records)
@@ -189,7 +198,7 @@ def ensure_admin(rt, email: str, name: str) -> str:
     from engine.security.passwords import hash_password, new_password
     from engine.storage.records import Context
 
-    note = Path(rt.settings.backup_dir).parent / "admin_login.txt"
+    note = Path(rt.settings.var_dir) / "admin_login.txt"
     users = rt.records.query("user", where={"email": email}, limit=1)
     if users and note.exists():
         return note.read_text(encoding="utf-8").strip()

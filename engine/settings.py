@@ -28,6 +28,7 @@ class Settings:
     site_dir: Path | None = None
     plugin_dirs: tuple[Path, ...] = (ROOT / "plugins",)
     backup_dir: Path = ROOT / "var" / "backups"
+    var_dir: Path = ROOT / "var"
     entry_point_plugins: bool = True
 
     @classmethod
@@ -42,6 +43,7 @@ class Settings:
             plugin_dirs=tuple(Path(p) for p in env["CRM_PLUGIN_DIRS"].split(os.pathsep) if p)
             if "CRM_PLUGIN_DIRS" in env else (_project_path(None, "plugins"),),
             backup_dir=_project_path(env.get("CRM_BACKUP_DIR"), "var/backups"),
+            var_dir=_project_path(env.get("CRM_VAR_DIR"), "var"),
         )
         if env.get("SECRET_KEY"):
             values["secret_key"] = env["SECRET_KEY"]

@@ -39,7 +39,7 @@ def database_url(tmp_path, worker_id):
 @pytest.fixture
 def settings(database_url, tmp_path) -> Settings:
     """Settings for the base CRM on this test's database, with no plugins."""
-    return Settings(database_url=database_url, backup_dir=tmp_path / "backups", plugin_dirs=(),
+    return Settings(database_url=database_url, backup_dir=tmp_path / "backups", var_dir=tmp_path, plugin_dirs=(),
                     entry_point_plugins=False, secret_key="test")
 
 

@@ -95,3 +95,23 @@ def test_bulk_of_many_rows_spans_chunks(crm):
     assert result.counts() == {"created": 4500}
     ids = [i["id"] for i in result.items]
     assert len(set(ids)) == 4500 and crm.records.get("lead", ids[-1])["last_name"] == "Lee 4499"
+
+
+class NoGmail:
+    from engine.plugins import hookimpl
+
+    @hookimpl
+    def crm_before_write(self, event, entity, record):
+        from engine.storage.errors import FieldError
+
+        if entity.name == "lead" and (record.get("email") or "").endswith("@gmail.com"):
+            raise ValidationFailed([FieldError("email", "rule", "business addresses only")])
+
+
+def test_a_rule_refusing_one_item_does_not_sink_a_per_item_request(crm):
+    crm.pm.register(NoGmail())
+    rows = leads(3)
+    rows[1]["email"] = "x@gmail.com"
+    result = crm.records.bulk("lead", rows, atomic=False)
+    assert [i["status"] for i in result.items] == ["created", "error", "created"]
+    assert result.items[1]["errors"][0]["message"] == "business addresses only"

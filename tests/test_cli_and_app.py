@@ -82,7 +82,8 @@ def test_crm_up_migrates_seeds_prints_a_login_and_serves(tmp_path):
     """What `make run` runs, end to end, on a fresh SQLite file."""
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'crm.db'}",
-           "CRM_BACKUP_DIR": str(tmp_path / "var" / "backups"), "CRM_PLUGIN_DIRS": ""}
+           "CRM_BACKUP_DIR": str(tmp_path / "var" / "backups"), "CRM_VAR_DIR": str(tmp_path / "var"),
+           "CRM_PLUGIN_DIRS": ""}
     crm = Path(sys.executable).with_name("crm")
     proc = subprocess.Popen([str(crm), "up", "--records", "5", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -152,7 +152,8 @@ def test_cli_dry_run_prints_the_plan_and_refusal_exits_1(config_root, make_runti
     monkeypatch.setenv("CRM_PLUGIN_DIRS", "")
     runner = CliRunner()
     dry = runner.invoke(main, ["migrate", "--dry-run"])
-    assert dry.exit_code == 0 and "drop_column" in dry.output and "LOSES DATA" in dry.output
+    assert dry.exit_code == 1 and "drop_column" in dry.output and "LOSES DATA" in dry.output
+    assert runner.invoke(main, ["migrate", "--dry-run", "--allow-data-loss"]).exit_code == 0
     refused = runner.invoke(main, ["migrate"])
     assert refused.exit_code == 1 and "--allow-data-loss" in refused.output
     assert plan_migration(rt.db, make_runtime(config_root=config_root, migrate=False).model).data_loss

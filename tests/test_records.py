@@ -252,3 +252,35 @@ def test_lifecycle_hooks_run_in_order_and_may_change_the_record(crm):
         ("before", "update", "account"), ("after", "update", "account", acc["id"]), ("commit", "update", "account", acc["id"]),
         ("before", "delete", "account"), ("after", "delete", "account", acc["id"]), ("commit", "delete", "account", acc["id"]),
     ]
+
+
+def test_a_user_who_owns_records_cannot_be_deleted_and_the_message_says_why(crm):
+    sam = crm.records.create("user", {"name": "Sam", "email": "sam@example.com"})
+    crm.records.create("account", {"name": "Acme"}, context=Context(user_id=sam["id"]))
+    with pytest.raises(DeleteRestricted) as info:
+        crm.records.delete("user", sam["id"])
+    assert "account via owner_id" in str(info.value)
+    loner = crm.records.create("user", {"name": "Lone", "email": "lone@example.com"})
+    crm.records.delete("user", loner["id"])
+
+
+def test_set_null_reaches_every_referrer_and_reports_each_change_after_commit(crm):
+    recorder = Recorder()
+    acc = account(crm)
+    made = crm.records.bulk("contact", [{"last_name": f"C{i}", "account": acc["id"]} for i in range(25)])
+    crm.pm.register(recorder)
+    crm.records.delete("account", acc["id"])
+    assert all(c["account"] is None for c in crm.records.query("contact", limit=100))
+    commits = [c for c in recorder.calls if c[0] == "commit"]
+    assert sorted(c[3] for c in commits if c[1] == "update") == sorted(i["id"] for i in made.items)
+    assert commits[-1] == ("commit", "delete", "account", acc["id"])
+
+
+def test_restrict_counts_every_referrer_but_names_a_few(crm):
+    acc = account(crm)
+    crm.records.bulk("opportunity", [{"name": f"O{i}", "account": acc["id"], "close_date": "2027-01-01"}
+                                     for i in range(12)])
+    with pytest.raises(DeleteRestricted) as info:
+        crm.records.delete("account", acc["id"])
+    [(other, field, ids, count)] = info.value.references
+    assert (other, field, len(ids), count) == ("opportunity", "account", 10, 12)

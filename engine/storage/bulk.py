@@ -115,7 +115,12 @@ class _Chunk:
                 record = {**old, **values}
                 event = "update"
             if hooked:
-                svc.hooks.call("crm_before_write", event=event, entity=ent, record=record, old=old, context=self.context)
+                try:
+                    svc.hooks.call("crm_before_write", event=event, entity=ent, record=record, old=old,
+                                   context=self.context)
+                except ValidationFailed as exc:  # a rule refused this item, not the whole request
+                    self.errors[i].extend(exc.errors)
+                    continue
             svc.check_required(ent, record, self.errors[i])
             self.records[i], self.olds[i] = record, old
         self._check_targets(values_of)

@@ -26,7 +26,7 @@ from engine.metadata.model import SYSTEM_COLUMNS, AppModel, Entity, Field, Label
 
 from .database import Database
 from .errors import Conflict, DeleteRestricted, FieldError, NotFound, ValidationFailed
-from .tables import build_metadata
+from .tables import USER_ENTITY, build_metadata
 
 EVENTS = ("create", "update", "delete")
 _ENGINE_COLUMNS = frozenset(SYSTEM_COLUMNS) - {"owner_id"}
@@ -119,12 +119,13 @@ class RecordService:
 
     def delete(self, entity: str, record_id: int, *, version: int | None = None,
                context: Context = Context()) -> None:
+        """Delete a record, following each lookup's ``on_delete`` for the records pointing at it."""
         ent = self._entity(entity)
-        deleted: list[tuple[Entity, dict]] = []
+        events: list[tuple[str, Entity, dict, dict | None]] = []
         with self.db.write() as conn:
-            self._delete(conn, ent, record_id, version, context, deleted)
-        for ent_, record in deleted:
-            self.hooks.call("crm_after_commit", event="delete", entity=ent_, record=record, old=record, context=context)
+            self._delete(conn, ent, record_id, version, context, events)
+        for event, ent_, record, old in events:
+            self.hooks.call("crm_after_commit", event=event, entity=ent_, record=record, old=old, context=context)
 
     def bulk(self, entity: str, rows: list[dict], *, mode: str = "create", key: str | None = None,
              atomic: bool = True, context: Context = Context()) -> "BulkResult":
@@ -282,44 +283,55 @@ class RecordService:
         self.hooks.call("crm_after_write", event="update", entity=ent, record=record, old=old, context=context)
         return record, old
 
-    def _delete(self, conn, ent, record_id, version, context, deleted):
+    def _delete(self, conn, ent, record_id, version, context, events):
         old = self._load(conn, ent, record_id)
         if version is not None and version != old["version"]:
             raise Conflict(ent.name, record_id, version, old["version"])
         self.hooks.call("crm_before_write", event="delete", entity=ent, record=old, old=old, context=context)
-        referrers = self._referrers(conn, ent, record_id)
-        restricted = [(o.name, f.name, ids[:10], n) for o, f, rule, ids, n in referrers
-                      if rule == "restrict" and not (o is ent and ids == [record_id])]
+        referrers = [r for r in self._referrers(conn, ent, record_id) if not (r[0] is ent and r[3] == [record_id])]
+        restricted = [(o.name, f, ids, n) for o, f, rule, ids, n in referrers if rule == "restrict"]
         if restricted:
             raise DeleteRestricted(ent.name, record_id, restricted)
-        for other, field, rule, ids, _ in referrers:
-            if rule == "set_null":
-                for child_id in ids:
-                    self._update(conn, other, child_id, {field.name: None}, None, Context(context.user_id, True))
-            elif rule == "cascade":
-                for child_id in ids:
-                    if not (other.name == ent.name and child_id == record_id):
-                        self._delete(conn, other, child_id, None, context, deleted)
+        system = Context(context.user_id, system=True)
+        for other, fname, rule, ids, _ in referrers:
+            for child_id in ids:
+                if rule == "set_null":
+                    record, before = self._update(conn, other, child_id, {fname: None}, None, system)
+                    events.append(("update", other, record, before))
+                else:
+                    self._delete(conn, other, child_id, None, context, events)
         table = self.table(ent.name)
         self.write_rows(conn, ent, table.delete().where(table.c.id == record_id))
         self.hooks.call("crm_after_write", event="delete", entity=ent, record=old, old=old, context=context)
-        deleted.append((ent, old))
+        events.append(("delete", ent, old, old))
 
-    def _referrers(self, conn, ent, record_id):
-        """(entity, field, on_delete, ids, count) for every lookup or reference pointing at the record."""
+    def _referrers(self, conn, ent, record_id) -> list[tuple[Entity, str, str, list[int], int]]:
+        """(entity, field, on_delete, ids, count) for every record pointing at this one (all ids,
+        but only the first ten for ``restrict``, which needs names for its message, not the rest).
+
+        Lookups and references follow their ``on_delete``. A user is also pointed at by every
+        record's owner and audit columns; those restrict (disable a user instead of deleting).
+        """
         out = []
         for other in self.model.entities.values():
             table = self.metadata.tables[other.table]
+            checks = []
             for field in other.fields.values():
                 if field.target == ent.name:
-                    match = table.c[field.name] == record_id
+                    checks.append((field.name, field.type.on_delete(field), table.c[field.name] == record_id))
                 elif field.type_name == "reference" and ent.name in (field.prop("to") or self.model.entities):
-                    match = table.c[field.name] == f"{ent.name}:{record_id}"
-                else:
-                    continue
-                ids = list(conn.execute(sa.select(table.c.id).where(match).order_by(table.c.id).limit(10_001)).scalars())
+                    checks.append((field.name, field.type.on_delete(field),
+                                   table.c[field.name] == f"{ent.name}:{record_id}"))
+            if ent.name == USER_ENTITY:
+                checks += [(col, "restrict", table.c[col] == record_id) for col in ("owner_id", "created_by", "updated_by")]
+            for name, rule, match in checks:
+                query = sa.select(table.c.id).where(match).order_by(table.c.id)
+                ids = list(conn.execute(query.limit(10) if rule == "restrict" else query).scalars())
+                count = len(ids)
+                if rule == "restrict" and count == 10:  # name a few, count them all
+                    count = conn.execute(sa.select(sa.func.count()).select_from(table).where(match)).scalar()
                 if ids:
-                    out.append((other, field, field.type.on_delete(field), ids, len(ids)))
+                    out.append((other, name, rule, ids, count))
         return out
 
     def _load(self, conn: Connection, ent: Entity, record_id: Any) -> dict:
