@@ -97,6 +97,13 @@ class MultiPicklistType(PicklistType):
     def column_type(self, field):
         return _SemicolonList(self.length(field))
 
+    def check(self, field, entity, report):
+        for value in self.values(field):
+            if ";" in value or value != value.strip() or not value:
+                report("options", f"option {value!r} of a multipicklist cannot contain ';', be empty "
+                                  "or start or end with a space (values are stored as a;b;c)")
+        super().check(field, entity, report)
+
     def coerce(self, field, value):
         if isinstance(value, str):
             value = [v for v in (p.strip() for p in value.split(";")) if v]

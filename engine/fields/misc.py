@@ -63,7 +63,7 @@ class JsonType(FieldType):
 
     def coerce(self, field, value):
         try:
-            json.dumps(value)
+            json.dumps(value, allow_nan=False)  # NaN and Infinity are not JSON
         except (TypeError, ValueError) as exc:
             raise FieldValueError("type", f"is not JSON: {exc}") from None
         return value
@@ -75,9 +75,10 @@ class JsonType(FieldType):
         if text.strip() == "":
             return None
         try:
-            return json.loads(text)
+            value = json.loads(text)
         except ValueError as exc:
             raise FieldValueError("format", f"is not JSON: {exc}") from None
+        return self.coerce(field, value)
 
     def format_csv(self, field, value):
         return "" if value is None else json.dumps(value, ensure_ascii=False)

@@ -84,6 +84,8 @@ class IntegerType(_Numeric):
             dec = self.to_decimal(value)
             if dec != dec.to_integral_value():
                 raise FieldValueError("type", f"{value!r} is not a whole number")
+            if dec.adjusted() > 18:  # checked before int(): "1e999999999" would build a huge integer
+                raise FieldValueError("max", "is out of the 64-bit integer range")
             number = int(dec)
         if abs(number) > _INT64:
             raise FieldValueError("max", "is out of the 64-bit integer range")
@@ -91,10 +93,10 @@ class IntegerType(_Numeric):
 
     def json_schema(self, field):
         schema = {"type": "integer"}
-        if field.prop("min") is not None:
-            schema["minimum"] = field.prop("min")
-        if field.prop("max") is not None:
-            schema["maximum"] = field.prop("max")
+        for key, word in (("min", "minimum"), ("max", "maximum")):
+            bound = _bound(field, key)  # may be written as a string; the schema needs a number
+            if bound is not None:
+                schema[word] = int(bound) if bound == bound.to_integral_value() else float(bound)
         return schema
 
 
@@ -132,18 +134,21 @@ class NumberType(_Numeric):
 
     def coerce(self, field, value):
         precision, scale = self.dims(field)
-        dec = self.to_decimal(value).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+        try:
+            dec = self.to_decimal(value).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+        except InvalidOperation:  # more digits than the decimal context holds, e.g. "1e30"
+            raise FieldValueError("max", f"has more than {precision - scale} digits before the decimal point") from None
         if dec.adjusted() >= precision - scale:
             raise FieldValueError("max", f"has more than {precision - scale} digits before the decimal point")
         return self.in_range(field, dec)
 
     def to_json(self, field, value):
-        return str(value)
+        return format(value, "f")  # str() gives "1E-8" for scales above 6
 
     def json_schema(self, field):
         precision, scale = self.dims(field)
         return {"type": "string", "format": "decimal",
-                "pattern": rf"^-?\d{{1,{precision - scale}}}(\.\d{{1,{scale}}})?$" if scale else rf"^-?\d{{1,{precision}}}$",
+                "pattern": rf"^-?\d{{1,{max(1, precision - scale)}}}(\.\d{{1,{scale}}})?$" if scale else rf"^-?\d{{1,{precision}}}$",
                 "description": f"exact decimal, {scale} places"}
 
 

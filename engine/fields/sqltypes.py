@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
@@ -32,9 +32,9 @@ class ExactDecimal(TypeDecorator):
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
-        value = Decimal(value)
-        if dialect.name == "sqlite":
-            return int(value.scaleb(self.scale).to_integral_value())
+        value = _decimal(value)
+        if dialect.name == "sqlite":  # rounded half-up, as PostgreSQL's NUMERIC(p, s) rounds on write
+            return int(value.quantize(self._unit, rounding=ROUND_HALF_UP).scaleb(self.scale))
         return value
 
     def process_result_value(self, value, dialect):
@@ -45,7 +45,28 @@ class ExactDecimal(TypeDecorator):
         return Decimal(value).quantize(self._unit)
 
     def coerce_compared_value(self, op, value):
-        return self
+        return _ComparedDecimal(self.precision, self.scale)
+
+
+class _ComparedDecimal(ExactDecimal):
+    """A value compared with an ``ExactDecimal`` column: kept exact, not rounded to the column's
+    scale, so ``amount >= 0.125`` and ``amount == 0.1`` (a float) mean the same on every database."""
+
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        value = _decimal(value)
+        if dialect.name == "sqlite":
+            scaled = value.scaleb(self.scale)
+            return int(scaled) if scaled == scaled.to_integral_value() else float(scaled)
+        return value
+
+
+def _decimal(value) -> Decimal:
+    """A float becomes the decimal it prints as (0.1 -> 0.1), not its binary expansion."""
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
 class UtcDateTime(TypeDecorator):

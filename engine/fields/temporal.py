@@ -22,6 +22,20 @@ class DateType(FieldType):
     def signature(self, field):
         return ["date"]
 
+    def check(self, field, entity, report):
+        bounds = {}
+        for key in ("min", "max"):
+            if field.prop(key) is not None:
+                try:
+                    bounds[key] = _date_bound(field, key)
+                except ValueError:
+                    report(key, f"{key} {field.prop(key)!r} is not a date (YYYY-MM-DD)")
+                    return
+        if len(bounds) == 2 and bounds["min"] > bounds["max"]:
+            report("min", f"min {bounds['min']} is after max {bounds['max']}")
+            return
+        super().check(field, entity, report)
+
     def coerce(self, field, value):
         if isinstance(value, datetime):
             raise FieldValueError("type", "expected a date, got a date and time")
@@ -35,8 +49,8 @@ class DateType(FieldType):
         else:
             raise FieldValueError("type", f"expected a date, got {type(value).__name__}")
         for key, bad, word in (("min", lambda b: result < b, "on or after"), ("max", lambda b: result > b, "on or before")):
-            bound = field.prop(key)
-            if bound is not None and bad(date.fromisoformat(str(bound))):
+            bound = _date_bound(field, key)
+            if bound is not None and bad(bound):
                 raise FieldValueError(key, f"must be {word} {bound}")
         return result
 
@@ -45,6 +59,16 @@ class DateType(FieldType):
 
     def json_schema(self, field):
         return {"type": "string", "format": "date"}
+
+
+def _date_bound(field, key: str) -> date | None:
+    """The ``min``/``max`` of a date field as a date; raises ``ValueError`` if it is not one."""
+    bound = field.prop(key)
+    if bound is None or (isinstance(bound, date) and not isinstance(bound, datetime)):
+        return bound
+    if not isinstance(bound, str):
+        raise ValueError(f"{bound!r} is not a date")
+    return date.fromisoformat(bound.strip())
 
 
 class DateTimeType(FieldType):
