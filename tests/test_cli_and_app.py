@@ -113,3 +113,12 @@ def test_crm_up_migrates_seeds_prints_a_login_and_serves(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_the_admin_is_created_once_whatever_the_case_of_its_email(make_runtime):
+    from engine.cli import ensure_admin
+
+    rt = make_runtime()
+    first = ensure_admin(rt, "Admin@Example.COM", "Admin")
+    assert ensure_admin(rt, "admin@example.com", "Admin") == first
+    assert len(rt.records.query("user")) == 1

@@ -284,3 +284,13 @@ def test_restrict_counts_every_referrer_but_names_a_few(crm):
         crm.records.delete("account", acc["id"])
     [(other, field, ids, count)] = info.value.references
     assert (other, field, len(ids), count) == ("opportunity", "account", 10, 12)
+
+
+def test_query_compares_values_as_the_field_types_store_them(crm):
+    crm.records.create("user", {"name": "Sam", "email": "sam@Example.COM"})
+    assert [u["name"] for u in crm.records.query("user", where={"email": "sam@EXAMPLE.com"})] == ["Sam"]
+    acc = account(crm)
+    opportunity(crm, acc, amount="10.5")
+    assert len(crm.records.query("opportunity", where={"amount": "10.50", "close_date": "2027-01-31"})) == 1
+    with pytest.raises(ValidationFailed):
+        crm.records.query("opportunity", where={"close_date": "someday"})

@@ -95,9 +95,9 @@ class EmailType(TextType):
     widget = "email"
 
     def normalise(self, value):
-        value = value.strip()
-        local, _, domain = value.rpartition("@")
-        return f"{local}@{domain.lower()}" if local else value
+        # Lower-cased whole: mail systems ignore case in practice, and a CRM matches people by
+        # address (duplicates, logins, unique keys), where Ann@x.com and ann@x.com are one person.
+        return value.strip().lower()
 
     def validate(self, value):
         if not _EMAIL.fullmatch(value):

@@ -99,8 +99,10 @@ class _Chunk:
             values = svc.coerce(ent, row, self.context, self.errors[i])
             values_of.append(values)
             self.ids[i] = rid
-        existing = self._existing(values_of)
         hooked = svc.hooks.active("crm_before_write")
+        self.whole = hooked or svc.hooks.active("crm_after_write") or svc.hooks.active("crm_after_commit")
+        self.values_of = values_of
+        existing = self._existing(values_of)
         for i, values in enumerate(values_of):
             if self.errors[i]:
                 continue
@@ -135,8 +137,19 @@ class _Chunk:
         wanted = [w for w in wanted if w is not None]
         if not wanted:
             return {}
-        stmt = sa.select(self.table).where(self.table.c[column].in_(set(wanted)))
+        stmt = sa.select(*self._columns_needed(values_of)).where(self.table.c[column].in_(set(wanted)))
         return {row._mapping[column]: dict(row._mapping) for row in self.conn.execute(stmt)}
+
+    def _columns_needed(self, values_of: list[dict]) -> list[sa.Column]:
+        """Hooks see whole records; without hooks an update needs only what it checks and compares."""
+        if self.whole:
+            return list(self.table.c)
+        plan = self.svc.plan(self.ent)
+        names = {"id", "version", self.key or "id", *plan.required, *(f.name for f in plan.tracked)}
+        names.update(name for key in self.ent.unique_keys for name in key)
+        for values in values_of:
+            names.update(values)
+        return [c for c in self.table.c if c.name in names]
 
     def _match(self, i: int, values: dict, existing: dict) -> dict | None:
         errors = self.errors[i]
@@ -228,7 +241,9 @@ class _Chunk:
         groups: dict[tuple[str, ...], list[int]] = {}
         for i in updates:
             old, record = self.olds[i], self.records[i]
-            changed = tuple(sorted(k for k in record if (k in ent.fields or k == "owner_id") and record[k] != old.get(k)))
+            candidates = record if self.whole else self.values_of[i]   # without hooks only the input can differ
+            changed = tuple(sorted(k for k in candidates
+                                   if (k in ent.fields or k == "owner_id") and record[k] != old.get(k)))
             self.ids[i] = old["id"]
             if not changed:
                 self.status[i] = "unchanged"

@@ -83,10 +83,21 @@ class RecordService:
 
     def query(self, entity: str, *, where: dict[str, Any] | None = None, order_by: Iterable[str] = ("id",),
               limit: int = 100, offset: int = 0) -> list[dict]:
-        """Records whose fields equal ``where``'s values, sorted by ``order_by`` (``-field`` descending)."""
+        """Records whose fields equal ``where``'s values, sorted by ``order_by`` (``-field`` descending).
+
+        Values are coerced by their field types first, as a write would store them.
+        """
+        ent = self._entity(entity)
         table = self.table(entity)
         stmt = sa.select(table)
+        writable = self.plan(ent).writable
         for name, value in (where or {}).items():
+            if value is not None and name in writable:
+                field = writable[name][0]
+                try:
+                    value = field.type.coerce(field, value)
+                except FieldValueError as exc:
+                    raise ValidationFailed([FieldError(name, exc.code, exc.message)], ent.name) from None
             stmt = stmt.where(table.c[name].is_(None) if value is None else table.c[name] == value)
         for key in order_by:
             col = table.c[key.lstrip("-")]
