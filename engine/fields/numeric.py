@@ -36,13 +36,28 @@ class _Numeric(FieldType):
             report("min", f"min {low} is greater than max {high}")
         super().check(field, entity, report)
 
-    def in_range(self, field, value):
+    def coerce(self, field, value):
+        return field.coerce(value)
+
+    def coercer(self, field):
         low, high = _bound(field, "min"), _bound(field, "max")
-        if low is not None and value < low:
-            raise FieldValueError("min", f"must be at least {low}")
-        if high is not None and value > high:
-            raise FieldValueError("max", f"must be at most {high}")
-        return value
+        convert = self.converter(field)
+        if low is None and high is None:
+            return convert
+
+        def coerce(value):
+            number = convert(value)
+            if low is not None and number < low:
+                raise FieldValueError("min", f"must be at least {low}")
+            if high is not None and number > high:
+                raise FieldValueError("max", f"must be at most {high}")
+            return number
+
+        return coerce
+
+    def converter(self, field):
+        """Raw input -> number of this type, before the min/max bounds."""
+        raise NotImplementedError(f"{type(self).__name__} must define converter")
 
     @staticmethod
     def to_decimal(value: Any) -> Decimal:
@@ -77,7 +92,10 @@ class IntegerType(_Numeric):
     def signature(self, field):
         return ["integer"]
 
-    def coerce(self, field, value):
+    def converter(self, field):
+        return self.to_int
+
+    def to_int(self, value):
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
         else:
@@ -89,7 +107,7 @@ class IntegerType(_Numeric):
             number = int(dec)
         if abs(number) > _INT64:
             raise FieldValueError("max", "is out of the 64-bit integer range")
-        return self.in_range(field, number)
+        return number
 
     def json_schema(self, field):
         schema = {"type": "integer"}
@@ -132,15 +150,21 @@ class NumberType(_Numeric):
         # Same scale, more digits: every old value fits. A new scale would rewrite stored values.
         return old[0] == new[0] == "decimal" and new[2] == old[2] and new[1] >= old[1]
 
-    def coerce(self, field, value):
+    def converter(self, field):
         precision, scale = self.dims(field)
-        try:
-            dec = self.to_decimal(value).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
-        except InvalidOperation:  # more digits than the decimal context holds, e.g. "1e30"
-            raise FieldValueError("max", f"has more than {precision - scale} digits before the decimal point") from None
-        if dec.adjusted() >= precision - scale:
-            raise FieldValueError("max", f"has more than {precision - scale} digits before the decimal point")
-        return self.in_range(field, dec)
+        quantum, digits, to_decimal = Decimal(1).scaleb(-scale), precision - scale, self.to_decimal
+        too_long = f"has more than {digits} digits before the decimal point"
+
+        def convert(value):
+            try:
+                dec = to_decimal(value).quantize(quantum, rounding=ROUND_HALF_UP)
+            except InvalidOperation:  # more digits than the decimal context holds, e.g. "1e30"
+                raise FieldValueError("max", too_long) from None
+            if dec.adjusted() >= digits:
+                raise FieldValueError("max", too_long)
+            return dec
+
+        return convert
 
     def to_json(self, field, value):
         return format(value, "f")  # str() gives "1E-8" for scales above 6

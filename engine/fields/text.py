@@ -42,16 +42,26 @@ class TextType(FieldType):
         super().check(field, entity, report)
 
     def coerce(self, field, value: Any) -> str:
-        if not isinstance(value, str):
-            raise FieldValueError("type", f"expected text, got {type(value).__name__}")
-        value = self.normalise(value)
-        if len(value) > self.length(field):
-            raise FieldValueError("max_length", f"longer than {self.length(field)} characters")
-        pattern = field.prop("pattern")
-        if pattern and not re.fullmatch(pattern, value):
-            raise FieldValueError("pattern", f"does not match the pattern {pattern}")
-        self.validate(value)
-        return value
+        return field.coerce(value)
+
+    def coercer(self, field):
+        limit = self.length(field)
+        text = field.prop("pattern")
+        pattern = re.compile(text) if text else None
+        normalise, validate = self.normalise, self.validate
+
+        def coerce(value: Any) -> str:
+            if not isinstance(value, str):
+                raise FieldValueError("type", f"expected text, got {type(value).__name__}")
+            value = normalise(value)
+            if len(value) > limit:
+                raise FieldValueError("max_length", f"longer than {limit} characters")
+            if pattern is not None and not pattern.fullmatch(value):
+                raise FieldValueError("pattern", f"does not match the pattern {text}")
+            validate(value)
+            return value
+
+        return coerce
 
     def normalise(self, value: str) -> str:
         return value

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import Location
 
@@ -103,6 +103,11 @@ class Field:
             else:
                 out.append(Option(str(item), Label.of(None, str(item))))
         return tuple(out)
+
+    @cached_property
+    def coerce(self) -> Callable[[Any], Any]:
+        """Raw input -> checked value for this field (its type's coercer, built once)."""
+        return self.type.coercer(self)
 
     @cached_property
     def option_values(self) -> frozenset[str]:

@@ -138,7 +138,10 @@ class _Chunk:
         if not wanted:
             return {}
         stmt = sa.select(*self._columns_needed(values_of)).where(self.table.c[column].in_(set(wanted)))
-        return {row._mapping[column]: dict(row._mapping) for row in self.conn.execute(stmt)}
+        result = self.conn.execute(stmt)
+        names = list(result.keys())
+        at = names.index(column)
+        return {row[at]: dict(zip(names, row)) for row in result}
 
     def _columns_needed(self, values_of: list[dict]) -> list[sa.Column]:
         """Hooks see whole records; without hooks an update needs only what it checks and compares."""
@@ -234,7 +237,7 @@ class _Chunk:
                 for k in keys:  # executemany needs every row to carry the same keys
                     record.setdefault(k, None)
                 payload.append(record)
-            for i, rid in zip(creates, svc.insert_many(self.conn, ent, payload)):
+            for i, rid in zip(creates, svc.insert_many(self.conn, ent, payload, constants=system)):
                 self.records[i]["id"] = rid
                 self.status[i] = "created"
                 done.append(("create", self.records[i], None))
@@ -259,18 +262,23 @@ class _Chunk:
                                  "updated_at": sa.bindparam("_now", type_=t.c.updated_at.type),
                                  "updated_by": sa.bindparam("_by", type_=t.c.updated_by.type)}))
 
-            params = [{**{f"v_{c}": self.records[i][c] for c in columns}, "_id": self.olds[i]["id"],
-                       "_version": self.olds[i]["version"], "_now": now, "_by": ctx.user_id} for i in members]
-            affected = svc.execute_many(self.conn, ent, ("update", t.name, columns), build, params)
+            params = []
+            for i in members:
+                record, old = self.records[i], self.olds[i]
+                row = {f"v_{c}": record[c] for c in columns}
+                row["_id"], row["_version"] = old["id"], old["version"]
+                params.append(row)
+            affected = svc.execute_many(self.conn, ent, ("update", t.name, columns), build, params,
+                                        constants={"_now": now, "_by": ctx.user_id})
             if affected not in (-1, len(members)):
                 raise Conflict(ent.name, "(bulk)", "read", "changed during the request")
             for i in members:
                 record = self.records[i]
                 record.update(version=self.olds[i]["version"] + 1, updated_at=now, updated_by=ctx.user_id)
                 self.status[i] = "updated"
-                history += svc.history_rows(ent, record["id"], self.olds[i], record, ctx, now)
+                history += svc.history_rows(ent, record["id"], self.olds[i], record)
                 done.append(("update", record, self.olds[i]))
-        svc._log(self.conn, history)
+        svc.log_history(self.conn, ent, history, ctx, now)
         if svc.hooks.active("crm_after_write"):
             for event, record, old in done:
                 svc.hooks.call("crm_after_write", event=event, entity=ent, record=record, old=old, context=ctx)

@@ -174,7 +174,7 @@ class RecordService:
                 out[name] = None
             else:
                 try:
-                    out[name] = coerce(field, raw)
+                    out[name] = coerce(raw)
                 except FieldValueError as exc:
                     errors.append(FieldError(name, exc.code, exc.message))
         return out
@@ -182,7 +182,7 @@ class RecordService:
     def apply_defaults(self, ent: Entity, record: dict) -> None:
         for name, value in self.plan(ent).defaults:
             if name not in record:
-                record[name] = copy(value)
+                record[name] = copy(value) if isinstance(value, (list, dict)) else value
 
     def check_required(self, ent: Entity, record: dict, errors: list[FieldError], only: Iterable[str] | None = None) -> None:
         required = self.plan(ent).required
@@ -216,17 +216,21 @@ class RecordService:
                                  for i in wanted[(target, rid)]]
         return problems
 
-    def history_rows(self, ent: Entity, record_id: int, old: dict, new: dict, context: Context,
-                     now: datetime) -> list[dict]:
+    def history_rows(self, ent: Entity, record_id: int, old: dict, new: dict) -> list[dict]:
         """Field history of an update: one row per tracked field whose value changed."""
         rows = []
         for field in self.plan(ent).tracked:
             before, after = old.get(field.name), new.get(field.name)
             if before != after:
-                rows.append({"entity": ent.name, "record_id": record_id, "field": field.name,
-                             "old_value": _jsonable(field, before), "new_value": _jsonable(field, after),
-                             "changed_by": context.user_id, "changed_at": now})
+                rows.append({"record_id": record_id, "field": field.name,
+                             "old_value": _jsonable(field, before), "new_value": _jsonable(field, after)})
         return rows
+
+    def log_history(self, conn: Connection, ent: Entity, rows: list[dict], context: Context, now: datetime) -> None:
+        """Write history rows of one entity, by one user, at one time."""
+        keys = ("entity", "record_id", "field", "old_value", "new_value", "changed_by", "changed_at")
+        self.execute_many(conn, ent, ("history",), self.history.insert, rows, keys,
+                          constants={"entity": ent.name, "changed_by": context.user_id, "changed_at": now})
 
     def next_numbers(self, conn: Connection, ent: Entity, field: Field, count: int) -> list[str]:
         """Reserve ``count`` autonumbers for ``field`` in this transaction."""
@@ -290,7 +294,7 @@ class RecordService:
             current = conn.execute(sa.select(table.c.version).where(table.c.id == record_id)).scalar()
             raise Conflict(ent.name, record_id, old["version"], current)
         record.update(version=old["version"] + 1, updated_at=now, updated_by=context.user_id)
-        self._log(conn, self.history_rows(ent, record_id, old, record, context, now))
+        self.log_history(conn, ent, self.history_rows(ent, record_id, old, record), context, now)
         self.hooks.call("crm_after_write", event="update", entity=ent, record=record, old=old, context=context)
         return record, old
 
@@ -363,7 +367,8 @@ class RecordService:
             found.update(conn.execute(sa.select(table.c.id).where(table.c.id.in_(chunk))).scalars())
         return found
 
-    def insert_many(self, conn: Connection, ent: Entity, records: list[dict]) -> list[int]:
+    def insert_many(self, conn: Connection, ent: Entity, records: list[dict],
+                    constants: dict | None = None) -> list[int]:
         """Insert records (all with the same keys) in one executemany; return their ids in order.
 
         On SQLite the ids are the consecutive rowids SQLite gives a table's new rows while this
@@ -377,7 +382,8 @@ class RecordService:
             rows = self.write_rows(conn, ent, stmt, [{k: r.get(k) for k in keys} for r in records]).rows
             return [row[0] for row in rows]
         before = conn.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0
-        self.execute_many(conn, ent, ("insert", table.name, keys), lambda: sa.insert(table), records, keys)
+        self.execute_many(conn, ent, ("insert", table.name, keys), lambda: sa.insert(table), records, keys,
+                          constants=constants)
         ids = list(range(before + 1, before + 1 + len(records)))
         count = conn.execute(sa.select(sa.func.count()).where(table.c.id.between(ids[0], ids[-1]))).scalar()
         if count != len(records):  # pragma: no cover - would mean SQLite changed how it assigns rowids
@@ -385,16 +391,19 @@ class RecordService:
         return ids
 
     def execute_many(self, conn: Connection, ent: Entity, key: tuple, build, rows: list[dict],
-                     column_keys: tuple[str, ...] | None = None) -> int:
+                     column_keys: tuple[str, ...] | None = None, constants: dict | None = None) -> int:
         """One statement, many parameter sets: the bulk path's hot loop. Returns the rows affected.
 
         The statement (made by ``build()`` once per ``key``) is compiled once; on SQLite it goes to
         the driver's executemany with parameters processed by the columns' own bind processors,
-        skipping SQLAlchemy's per-row bookkeeping. Elsewhere SQLAlchemy runs it (psycopg pipelines).
+        skipping SQLAlchemy's per-row bookkeeping; ``constants`` (the same for every row, such as
+        timestamps) are processed once. Elsewhere SQLAlchemy runs it (psycopg pipelines).
         """
         if not rows:
             return 0
         if not self.db.is_sqlite:
+            if constants:
+                rows = [{**constants, **row} for row in rows]
             return self.write_rows(conn, ent, build(), rows).rowcount
         cached = self._compiled.get(key)
         if cached is None:
@@ -405,8 +414,22 @@ class RecordService:
                      for name in order]  # literals in the statement (version + 1) keep their value
             cached = self._compiled[key] = (str(compiled), binds)
         sql, binds = cached
-        params = [tuple([proc(row.get(name, fixed)) if proc else row.get(name, fixed) for name, proc, fixed in binds])
-                  for row in rows]
+        constants = constants or {}
+        template, varying = [], []
+        for index, (name, proc, fixed) in enumerate(binds):
+            if name in constants or fixed is not None:
+                value = constants.get(name, fixed)
+                template.append(proc(value) if proc else value)
+            else:
+                template.append(None)
+                varying.append((index, name, proc))
+        params = []
+        for row in rows:
+            values = template.copy()
+            for index, name, proc in varying:
+                value = row.get(name)
+                values[index] = proc(value) if proc and value is not None else value
+            params.append(values)
         try:
             with conn.begin_nested():
                 cursor = conn.connection.dbapi_connection.cursor()
@@ -426,10 +449,6 @@ class RecordService:
                 return Written(rows, result.rowcount)
         except sa.exc.IntegrityError as exc:
             raise ValidationFailed([unique_violation(ent, exc)], ent.name) from None
-
-    def _log(self, conn: Connection, rows: list[dict]) -> None:
-        keys = ("entity", "record_id", "field", "old_value", "new_value", "changed_by", "changed_at")
-        self.execute_many(conn, None, ("history",), self.history.insert, rows, keys)
 
     def _entity(self, name: str) -> Entity:
         try:
@@ -452,11 +471,11 @@ class WritePlan:
     @classmethod
     def of(cls, ent: Entity) -> "WritePlan":
         fields = [f for f in ent.fields.values() if f.stored]
-        writable = {f.name: (f, f.type.coerce, f.readonly, f.type_name not in ("text", "textarea"))
+        writable = {f.name: (f, f.coerce, f.readonly, f.type_name not in ("text", "textarea"))
                     for f in (*fields, OWNER)}
         return cls(
             writable=writable,
-            defaults=tuple((f.name, f.type.coerce(f, f.default)) for f in fields if f.default is not None),
+            defaults=tuple((f.name, f.coerce(f.default)) for f in fields if f.default is not None),
             required=frozenset(f.name for f in fields if f.required and not f.type.computed),
             tracked=tuple(f for f in fields if f.prop("track_history")),
             autonumbers=tuple(f for f in fields if f.type_name == "autonumber"),
