@@ -58,6 +58,10 @@ class FieldType:
         """Entity this field points at, for lookups."""
         return None
 
+    def on_delete(self, field: "Field") -> str:
+        """What deleting the record this field points at does: restrict, set_null or cascade."""
+        return field.prop("on_delete") or ("restrict" if field.required else "set_null")
+
     def check(self, field: "Field", entity: "Entity", report: Report) -> None:
         """Checks a schema cannot express; call ``report(prop, message)`` for each problem."""
         if field.default is not None:

@@ -85,7 +85,7 @@ class PicklistType(FieldType):
 
 
 class MultiPicklistType(PicklistType):
-    """Several options; stored as ``a;b;c`` in option order (so SQL can match ``;b;``)."""
+    """Several options; stored as ``a;b;c`` in option order (SQL matches ``';' || col || ';'`` on ``;b;``)."""
 
     name = "multipicklist"
     formula_type = "multipicklist"

@@ -33,9 +33,6 @@ class LookupType(FieldType):
     def target(self, field):
         return field.prop("to")
 
-    def on_delete(self, field) -> str:
-        return field.prop("on_delete") or ("restrict" if field.required else "set_null")
-
     def check(self, field, entity, report):
         if self.on_delete(field) == "set_null" and field.required:
             report("on_delete", "on_delete: set_null cannot apply to a required lookup")
@@ -91,9 +88,6 @@ class ReferenceType(FieldType):
 
     def targets(self, field, model_entities) -> list[str]:
         return list(field.prop("to") or model_entities)
-
-    def on_delete(self, field) -> str:
-        return field.prop("on_delete") or ("restrict" if field.required else "set_null")
 
     def column_type(self, field):
         return _RefColumn(120)

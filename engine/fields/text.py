@@ -30,7 +30,7 @@ class TextType(FieldType):
         return ["string", self.length(field)]
 
     def widens(self, old, new):
-        return old[0] == new[0] == "string" and new[1] >= old[1] or (old[0] == "string" and new[0] == "clob")
+        return old[0] == "string" and (new[0] == "clob" or (new[0] == "string" and new[1] >= old[1]))
 
     def check(self, field, entity, report):
         pattern = field.prop("pattern")
@@ -88,7 +88,7 @@ class TextareaType(TextType):
         return ["clob"]
 
     def widens(self, old, new):
-        return new == ["clob"]
+        return new == ["clob"] and old[0] in ("string", "clob")   # from text; a decimal must be converted
 
     def json_schema(self, field):
         return {"type": "string", "maxLength": self.length(field)}

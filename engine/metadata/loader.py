@@ -275,11 +275,11 @@ def _build_field(entity: Declared, decl: Declared, registry: FieldTypeRegistry, 
     ok = True
     for key in decl.props:
         if key not in ftype.allowed_props():
-            problems.add(decl.loc(key), f"property {key!r} does not apply to a {type_name} field")
+            problems.add(decl.loc(key), f"property {key!r} does not apply to {_a(type_name)} field")
             ok = False
     for key in ftype.required_props:
         if key not in decl.props:
-            problems.add(decl.loc("type"), f"a {type_name} field needs the property {key!r}")
+            problems.add(decl.loc("type"), f"{_a(type_name).capitalize()} field needs the property {key!r}")
             ok = False
     for key, schema in ftype.props.items():
         if key in decl.props:
@@ -290,3 +290,7 @@ def _build_field(entity: Declared, decl: Declared, registry: FieldTypeRegistry, 
         return None
     return Field(name=decl.name, type=ftype, label=Label.of(decl.props.get("label"), decl.name),
                  props=MappingProxyType(dict(decl.props)), origin=decl.origin, changes=tuple(decl.changes))
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
