@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
@@ -94,58 +94,54 @@ class TextareaType(TextType):
         return {"type": "string", "maxLength": self.length(field)}
 
 
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_PHONE = re.compile(r"\+?[0-9 ()./-]{4,30}( ?(x|ext\.?) ?[0-9]{1,6})?")
-_URL = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
+class _FormattedText(TextType):
+    """Text that must match a format: stripped, then checked against ``format``."""
 
-
-class EmailType(TextType):
-    name = "email"
     props = {}
+    format: ClassVar[re.Pattern]
+    format_error: ClassVar[str]
+    json_format: ClassVar[str | None] = None
+
+    def normalise(self, value):
+        return value.strip()
+
+    def validate(self, value):
+        if not self.format.fullmatch(value):
+            raise FieldValueError("format", self.format_error)
+
+    def json_schema(self, field):
+        schema = {"type": "string", "maxLength": self.length(field)}
+        return {**schema, "format": self.json_format} if self.json_format else schema
+
+
+class EmailType(_FormattedText):
+    name = "email"
     widget = "email"
+    format = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+    format_error = "is not an e-mail address"
+    json_format = "email"
 
     def normalise(self, value):
         # Lower-cased whole: mail systems ignore case in practice, and a CRM matches people by
         # address (duplicates, logins, unique keys), where Ann@x.com and ann@x.com are one person.
         return value.strip().lower()
 
-    def validate(self, value):
-        if not _EMAIL.fullmatch(value):
-            raise FieldValueError("format", "is not an e-mail address")
 
-    def json_schema(self, field):
-        return {"type": "string", "format": "email", "maxLength": self.length(field)}
-
-
-class PhoneType(TextType):
+class PhoneType(_FormattedText):
     name = "phone"
-    props = {}
     widget = "phone"
     default_length = 40
-
-    def normalise(self, value):
-        return value.strip()
-
-    def validate(self, value):
-        if not _PHONE.fullmatch(value):
-            raise FieldValueError("format", "is not a phone number (digits, spaces, + ( ) - . and ext)")
+    format = re.compile(r"\+?[0-9 ()./-]{4,30}( ?(x|ext\.?) ?[0-9]{1,6})?")
+    format_error = "is not a phone number (digits, spaces, + ( ) - . and ext)"
 
 
-class UrlType(TextType):
+class UrlType(_FormattedText):
     name = "url"
-    props = {}
     widget = "url"
     default_length = 2000
-
-    def normalise(self, value):
-        return value.strip()
-
-    def validate(self, value):
-        if not _URL.fullmatch(value):
-            raise FieldValueError("format", "is not an http(s) URL")
-
-    def json_schema(self, field):
-        return {"type": "string", "format": "uri", "maxLength": self.length(field)}
+    format = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
+    format_error = "is not an http(s) URL"
+    json_format = "uri"
 
 
 TYPES = (TextType(), TextareaType(), EmailType(), PhoneType(), UrlType())
