@@ -66,3 +66,23 @@ def test_every_hook_has_a_test_and_a_section_in_the_plugin_guide():
     assert hook_names(), "no hook specifications found"
     assert missing_tests == [], f"hooks with no implementation in a test: {missing_tests}"
     assert missing_docs == [], f"hooks with no '### `name`' section in docs/plugins.md: {missing_docs}"
+
+
+def test_an_installed_package_is_found_by_its_crm_engine_entry_point(tmp_path, monkeypatch, make_runtime):
+    """A plugin published as a distribution with an entry point in the crm_engine group."""
+    package = tmp_path / "site"
+    (package / "shipping_plugin").mkdir(parents=True)
+    (package / "shipping_plugin" / "__init__.py").write_text(
+        "from engine.fields.text import TextType\n"
+        "from engine.plugins import hookimpl\n\n"
+        "class Incoterm(TextType):\n    name = 'incoterm'\n    props = {}\n\n"
+        "@hookimpl\ndef crm_field_types():\n    return [Incoterm()]\n")
+    info = package / "shipping_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shipping-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[crm_engine]\nshipping = shipping_plugin\n")
+    monkeypatch.syspath_prepend(str(package))
+    pm = make_plugin_manager(entry_point_plugins=True)
+    assert pm.get_plugin("shipping") is not None
+    assert "incoterm" in {t.name for types in pm.hook.crm_field_types() for t in types}
+    assert make_plugin_manager(entry_point_plugins=False).get_plugin("shipping") is None
