@@ -17,6 +17,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.config.update(SECRET_KEY=settings.secret_key, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     app.extensions["crm"] = runtime
 
+    from engine.api import install
+    install(app, runtime)
+
     @app.get("/health")
     def health():
         """Liveness and the applied model version; no record data, so no login needed."""

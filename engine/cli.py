@@ -159,6 +159,40 @@ def up(records: int, host: str, port: int) -> None:
     create_app(rt.settings, runtime=rt).run(host=host, port=port)
 
 
+@main.group()
+def token() -> None:
+    """API tokens (sent as 'Authorization: Bearer <token>')."""
+
+
+@token.command("create")
+@click.option("--email", required=True, help="The user the token acts as.")
+@click.option("--name", default="cli", show_default=True, help="What the token is for.")
+@click.option("--days", type=int, default=None, help="Expire after this many days (default: never).")
+def token_create(email: str, name: str, days: int | None) -> None:
+    """Create a token; it is shown once, only its hash is kept."""
+    from engine.security.tokens import create_token
+
+    rt = _runtime()
+    users = rt.records.query("user", where={"email": email}, limit=1)
+    if not users:
+        click.echo(f"There is no user with e-mail {email}.", err=True)
+        sys.exit(1)
+    token_id, text = create_token(rt.records, users[0]["id"], name, days=days)
+    click.echo(f"Token {token_id} for {email} (shown once, keep it safe):\n{text}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+def token_revoke(token_id: int) -> None:
+    """Revoke a token by its id."""
+    from engine.security.tokens import revoke_token
+
+    if not revoke_token(_runtime().records, token_id):
+        click.echo(f"No active token {token_id}.", err=True)
+        sys.exit(1)
+    click.echo(f"Token {token_id} revoked.")
+
+
 @main.command()
 def backup() -> None:
     """Write a backup of the database into the backup folder."""
@@ -192,8 +226,8 @@ def _has_records(rt) -> bool:
 def ensure_admin(rt, email: str, name: str) -> str:
     """Create the admin user with a fresh password if it does not exist; return the login text.
 
-    The password is kept in ``var/admin_login.txt`` (mode 0600) so the demo can print it again;
-    set ``CRM_ADMIN_PASSWORD`` to choose it.
+    The password and a demo API token are kept in ``var/admin_login.txt`` (mode 0600) so the demo
+    can print them again; set ``CRM_ADMIN_PASSWORD`` to choose the password.
     """
     from engine.security.passwords import hash_password, new_password
     from engine.storage.records import Context
@@ -212,7 +246,10 @@ def ensure_admin(rt, email: str, name: str) -> str:
         conn.execute(credentials.delete().where(credentials.c.user_id == user["id"]))
         conn.execute(credentials.insert().values(user_id=user["id"], password_hash=hash_password(password),
                                                  updated_at=datetime.now(timezone.utc)))
-    text = f"Admin login: {email}  password: {password}"
+    from engine.security.tokens import create_token
+
+    _, api_token = create_token(rt.records, user["id"], "demo")
+    text = f"Admin login: {email}  password: {password}\nAPI token:   {api_token}"
     note.parent.mkdir(parents=True, exist_ok=True)
     note.write_text(text + "\n", encoding="utf-8")
     note.chmod(0o600)

@@ -91,3 +91,27 @@ def config_root(tmp_path):
 
 
 BASE_CONFIG = ROOT / "configs" / "industries"
+
+
+@pytest.fixture
+def api(crm):
+    """A test client of the app on the base CRM, an admin user and its bearer headers."""
+    from engine.app import create_app
+    from engine.security.tokens import create_token
+    from engine.storage.records import Context
+
+    user = crm.records.create("user", {"name": "Api", "email": "api@example.com", "role": "admin"},
+                              context=Context(system=True))
+    _, token = create_token(crm.records, user["id"], "tests")
+    app = create_app(runtime=crm)
+    return ApiClient(app.test_client(), {"Authorization": f"Bearer {token}"}, crm, user, token, app)
+
+
+class ApiClient:
+    def __init__(self, client, headers, rt, user, token, app):
+        self.client, self.headers, self.rt, self.user, self.token, self.app = client, headers, rt, user, token, app
+
+    def __getattr__(self, method):
+        def call(path, headers=None, **kwargs):
+            return getattr(self.client, method)(path, headers={**self.headers, **(headers or {})}, **kwargs)
+        return call

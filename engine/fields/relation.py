@@ -20,6 +20,8 @@ def _record_id(value: Any) -> int:
         value = int(value.strip())
     if not isinstance(value, int) or value <= 0:
         raise FieldValueError("type", f"expected a record id (a positive integer), got {value!r}")
+    if value > 2**63 - 1:
+        raise FieldValueError("max", "is larger than any record id")
     return value
 
 

@@ -7,6 +7,7 @@ Write transactions on SQLite begin IMMEDIATE, so two writers queue instead of de
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -46,13 +47,60 @@ class Database:
                 yield conn
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self, *, timeout_ms: int | None = None) -> Iterator[Connection]:
+        """A read transaction; with ``timeout_ms`` every statement in it is stopped after that long
+        (``QueryTimeout``), so no request can run unbounded."""
         with self.engine.connect() as conn:
             with conn.begin():
-                yield conn
+                if timeout_ms is None:
+                    yield conn
+                elif self.is_sqlite:
+                    with _sqlite_deadline(conn, timeout_ms):
+                        yield conn
+                else:
+                    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+                    try:
+                        yield conn
+                    except sa.exc.OperationalError as exc:
+                        if "statement timeout" in str(exc.orig):
+                            raise QueryTimeout(timeout_ms) from None
+                        raise
+
+    def estimate_rows(self, conn: Connection, stmt, floor: int) -> int:
+        """The planner's row estimate for ``stmt`` (PostgreSQL), never below ``floor``."""
+        if self.is_sqlite:
+            return floor  # SQLite keeps no row estimates: report the cap as a lower bound
+        compiled = stmt.compile(dialect=conn.dialect)
+        plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar()
+        plan = plan if isinstance(plan, list) else __import__("json").loads(plan)
+        return max(floor, int(plan[0]["Plan"]["Plan Rows"]))
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class QueryTimeout(RuntimeError):
+    """A statement ran past the request's time limit and was stopped."""
+
+    def __init__(self, timeout_ms: int):
+        self.timeout_ms = timeout_ms
+        super().__init__(f"the query took longer than {timeout_ms} ms and was stopped; narrow the filters")
+
+
+@contextmanager
+def _sqlite_deadline(conn: Connection, timeout_ms: int) -> Iterator[None]:
+    """SQLite has no statement timeout: a progress handler interrupts the statement instead."""
+    raw = conn.connection.dbapi_connection
+    deadline = time.monotonic() + timeout_ms / 1000
+    raw.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        if "interrupted" in str(exc.orig):
+            raise QueryTimeout(timeout_ms) from None
+        raise
+    finally:
+        raw.set_progress_handler(None, 0)
 
 
 def _sqlite_connect(dbapi_connection, _record) -> None:

@@ -26,6 +26,7 @@ from engine.metadata.model import SYSTEM_COLUMNS, AppModel, Entity, Field, Label
 
 from .database import Database
 from .errors import Conflict, DeleteRestricted, FieldError, NotFound, ValidationFailed
+from .query import ListQuery, Page
 from .tables import USER_ENTITY, build_metadata
 
 EVENTS = ("create", "update", "delete")
@@ -104,6 +105,41 @@ class RecordService:
             stmt = stmt.order_by(col.desc() if key.startswith("-") else col.asc())
         with self.db.read() as conn:
             return [dict(row._mapping) for row in conn.execute(stmt.limit(limit).offset(offset))]
+
+    def list(self, q: "ListQuery", *, timeout_ms: int | None = None) -> "Page":
+        """One page of records: filters, sort, keyset cursor (or offset), and a capped count."""
+        from .query import COUNT_CAP, Page, after_cursor, build_select, decode_cursor, encode_cursor
+
+        ent = self._entity(q.entity)
+        table = self.table(ent.name)
+        stmt, keys = build_select(table, q)
+        if q.cursor:
+            stmt = stmt.where(after_cursor(table, keys, decode_cursor(ent, keys, q.cursor)))
+        elif q.offset:
+            stmt = stmt.offset(q.offset)
+        with self.db.read(timeout_ms=timeout_ms) as conn:
+            rows = [dict(row._mapping) for row in conn.execute(stmt.limit(q.limit + 1))]
+            more = len(rows) > q.limit
+            rows = rows[:q.limit]
+            page = Page(rows, encode_cursor(keys, rows[-1]) if more and rows else None)
+            if q.count:
+                counted, _ = build_select(table, ListQuery(q.entity, q.filters, where=q.where), [table.c.id])
+                capped = sa.select(sa.func.count()).select_from(counted.order_by(None).limit(COUNT_CAP + 1).subquery())
+                page.total = conn.execute(capped).scalar()
+                if page.total > COUNT_CAP:  # never count millions exactly on a page request
+                    page.total, page.total_is_estimate = self.db.estimate_rows(conn, counted.order_by(None), COUNT_CAP + 1), True
+        return page
+
+    def fetch_many(self, entity: str, ids: Iterable[int]) -> dict[int, dict]:
+        """Records by id (for expanding lookups), one query per 1000 ids."""
+        table = self.table(entity)
+        wanted = sorted({i for i in ids if i is not None})
+        found: dict[int, dict] = {}
+        with self.db.read() as conn:
+            for start in range(0, len(wanted), 1000):
+                stmt = sa.select(table).where(table.c.id.in_(wanted[start:start + 1000]))
+                found.update({row.id: dict(row._mapping) for row in conn.execute(stmt)})
+        return found
 
     def history_of(self, entity: str, record_id: int) -> list[dict]:
         h = self.history
@@ -263,6 +299,8 @@ class RecordService:
         record.update(created_at=now, updated_at=now, created_by=context.user_id, updated_by=context.user_id,
                       version=1)
         record.setdefault("owner_id", context.user_id)
+        for name in self.plan(ent).writable:
+            record.setdefault(name, None)  # the record as stored: every field, null when unset
         table = self.table(ent.name)
         record["id"] = self.write_rows(conn, ent, table.insert().values(record).returning(table.c.id)).rows[0][0]
         self.hooks.call("crm_after_write", event="create", entity=ent, record=record, old=None, context=context)
@@ -350,7 +388,7 @@ class RecordService:
         return out
 
     def _load(self, conn: Connection, ent: Entity, record_id: Any) -> dict:
-        if isinstance(record_id, bool) or not isinstance(record_id, int):
+        if isinstance(record_id, bool) or not isinstance(record_id, int) or not 0 < record_id < 2**63:
             raise NotFound(ent.name, record_id)
         table = self.table(ent.name)
         row = conn.execute(sa.select(table).where(table.c.id == record_id)).first()

@@ -106,6 +106,23 @@ def _system_tables(md: sa.MetaData) -> None:
                        autoincrement=False),
              sa.Column("password_hash", sa.String(255), nullable=False),
              sa.Column("updated_at", UtcDateTime(), nullable=False))
+    token = sa.Table("_crm_token", md,
+                     sa.Column("id", Id, primary_key=True, autoincrement=True),
+                     sa.Column("user_id", sa.BigInteger(), sa.ForeignKey(f"{USER_ENTITY}.id"), nullable=False),
+                     sa.Column("name", sa.String(120), nullable=False),
+                     sa.Column("token_hash", sa.String(64), nullable=False),
+                     sa.Column("created_at", UtcDateTime(), nullable=False),
+                     sa.Column("expires_at", UtcDateTime()),
+                     sa.Column("revoked_at", UtcDateTime()))
+    sa.Index("ux__crm_token_hash", token.c.token_hash, unique=True)
+    sa.Table("_crm_idempotency", md,
+             sa.Column("user_id", sa.BigInteger(), primary_key=True, autoincrement=False),
+             sa.Column("key", sa.String(255), primary_key=True),
+             sa.Column("request_hash", sa.String(64), nullable=False),
+             sa.Column("status_code", sa.Integer()),
+             sa.Column("body", sa.Text()),
+             sa.Column("headers", sa.JSON()),
+             sa.Column("created_at", UtcDateTime(), nullable=False))
     sa.Table("_crm_counter", md,
              sa.Column("name", sa.String(120), primary_key=True),
              sa.Column("value", sa.BigInteger(), nullable=False))

@@ -1,0 +1,71 @@
+"""Errors as ``application/problem+json`` (RFC 9457): one mapping from every error family to HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Response
+from werkzeug.exceptions import HTTPException
+
+from engine.storage.database import QueryTimeout
+from engine.storage.errors import Conflict, DeleteRestricted, NotFound, RecordError, ValidationFailed
+from engine.storage.query import QueryError
+
+PROBLEM = "application/problem+json"
+TYPE_BASE = "https://crm-engine.dev/problems/"
+log = logging.getLogger("engine.api")
+
+
+class ApiError(Exception):
+    """An error the API reports as it is: status, a short title, a detail that names the cause."""
+
+    def __init__(self, status: int, title: str, detail: str, *, kind: str | None = None,
+                 headers: dict | None = None, **extra):
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+        self.kind = kind or title.lower().replace(" ", "-")
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem(status: int, title: str, detail: str, kind: str, headers: dict | None = None, **extra) -> Response:
+    body = {"type": TYPE_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
+    response = Response(json.dumps(body, ensure_ascii=False, default=str), status=status, mimetype=PROBLEM)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def to_problem(exc: Exception) -> Response:
+    """The one place where an exception becomes an HTTP answer."""
+    if isinstance(exc, ApiError):
+        return problem(exc.status, exc.title, exc.detail, exc.kind, exc.headers, **exc.extra)
+    if isinstance(exc, QueryError):
+        return problem(400, "Bad query", str(exc), "bad-query", errors=_errors(exc))
+    if isinstance(exc, ValidationFailed):
+        return problem(422, "Validation failed", f"{exc.entity or 'the record'}: {exc}", "validation",
+                       errors=_errors(exc))
+    if isinstance(exc, NotFound):
+        return problem(404, "Not found", str(exc), "not-found")
+    if isinstance(exc, Conflict):
+        return problem(412, "Precondition failed", str(exc), "stale-version", current_version=exc.current)
+    if isinstance(exc, DeleteRestricted):
+        refs = [{"entity": e, "field": f, "ids": ids, "count": n} for e, f, ids, n in exc.references]
+        return problem(409, "Delete restricted", str(exc), "delete-restricted", references=refs)
+    if isinstance(exc, RecordError):
+        return problem(400, "Bad request", str(exc), "bad-request")
+    if isinstance(exc, QueryTimeout):
+        return problem(503, "Query timeout", str(exc), "query-timeout", {"Retry-After": "1"})
+    if isinstance(exc, HTTPException):
+        title = exc.name
+        detail = exc.description or title
+        if exc.code == 413:
+            detail = "the request body is larger than this server accepts"
+        return problem(exc.code or 500, title, detail, title.lower().replace(" ", "-"))
+    log.exception("unhandled error")
+    return problem(500, "Internal error", "the server failed; the error is logged", "internal")
+
+
+def _errors(exc: ValidationFailed) -> list[dict]:
+    return [{"field": e.field, "code": e.code, "message": e.message} for e in exc.errors]

@@ -1,0 +1,226 @@
+"""List queries: filters, sorting, keyset and offset pagination, capped counts, time limits.
+
+A ``ListQuery`` is what the REST API, the UI and exports ask of the record service; it is built
+from checked parts only (field names known to the model, values coerced by their field types),
+and compiled to one SQLAlchemy statement with bound parameters.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.fields import FieldValueError
+from engine.metadata.model import SYSTEM_COLUMNS, Entity
+
+from .errors import FieldError, ValidationFailed
+
+OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "startswith", "isnull")
+TEXT_OPERATORS = ("contains", "startswith")
+TEXT_TYPES = ("text", "textarea", "email", "phone", "url", "autonumber", "picklist")
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+COUNT_CAP = 10_000
+#: System columns as the query layer sees them: (name, type name for coercion).
+SYSTEM_TYPES = {"id": "integer", "created_at": "datetime", "updated_at": "datetime", "created_by": "user",
+                "updated_by": "user", "owner_id": "user", "version": "integer"}
+
+
+@dataclass(frozen=True)
+class Filter:
+    field: str
+    op: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class SortKey:
+    field: str
+    descending: bool = False
+
+
+@dataclass
+class ListQuery:
+    entity: str
+    filters: list[Filter] = field(default_factory=list)
+    sort: list[SortKey] = field(default_factory=list)
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+    cursor: str | None = None
+    count: bool = False
+    where: Any = None          # an extra SQLAlchemy condition (formula filters, sharing rules)
+
+
+@dataclass
+class Page:
+    records: list[dict]
+    next_cursor: str | None
+    total: int | None = None
+    total_is_estimate: bool = False
+
+
+class QueryError(ValidationFailed):
+    """A list query that names something unknown or carries a bad value (a 400, never a 500)."""
+
+
+def coerce_filter(ent: Entity, name: str, op: str, raw: Any) -> Filter:
+    """Check a filter's field and operator and coerce its value by the field's type."""
+    field_ = ent.fields.get(name)
+    if field_ is None and name not in SYSTEM_TYPES:
+        raise QueryError([FieldError(name, "unknown", f"{ent.name} has no field {name!r}")], ent.name)
+    if field_ is not None and not field_.stored:
+        raise QueryError([FieldError(name, "not_filterable", f"{name} is not stored and cannot be filtered")], ent.name)
+    if op not in OPERATORS:
+        raise QueryError([FieldError(name, "operator", f"unknown operator {op!r}; use one of {', '.join(OPERATORS)}")],
+                         ent.name)
+    type_name = field_.type_name if field_ is not None else SYSTEM_TYPES[name]
+    if op in TEXT_OPERATORS and type_name not in TEXT_TYPES:
+        raise QueryError([FieldError(name, "operator", f"{op} applies to text fields, not {type_name}")], ent.name)
+    if op == "isnull":
+        try:
+            return Filter(name, op, system_field("isnull", "boolean").coerce(raw))
+        except FieldValueError as exc:
+            raise QueryError([FieldError(name, exc.code, "isnull takes true or false")], ent.name) from None
+    if op in TEXT_OPERATORS:
+        if not isinstance(raw, str):
+            raise QueryError([FieldError(name, "type", "expected text")], ent.name)
+        return Filter(name, op, raw)
+    coerce = (field_ or system_field(name)).coerce
+    try:
+        if op == "in":
+            items = raw if isinstance(raw, list) else [p for p in str(raw).split(",") if p != ""]
+            if not items or len(items) > 1000:
+                raise FieldValueError("in", "in takes 1 to 1000 comma-separated values")
+            value = [coerce(item) for item in items]
+        elif type_name == "multipicklist":
+            value = coerce(raw)
+        else:
+            value = coerce(raw)
+    except FieldValueError as exc:
+        raise QueryError([FieldError(name, exc.code, exc.message)], ent.name) from None
+    return Filter(name, op, value)
+
+
+def check_sort(ent: Entity, text: str) -> list[SortKey]:
+    keys = []
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        name = part.lstrip("-+")
+        if name not in SYSTEM_TYPES and (name not in ent.fields or not ent.fields[name].stored):
+            raise QueryError([FieldError(name, "unknown", f"cannot sort by {name!r}: {ent.name} has no such field")],
+                             ent.name)
+        keys.append(SortKey(name, part.startswith("-")))
+    return keys
+
+
+def build_select(table: sa.Table, q: ListQuery, columns: list | None = None) -> tuple[sa.Select, list[SortKey]]:
+    """The statement for one page (without LIMIT), and the full sort order with ``id`` last."""
+    stmt = sa.select(*(columns or [table]))
+    for f in q.filters:
+        stmt = stmt.where(_condition(table.c[f.field], f))
+    if q.where is not None:
+        stmt = stmt.where(q.where)
+    keys = [k for k in q.sort if k.field != "id"] + [next((k for k in q.sort if k.field == "id"), SortKey("id"))]
+    for key in keys:
+        col = table.c[key.field]
+        stmt = stmt.order_by(col.desc().nulls_last() if key.descending else col.asc().nulls_last())
+    return stmt, keys
+
+
+def after_cursor(table: sa.Table, keys: list[SortKey], values: list) -> sa.ColumnElement:
+    """Rows strictly after ``values`` in the order ``keys`` (NULLS LAST in both directions)."""
+    options = []
+    for i, key in enumerate(keys):
+        equal = [_equal(table.c[k.field], v) for k, v in zip(keys[:i], values[:i])]
+        beyond = _beyond(table.c[key.field], key.descending, values[i])
+        if beyond is not None:
+            options.append(sa.and_(*equal, beyond))
+    return sa.or_(*options) if options else sa.false()
+
+
+def encode_cursor(keys: list[SortKey], record: dict) -> str:
+    payload = [_jsonable(record.get(k.field)) for k in keys]
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(ent: Entity, keys: list[SortKey], text: str) -> list:
+    """A cursor back to typed values; anything malformed is a 400 naming the cursor."""
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if not isinstance(raw, list) or len(raw) != len(keys):
+            raise ValueError("wrong shape")
+        values = []
+        for key, value in zip(keys, raw):
+            if value is None:
+                values.append(None)
+                continue
+            values.append((ent.fields.get(key.field) or system_field(key.field)).coerce(value))
+        return values
+    except (ValueError, TypeError, FieldValueError, UnicodeDecodeError) as exc:
+        raise QueryError([FieldError("cursor", "cursor", f"cursor is not valid for this sort order ({exc})")],
+                         ent.name) from None
+
+
+# -- private -------------------------------------------------------------------------------------
+
+def _condition(col, f: Filter):
+    op, value = f.op, f.value
+    if op == "isnull":
+        return col.is_(None) if value else col.is_not(None)
+    if op == "eq":
+        return col.is_(None) if value is None else col == value
+    if op == "ne":
+        return col.is_not(None) if value is None else sa.or_(col != value, col.is_(None))
+    if op == "in":
+        return col.in_(value)
+    if op == "contains":
+        return col.icontains(value, autoescape=True)
+    if op == "startswith":
+        return col.istartswith(value, autoescape=True)
+    return {"gt": col.__gt__, "gte": col.__ge__, "lt": col.__lt__, "lte": col.__le__}[op](value)
+
+
+def _equal(col, value):
+    return col.is_(None) if value is None else col == value
+
+
+def _beyond(col, descending: bool, value):
+    if value is None:  # NULLs come last: nothing lies beyond them in this column
+        return None
+    return sa.or_(col < value if descending else col > value, col.is_(None))
+
+
+def _jsonable(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, tuple):  # a reference
+        return f"{value[0]}:{value[1]}"
+    if isinstance(value, list):
+        return ";".join(value)
+    return value
+
+
+@lru_cache(maxsize=None)
+def system_field(name: str, type_name: str | None = None):
+    """A ``Field`` standing for a system column (or an ad-hoc value of a built-in type)."""
+    from engine.fields import builtin_types
+    from engine.metadata.errors import Location
+    from engine.metadata.model import Field, Label
+
+    type_name = type_name or SYSTEM_TYPES[name]
+    ftype = next(t for t in builtin_types() if t.name == type_name)
+    return Field(name=name, type=ftype, label=Label.of(None, name), props={"type": type_name},
+                 origin=Location("system", "engine", 0))
+
+
+__all__ = ["COUNT_CAP", "DEFAULT_LIMIT", "MAX_LIMIT", "OPERATORS", "SYSTEM_COLUMNS", "Filter", "ListQuery",
+           "Page", "QueryError", "SortKey", "after_cursor", "build_select", "check_sort", "coerce_filter",
+           "decode_cursor", "encode_cursor", "system_field"]
