@@ -36,6 +36,10 @@ class Hooks:
     def crm_metadata_dirs(self) -> list:
         """Return folders of YAML/JSON metadata to load as this plugin's layer."""
 
+    @hookspec
+    def crm_formula_functions(self) -> list:
+        """Return formula functions (``engine.rules.Function`` objects) to register in the formula language."""
+
     # -- record lifecycle (called by the record service, inside or after its transaction) ------
     @hookspec
     def crm_before_write(self, event: str, entity: Any, record: dict, old: dict | None, context: Any) -> None:
@@ -58,6 +62,8 @@ def make_plugin_manager(plugin_dirs: tuple[Path, ...] = (), *, entry_point_plugi
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(Hooks)
     pm.register(core_plugin, name="core")
+    from engine.security import guards
+    pm.register(guards, name="core.security")
     if entry_point_plugins:
         for ep in entry_points(group=PROJECT):
             if pm.get_plugin(ep.name) is None:

@@ -223,3 +223,18 @@ def test_a_statement_past_the_time_limit_is_stopped(crm):
             conn.execute(slow).scalar()
     with crm.db.read(timeout_ms=5000) as conn:   # the connection is usable again afterwards
         assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+
+
+def test_an_admin_cannot_lock_themselves_out(api):
+    me = f"/api/v1/user/{api.user['id']}"
+    r = api.patch(me, json={"active": False})
+    assert r.status_code == 422 and r.json["errors"][0]["code"] == "self"
+    assert api.delete(me).status_code == 422
+    assert api.get(me).json["active"] is True
+    other = api.post("/api/v1/user", json={"name": "Bo", "email": "bo@example.com"}).json
+    assert api.patch(f"/api/v1/user/{other['id']}", json={"active": False}).json["active"] is False
+
+
+def test_an_undeclared_method_is_405_with_allow(api):
+    r = api.put("/api/v1/account")
+    assert r.status_code == 405 and set(r.headers["Allow"].split(", ")) >= {"GET", "POST"}

@@ -62,7 +62,8 @@ def to_problem(exc: Exception) -> Response:
         detail = exc.description or title
         if exc.code == 413:
             detail = "the request body is larger than this server accepts"
-        return problem(exc.code or 500, title, detail, title.lower().replace(" ", "-"))
+        headers = {"Allow": ", ".join(sorted(exc.valid_methods))} if getattr(exc, "valid_methods", None) else None
+        return problem(exc.code or 500, title, detail, title.lower().replace(" ", "-"), headers)
     log.exception("unhandled error")
     return problem(500, "Internal error", "the server failed; the error is logged", "internal")
 

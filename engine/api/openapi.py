@@ -106,11 +106,12 @@ def _entity_components(schemas: dict, entity: Entity) -> None:
         if field.required and field.default is None:
             required.append(field.name)
     writable["owner_id"] = _nullable({"type": "integer", "minimum": 1})
+    create = {**writable, **{name: _field_schema(entity.fields[name]) for name in required}}  # required: no null
     example = {f.name: EXAMPLES[f.type_name] for f in entity.fields.values()
                if f.name in writable and f.type_name in EXAMPLES and (f.required or f.name == entity.title)}
     schemas[name] = {"type": "object", "properties": read, "required": ["id", "version"],
                      "description": f"{entity.label.get('en')} ({entity.label.get('zh')})"}
-    schemas[f"{name}Create"] = {"type": "object", "properties": writable, "required": required,
+    schemas[f"{name}Create"] = {"type": "object", "properties": create, "required": required,
                                 "additionalProperties": False, "examples": [example]}
     schemas[f"{name}Update"] = {"type": "object", "properties": writable, "additionalProperties": False}
     schemas[f"{name}Page"] = {"type": "object", "required": ["data", "next_cursor"],
@@ -173,8 +174,11 @@ def _entity_paths(entity: Entity) -> dict:
                      "requestBody": {"required": True, "content": _json_content(f"{name}Bulk")},
                      "responses": {code: {"description": text, "content": _json_content("BulkResult")}
                                    for code, text in (("200", "Every item written"),
-                                                      ("207", "Per-item: some items failed"),
-                                                      ("422", "Atomic: an item failed, nothing written"))}
+                                                      ("207", "Per-item: some items failed"))}
+                     | {"422": {"description": "Atomic: an item failed, nothing written (BulkResult); or the "
+                                               "Idempotency-Key was used with another request (Problem)",
+                                "content": {**_json_content("BulkResult"),
+                                            "application/problem+json": {"schema": PROBLEM_REF}}}}
                      | _errors("400", "401", "404", "409", "413", "415")},
         },
         f"{base}/{{id}}": {

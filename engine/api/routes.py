@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
+from werkzeug.routing import BaseConverter
 
 from engine.security.tokens import Identity, authenticate
 from engine.storage.query import COUNT_CAP, DEFAULT_LIMIT, MAX_LIMIT, ListQuery, coerce_filter, check_sort
@@ -21,20 +22,27 @@ RESERVED = {"limit", "offset", "cursor", "sort", "fields", "expand", "count", "w
 PUBLIC = {"api.openapi"}
 
 
+class EntityName(BaseConverter):
+    """Entity names are snake_case; ``_meta`` and ``_bulk`` are never entities."""
+
+    regex = r"[a-z][a-z0-9_]*"
+
+
 def api_blueprint() -> Blueprint:
     bp = Blueprint("api", __name__, url_prefix="/api/v1")
+    bp.record_once(lambda state: state.app.url_map.converters.setdefault("entity", EntityName))
     bp.before_request(_authenticate)
     bp.register_error_handler(Exception, to_problem)
     bp.add_url_rule("/openapi.json", "openapi", _openapi)
     bp.add_url_rule("/_meta", "meta", _meta)
     bp.add_url_rule("/_meta/<entity>", "meta_entity", _meta_entity)
-    bp.add_url_rule("/<entity>", "list", _list, methods=["GET"])
-    bp.add_url_rule("/<entity>", "create", _create, methods=["POST"])
-    bp.add_url_rule("/<entity>/_bulk", "bulk", _bulk, methods=["POST"])
-    bp.add_url_rule("/<entity>/<int:record_id>", "get", _get, methods=["GET"])
-    bp.add_url_rule("/<entity>/<int:record_id>", "update", _update, methods=["PATCH"])
-    bp.add_url_rule("/<entity>/<int:record_id>", "delete", _delete, methods=["DELETE"])
-    bp.add_url_rule("/<entity>/<int:record_id>/history", "history", _history, methods=["GET"])
+    bp.add_url_rule("/<entity:entity>", "list", _list, methods=["GET"])
+    bp.add_url_rule("/<entity:entity>", "create", _create, methods=["POST"])
+    bp.add_url_rule("/<entity:entity>/_bulk", "bulk", _bulk, methods=["POST"])
+    bp.add_url_rule("/<entity:entity>/<int:record_id>", "get", _get, methods=["GET"])
+    bp.add_url_rule("/<entity:entity>/<int:record_id>", "update", _update, methods=["PATCH"])
+    bp.add_url_rule("/<entity:entity>/<int:record_id>", "delete", _delete, methods=["DELETE"])
+    bp.add_url_rule("/<entity:entity>/<int:record_id>/history", "history", _history, methods=["GET"])
     return bp
 
 
@@ -273,10 +281,16 @@ def _bulk(entity: str):
     atomic = body.get("atomic", True)
     if not isinstance(atomic, bool):
         raise ApiError(400, "Bad request", "atomic must be true or false")
+    mode, key = body.get("mode", "create"), body.get("key")
+    if not isinstance(mode, str) or mode not in ("create", "update", "upsert"):
+        raise ApiError(400, "Bad request", "mode must be create, update or upsert")
+    if mode == "upsert" and key is None:
+        raise ApiError(400, "Bad request", "an upsert needs 'key': a unique field to match records by")
+    if key is not None and (not isinstance(key, str) or key not in ent.fields or not ent.fields[key].unique):
+        raise ApiError(400, "Bad request", f"key {key!r} is not a unique field of {ent.name}")
 
     def run() -> Response:
-        result = _rt().records.bulk(ent.name, records, mode=body.get("mode", "create"), key=body.get("key"),
-                                    atomic=atomic, context=_context())
+        result = _rt().records.bulk(ent.name, records, mode=mode, key=key, atomic=atomic, context=_context())
         status = 200 if result.ok else (422 if atomic else 207)
         return _json({"items": result.items, "counts": result.counts(), "atomic": atomic}, status)
 

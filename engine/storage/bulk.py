@@ -62,11 +62,11 @@ def run_bulk(svc: "RecordService", ent: "Entity", rows: list[dict], *, mode: str
 
 def _check_call(ent: "Entity", rows: Any, mode: str, key: str | None) -> None:
     problems = []
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         problems.append(FieldError("mode", "choice", f"mode must be one of {', '.join(MODES)}"))
     if mode == "upsert" and key is None:
         problems.append(FieldError("key", "required", "upsert needs a key: a unique field"))
-    if key is not None and (key not in ent.fields or not ent.fields[key].unique):
+    if key is not None and (not isinstance(key, str) or key not in ent.fields or not ent.fields[key].unique):
         problems.append(FieldError("key", "unique", f"key {key!r} must be a unique field of {ent.name}"))
     if not isinstance(rows, list):
         problems.append(FieldError("rows", "type", "rows must be a list of objects"))
