@@ -8,7 +8,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import api_vs_handwritten  # noqa: E402
 import bulk_upsert  # noqa: E402
 
 if __name__ == "__main__":
     bulk_upsert.main()
+    print()
+    api_vs_handwritten.main()

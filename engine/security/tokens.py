@@ -7,6 +7,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 import sqlalchemy as sa
 
@@ -47,18 +48,22 @@ def revoke_token(records, token_id: int) -> bool:
     return done.rowcount == 1
 
 
+@lru_cache(maxsize=8)
+def _lookup(metadata: sa.MetaData) -> sa.Select:
+    """The token lookup, built once per model (every API request runs it)."""
+    tokens, users = metadata.tables["_crm_token"], metadata.tables["user"]
+    return (sa.select(tokens.c.id, tokens.c.expires_at, users.c.id.label("user_id"), users.c.email, users.c.role,
+                      users.c.active)
+            .join(users, users.c.id == tokens.c.user_id)
+            .where(tokens.c.token_hash == sa.bindparam("digest"), tokens.c.revoked_at.is_(None)))
+
+
 def authenticate(records, token: str) -> Identity | None:
     """The active user behind a valid, unexpired, unrevoked token; None otherwise."""
     if not token.startswith(PREFIX) or len(token) > 200:
         return None
-    tokens = records.metadata.tables["_crm_token"]
-    users = records.metadata.tables["user"]
-    stmt = (sa.select(tokens.c.id, tokens.c.expires_at, users.c.id.label("user_id"), users.c.email, users.c.role,
-                      users.c.active)
-            .join(users, users.c.id == tokens.c.user_id)
-            .where(tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None)))
     with records.db.read() as conn:
-        row = conn.execute(stmt).first()
+        row = conn.execute(_lookup(records.metadata), {"digest": hash_token(token)}).first()
     if row is None or row.active is False:
         return None
     if row.expires_at is not None and row.expires_at <= datetime.now(timezone.utc):

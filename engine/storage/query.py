@@ -126,10 +126,13 @@ def build_select(table: sa.Table, q: ListQuery, columns: list | None = None) -> 
         stmt = stmt.where(_condition(table.c[f.field], f))
     if q.where is not None:
         stmt = stmt.where(q.where)
-    keys = [k for k in q.sort if k.field != "id"] + [next((k for k in q.sort if k.field == "id"), SortKey("id"))]
+    keys = [k for k in q.sort if k.field != "id"]
+    # id breaks ties in the direction of the last key, so an index on (key, id) serves the whole order
+    keys.append(next((k for k in q.sort if k.field == "id"), SortKey("id", bool(keys) and keys[-1].descending)))
     for key in keys:
         col = table.c[key.field]
-        stmt = stmt.order_by(col.desc().nulls_last() if key.descending else col.asc().nulls_last())
+        ordered = col.desc() if key.descending else col.asc()
+        stmt = stmt.order_by(ordered.nulls_last() if col.nullable else ordered)   # blanks last, on every database
     return stmt, keys
 
 
@@ -138,7 +141,7 @@ def after_cursor(table: sa.Table, keys: list[SortKey], values: list) -> sa.Colum
     options = []
     for i, key in enumerate(keys):
         equal = [_equal(table.c[k.field], v) for k, v in zip(keys[:i], values[:i])]
-        beyond = _beyond(table.c[key.field], key.descending, values[i])
+        beyond = _beyond(table.c[key.field], key.descending, values[i], table.c[key.field].nullable)
         if beyond is not None:
             options.append(sa.and_(*equal, beyond))
     return sa.or_(*options) if options else sa.false()
@@ -190,10 +193,11 @@ def _equal(col, value):
     return col.is_(None) if value is None else col == value
 
 
-def _beyond(col, descending: bool, value):
+def _beyond(col, descending: bool, value, nullable: bool = True):
     if value is None:  # NULLs come last: nothing lies beyond them in this column
         return None
-    return sa.or_(col < value if descending else col > value, col.is_(None))
+    after = col < value if descending else col > value
+    return sa.or_(after, col.is_(None)) if nullable else after
 
 
 def _jsonable(value):

@@ -118,7 +118,9 @@ class RecordService:
         elif q.offset:
             stmt = stmt.offset(q.offset)
         with self.db.read(timeout_ms=timeout_ms) as conn:
-            rows = [dict(row._mapping) for row in conn.execute(stmt.limit(q.limit + 1))]
+            result = conn.execute(stmt.limit(q.limit + 1))
+            names = list(result.keys())
+            rows = [dict(zip(names, row)) for row in result]
             more = len(rows) > q.limit
             rows = rows[:q.limit]
             page = Page(rows, encode_cursor(keys, rows[-1]) if more and rows else None)
@@ -391,10 +393,11 @@ class RecordService:
         if isinstance(record_id, bool) or not isinstance(record_id, int) or not 0 < record_id < 2**63:
             raise NotFound(ent.name, record_id)
         table = self.table(ent.name)
-        row = conn.execute(sa.select(table).where(table.c.id == record_id)).first()
+        result = conn.execute(sa.select(table).where(table.c.id == record_id))
+        row = result.first()
         if row is None:
             raise NotFound(ent.name, record_id)
-        return dict(row._mapping)
+        return dict(zip(result.keys(), row))
 
     def _existing_ids(self, conn: Connection, entity: str, ids: list[int]) -> set[int]:
         table = self.table(entity)
