@@ -214,6 +214,48 @@ def restore(file: Path) -> None:
     click.echo(f"Restored {file}.")
 
 
+@main.command("eval")
+@click.argument("expression")
+@click.option("--record", "record_json", default="{}", show_default=True,
+              help="The record as JSON; related records nested ({\"account\": {\"name\": \"Acme\"}}).")
+@click.option("--fields", "fields_json", default=None, help='Field types as JSON, e.g. {"amount": "currency"}.')
+@click.option("--entity", default=None, help="Check against this entity of the configured model.")
+@click.option("--user", "user_json", default=None, help="$user as JSON.")
+@click.option("--prior", "prior_json", default=None, help="The record before the change, as JSON.")
+@click.option("--new", "is_new", is_flag=True, help="ISNEW() is TRUE.")
+@click.option("--now", default=None, help="Fix TODAY() and NOW() (ISO date or date and time, UTC).")
+@click.option("--blank-as-zero", is_flag=True, help="Treat blank number fields as zeroes.")
+def eval_(expression: str, record_json: str, fields_json: str | None, entity: str | None, user_json: str | None,
+          prior_json: str | None, is_new: bool, now: str | None, blank_as_zero: bool) -> None:
+    """Evaluate a formula on a record: print the result, or the error with its position (exit 1)."""
+    import json
+
+    from engine.rules.cli import run_eval
+
+    try:
+        loads = [json.loads(text) if text else None for text in (record_json, fields_json, user_json, prior_json)]
+    except ValueError as exc:
+        click.echo(f"invalid JSON: {exc}", err=True)
+        sys.exit(1)
+    model = None
+    if entity:
+        from engine.plugins import make_plugin_manager, plugin_layers
+        from engine.runtime import registry_from
+
+        settings = Settings.from_env()
+        pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins)
+        try:
+            model = load_model(settings.layers(plugin_layers(pm)), registry_from(pm))
+        except MetadataError as exc:
+            _print_problems(exc)
+            sys.exit(1)
+    ok, text = run_eval(expression, *loads, entity=entity, model=model, is_new=is_new, now=now,
+                        blank_as_zero=blank_as_zero)
+    click.echo(text, err=not ok)
+    if not ok:
+        sys.exit(1)
+
+
 def _has_records(rt) -> bool:
     with rt.db.read() as conn:
         for entity in rt.model.entities.values():

@@ -9,3 +9,10 @@ from engine.plugins import hookimpl
 @hookimpl
 def crm_field_types():
     return builtin_types()
+
+
+@hookimpl
+def crm_formula_functions():
+    from engine.rules.functions import builtin_functions
+
+    return builtin_functions()

@@ -179,3 +179,23 @@ def test_settings_order_the_layers(tmp_path):
     settings = Settings(config_root=tmp_path, industry="real_estate", site_dir=tmp_path / "site")
     names = [name for name, _ in settings.layers([("plugin:p", tmp_path / "p")])]
     assert names == ["system", "base", "industry:real_estate", "plugin:p", "site"]
+
+
+def test_index_names_are_one_namespace_and_required_pointers_cannot_be_set_null(write_tree):
+    tree = write_tree("t", {"a.yaml": """
+        entity: a
+        fields:
+          name: {type: text}
+        indexes:
+          - {name: by_name, fields: [name]}
+        """, "b.yaml": """
+        entity: b
+        fields:
+          name: {type: text}
+          about: {type: reference, required: true, on_delete: set_null}
+        indexes:
+          - {name: by_name, fields: [name]}
+        """})
+    found = problems_of(("base", tree))
+    assert any("b.yaml:6" in p and "already used by an index of a" in p for p in found), found
+    assert any("b.yaml:4" in p and "set_null cannot apply to a required reference" in p for p in found), found

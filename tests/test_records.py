@@ -294,3 +294,27 @@ def test_query_compares_values_as_the_field_types_store_them(crm):
     assert len(crm.records.query("opportunity", where={"amount": "10.50", "close_date": "2027-01-31"})) == 1
     with pytest.raises(ValidationFailed):
         crm.records.query("opportunity", where={"close_date": "someday"})
+
+
+def test_cascade_through_a_cycle_ends(config_root, make_runtime):
+    (config_root / "base" / "node.yaml").write_text(
+        "entity: node\nfields:\n  name: {type: text}\n"
+        "  parent: {type: lookup, to: node, on_delete: cascade}\n")
+    rt = make_runtime(config_root=config_root)
+    a = rt.records.create("node", {"name": "a"})
+    b = rt.records.create("node", {"name": "b", "parent": a["id"]})
+    rt.records.update("node", a["id"], {"parent": b["id"]})          # a -> b -> a
+    self_loop = rt.records.create("node", {"name": "c"})
+    rt.records.update("node", self_loop["id"], {"parent": self_loop["id"]})
+    rt.records.delete("node", a["id"])
+    rt.records.delete("node", self_loop["id"])
+    assert rt.records.query("node") == []
+
+
+def test_deleting_a_user_takes_their_credentials_and_tokens_along(crm):
+    from engine.security.tokens import authenticate, create_token
+
+    user = crm.records.create("user", {"name": "Temp", "email": "temp@example.com"})
+    _, token = create_token(crm.records, user["id"], "t")
+    crm.records.delete("user", user["id"])
+    assert authenticate(crm.records, token) is None

@@ -64,6 +64,8 @@ class FieldType:
 
     def check(self, field: "Field", entity: "Entity", report: Report) -> None:
         """Checks a schema cannot express; call ``report(prop, message)`` for each problem."""
+        if field.prop("on_delete") == "set_null" and field.required:
+            report("on_delete", f"on_delete: set_null cannot apply to a required {self.name} field")
         if field.default is not None:
             try:
                 self.coerce(field, field.default)

@@ -35,11 +35,6 @@ class LookupType(FieldType):
     def target(self, field):
         return field.prop("to")
 
-    def check(self, field, entity, report):
-        if self.on_delete(field) == "set_null" and field.required:
-            report("on_delete", "on_delete: set_null cannot apply to a required lookup")
-        super().check(field, entity, report)
-
     def column_type(self, field):
         return sa.BigInteger()
 

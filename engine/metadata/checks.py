@@ -18,6 +18,7 @@ RESERVED = frozenset(SYSTEM_COLUMNS) | {"_meta", "_bulk", "history", "transition
 
 
 def check_model(model: AppModel, declared: dict[str, "Declared"], problems: "Problems") -> None:
+    _check_index_names(model, declared, problems)
     for name, entity in model.entities.items():
         decl = declared[name]
         _check_names(entity, decl, problems)
@@ -52,6 +53,19 @@ def _check_fields(model: AppModel, entity: Entity, decl: "Declared", problems: "
         field.type.check(field, entity, lambda prop, message, f=fdecl, n=field.name:
                          problems.add(f.loc(prop) if prop in f.props else f.loc("type"), f"{entity.name}.{n}: {message}"))
         _check_demo_hint(entity, field, fdecl, problems)
+
+
+def _check_index_names(model: AppModel, declared: dict[str, "Declared"], problems: "Problems") -> None:
+    """A database has one namespace for index names: a declared name may be used once."""
+    seen: dict[str, str] = {}
+    for entity in model.entities.values():
+        for i, index in enumerate(entity.indexes):
+            if not index.name:
+                continue
+            if index.name in seen:
+                problems.add(declared[entity.name].loc("indexes", i, "name"),
+                             f"index name {index.name!r} is already used by an index of {seen[index.name]}")
+            seen.setdefault(index.name, entity.name)
 
 
 def _check_title(entity: Entity, decl: "Declared", problems: "Problems") -> None:

@@ -170,11 +170,11 @@ class RecordService:
                context: Context = Context()) -> None:
         """Delete a record, following each lookup's ``on_delete`` for the records pointing at it."""
         ent = self._entity(entity)
-        events: list[tuple[str, Entity, dict, dict | None]] = []
+        events: list[tuple[str, Entity, dict, dict | None, Context]] = []
         with self.db.write() as conn:
-            self._delete(conn, ent, record_id, version, context, events)
-        for event, ent_, record, old in events:
-            self.hooks.call("crm_after_commit", event=event, entity=ent_, record=record, old=old, context=context)
+            self._delete(conn, ent, record_id, version, context, events, set())
+        for event, ent_, record, old, ctx in events:
+            self.hooks.call("crm_after_commit", event=event, entity=ent_, record=record, old=old, context=ctx)
 
     def bulk(self, entity: str, rows: list[dict], *, mode: str = "create", key: str | None = None,
              atomic: bool = True, context: Context = Context()) -> "BulkResult":
@@ -338,27 +338,48 @@ class RecordService:
         self.hooks.call("crm_after_write", event="update", entity=ent, record=record, old=old, context=context)
         return record, old
 
-    def _delete(self, conn, ent, record_id, version, context, events):
+    def _delete(self, conn, ent, record_id, version, context, events, doomed: set) -> None:
+        """Delete one record and apply on_delete to its referrers; ``doomed`` holds the records this
+        delete is already removing, so cycles (a record pointing at itself or round a loop) end."""
+        doomed.add((ent.name, record_id))
         old = self._load(conn, ent, record_id)
         if version is not None and version != old["version"]:
             raise Conflict(ent.name, record_id, version, old["version"])
         self.hooks.call("crm_before_write", event="delete", entity=ent, record=old, old=old, context=context)
-        referrers = [r for r in self._referrers(conn, ent, record_id) if not (r[0] is ent and r[3] == [record_id])]
+        referrers = []
+        for other, fname, rule, ids, count in self._referrers(conn, ent, record_id):
+            left = [i for i in ids if (other.name, i) not in doomed]
+            going = [i for i in ids if (other.name, i) in doomed and not (other is ent and i == record_id)]
+            if going:  # a cycle: records this delete removes anyway stop pointing here first
+                table = self.metadata.tables[other.table]
+                conn.execute(table.update().where(table.c.id.in_(going)).values({fname: None}))
+            if left:
+                referrers.append((other, fname, rule, left, count - (len(ids) - len(left))))
         restricted = [(o.name, f, ids, n) for o, f, rule, ids, n in referrers if rule == "restrict"]
         if restricted:
             raise DeleteRestricted(ent.name, record_id, restricted)
         system = Context(context.user_id, system=True)
         for other, fname, rule, ids, _ in referrers:
             for child_id in ids:
+                if (other.name, child_id) in doomed:
+                    continue
                 if rule == "set_null":
                     record, before = self._update(conn, other, child_id, {fname: None}, None, system)
-                    events.append(("update", other, record, before))
+                    events.append(("update", other, record, before, system))
                 else:
-                    self._delete(conn, other, child_id, None, context, events)
+                    self._delete(conn, other, child_id, None, context, events, doomed)
+        if ent.name == USER_ENTITY:
+            self._forget_user(conn, record_id)
         table = self.table(ent.name)
         self.write_rows(conn, ent, table.delete().where(table.c.id == record_id))
         self.hooks.call("crm_after_write", event="delete", entity=ent, record=old, old=old, context=context)
-        events.append(("delete", ent, old, old))
+        events.append(("delete", ent, old, old, context))
+
+    def _forget_user(self, conn: Connection, user_id: int) -> None:
+        """The engine's own rows that belong to a user (password, tokens, idempotency keys) go with it."""
+        for table in self.metadata.tables.values():
+            if table.name.startswith("_crm_") and "user_id" in table.c:
+                conn.execute(table.delete().where(table.c.user_id == user_id))
 
     def _referrers(self, conn, ent, record_id) -> list[tuple[Entity, str, str, list[int], int]]:
         """(entity, field, on_delete, ids, count) for every record pointing at this one (all ids,
@@ -551,7 +572,8 @@ def unique_violation(ent: Entity, exc: Exception) -> FieldError:
     text = str(getattr(exc, "orig", exc))
     for key in ent.unique_keys:
         sqlite_words = ", ".join(f"{ent.table}.{name}" for name in key)
-        if f"failed: {sqlite_words}" in text or index_name(ent.table, key, True) in text:
+        names = {index_name(ent.table, key, True)} | {i.name for i in ent.indexes if i.fields == key and i.name}
+        if f"failed: {sqlite_words}" in text or any(f'"{name}"' in text for name in names):
             return FieldError(key[0], "unique", f"another {ent.name} already has this {' and '.join(key)}")
     first = text.splitlines()[0] if text else "constraint violated"
     return FieldError(None, "constraint", f"the database refused the write: {first}")
