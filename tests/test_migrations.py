@@ -173,10 +173,26 @@ def test_decimal_scale_and_type_changes_convert_every_value_exactly(config_root,
     assert got == [("1.5000", "5.00", "12.35"), ("-2.2500", "-3.00", "7.00")]
     write(config_root, V1 + "  qty: {type: text}\n  label: {type: integer}\n")
     rt3 = make_runtime(config_root=config_root, migrate=False)
-    from engine.storage.migrate import ConversionFailed
-    with pytest.raises(ConversionFailed, match="12.35"):      # 12.35 is no whole number: all rolled back
-        rt3.migrate(allow_data_loss=True)
-    assert [str(r["label"]) for r in rt2.records.query("deal")] == ["12.35", "7.00"]
+    [label] = [s for s in rt3.plan().steps if s.column == "label"]
+    assert "1 cannot be converted" in label.detail and "'12.35'" in label.detail   # no whole number
+    rt3.migrate(allow_data_loss=True)
+    got = [(r["qty"], r["label"]) for r in rt3.records.query("deal")]
+    assert got == [("5.00", None), ("-3.00", 7)]
+
+
+def test_text_becoming_a_number_or_date_converts_or_reports_each_value(config_root, make_runtime):
+    write(config_root, V1 + "  size: {type: text}\n  when: {type: text}\n  flag: {type: boolean}\n")
+    rt = make_runtime(config_root=config_root)
+    rt.records.bulk("deal", [{"name": "a", "size": "12", "when": "2026-01-31", "flag": True},
+                             {"name": "b", "size": "abc", "when": "soon", "flag": False}])
+    write(config_root, V1 + "  size: {type: integer}\n  when: {type: date}\n  flag: {type: text}\n")
+    rt2 = make_runtime(config_root=config_root, migrate=False)
+    details = {s.column: s.detail for s in rt2.plan().data_loss}
+    assert "'abc'" in details["size"] and "'soon'" in details["when"] and "cannot" not in details["flag"]
+    rt2.migrate(allow_data_loss=True)
+    from datetime import date
+    got = [(r["size"], r["when"], r["flag"]) for r in rt2.records.query("deal")]
+    assert got == [(12, date(2026, 1, 31), "true"), (None, None, "false")]
 
 
 def test_pointing_a_lookup_at_another_entity_replaces_the_column(config_root, make_runtime):

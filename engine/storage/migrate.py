@@ -11,7 +11,8 @@ alembic operations (batch mode, i.e. copy-and-move, on SQLite).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy.engine import Connection
 
+from engine.fields import FieldValueError
 from engine.metadata.model import AppModel
 
 from .backup import backup
@@ -192,14 +194,14 @@ def _assess(conn: Connection, step: Step, model: AppModel) -> None:
         if values:
             step.loses_data = True
             step.detail += f": the lookup points elsewhere now; {values} stored ids would be dropped"
-    elif step.op == "alter_type":
-        field = model.entities[step.table].fields.get(step.column) if step.table in model.entities else None
-        widens = field is not None and field.type.widens(step.old_sig, step.new_sig)
-        if not widens:
-            values = _non_null(conn, step.table, step.source or step.column)
-            if values:
-                step.loses_data = True
-                step.detail += f": narrows or changes the type of a column holding {values} values"
+    elif step.op == "alter_type" and not _widening(model, step):
+        rows, failures = _converted(conn, step, model, conn.dialect.name == "sqlite")
+        if rows:
+            step.loses_data = True
+            step.detail += f": narrows or changes the type of a column holding {len(rows)} values"
+            if failures:
+                step.detail += (f"; {len(failures)} cannot be converted and would become empty "
+                                f"(e.g. {'; '.join(failures[:3])})")
     elif step.op == "create_index" and step.index["unique"]:
         cols = ", ".join(f'"{c}"' for c in step.index["columns"])
         dupes = conn.execute(sa.text(f'SELECT COUNT(*) FROM (SELECT 1 FROM "{step.table}" '
@@ -233,7 +235,7 @@ def apply_migration(db: Database, model: AppModel, *, backup_dir: Path, allow_da
             raise MigrationRefused(plan, [], f"another migration (v{version}) was applied meanwhile; plan again")
         ops = Operations(MigrationContext.configure(conn))
         for step in plan.steps:
-            _apply_step(ops, db, md, step)
+            _apply_step(ops, db, md, model, step)
         md.tables[MODEL_TABLE].create(conn, checkfirst=True)
         conn.execute(md.tables[MODEL_TABLE].insert().values(
             version=plan.version, digest=plan.digest, applied_at=datetime.now(timezone.utc),
@@ -245,56 +247,60 @@ def apply_migration(db: Database, model: AppModel, *, backup_dir: Path, allow_da
     return Applied(plan.version, plan.steps, saved)
 
 
-class ConversionFailed(MigrationRefused):
-    """A stored value cannot take the new type; the migration was rolled back."""
+def _converted(conn: Connection, step: Step, model: AppModel, sqlite: bool) -> tuple[list[dict], list[str]]:
+    """Every stored value of a column whose type changes, converted by the new field type.
 
-
-def _convert_values(conn: Connection, step: Step, sqlite: bool) -> None:
-    """Check, and on SQLite rewrite, stored values whose type changes to or from a decimal.
-
-    Exact decimals are scaled integers on SQLite (see ``ExactDecimal``), so a change of scale, or
-    between decimal and integer or text, must rewrite every value there; PostgreSQL's ``USING``
-    cast converts by itself, but would round 12.35 to 12 silently. So on both, every value is
-    converted exactly in Python first, and one that cannot be converted stops the migration (all
-    of it is rolled back) naming the record and the value.
+    Returns the rows to write (``{"_id": id, "_v": value}``, value None where it cannot be
+    converted) and a description of each failure. Conversion is exact: values are read as their
+    old type stored them (scaled integers for decimals on SQLite) and given to the new type's
+    ``coerce``, as if a user typed them in.
     """
-    old, new = step.old_sig, step.new_sig
-    if "decimal" not in (old[0], new[0]):
-        return
-    column = step.column  # renames were applied earlier in the plan
-    rows = conn.execute(sa.text(f'SELECT id, "{column}" FROM "{step.table}" WHERE "{column}" IS NOT NULL')).all()
-    changed = []
-    for rid, stored in rows:
-        value = _decode(old, stored) if sqlite else stored
+    field = model.entities[step.table].fields[step.column]
+    column = step.source or step.column
+    stored = conn.execute(sa.text(f'SELECT id, "{column}" FROM "{step.table}" WHERE "{column}" IS NOT NULL'))
+    rows, failures = [], []
+    for rid, raw in stored:
+        value = _decode(step.old_sig, raw) if sqlite else raw
         try:
-            changed.append({"id": rid, "v": _encode(new, value)})
-        except (ArithmeticError, ValueError, TypeError) as exc:
-            raise ConversionFailed(None, [step], f"{step.table} {rid}: {str(value)!r} cannot become {new}: "
-                                                 f"{exc}; nothing was changed") from None
-    if changed and sqlite:
-        conn.execute(sa.text(f'UPDATE "{step.table}" SET "{column}" = :v WHERE id = :id'), changed)
+            new = _coerce(field, value)
+        except FieldValueError as exc:
+            new = None
+            failures.append(f"{step.table} {rid}: {_shown(value)!r} {exc.message}")
+        rows.append({"_id": rid, "_v": new})
+    return rows, failures
 
 
-def _decode(sig: list, stored):
-    from decimal import Decimal
+def _coerce(field, value):
+    try:
+        return field.coerce(value)
+    except FieldValueError:
+        if isinstance(value, str):
+            raise
+        return field.coerce(_shown(value))   # e.g. a number becoming text, a date becoming text
 
-    if sig[0] == "decimal":
-        return Decimal(int(stored)).scaleb(-sig[2])
-    return stored
 
-
-def _encode(sig: list, value):
-    from decimal import ROUND_HALF_UP, Decimal
-
-    if sig[0] == "decimal":
-        number = Decimal(str(value).strip()).quantize(Decimal(1).scaleb(-sig[2]), rounding=ROUND_HALF_UP)
-        return int(number.scaleb(sig[2]))
-    if sig[0] == "integer":
-        number = Decimal(str(value))
-        if number != number.to_integral_value():
-            raise ValueError("is not a whole number")
-        return int(number)
+def _shown(value) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
     return str(value)
+
+
+def _decode(sig: list, raw):
+    """A value as SQLite stores it -> the Python value of its old type."""
+    kind = sig[0]
+    if kind == "decimal":
+        return Decimal(int(raw)).scaleb(-sig[2])
+    if kind == "datetime" and isinstance(raw, str):
+        return datetime.fromisoformat(raw).replace(tzinfo=timezone.utc)
+    if kind == "date" and isinstance(raw, str):
+        return date.fromisoformat(raw[:10])
+    if kind == "boolean" and isinstance(raw, int):
+        return bool(raw)
+    return raw
 
 
 class _ddl_transaction:
@@ -322,7 +328,7 @@ class _ddl_transaction:
             self.conn.close()
 
 
-def _apply_step(ops: Operations, db: Database, md: sa.MetaData, step: Step) -> None:
+def _apply_step(ops: Operations, db: Database, md: sa.MetaData, model: AppModel, step: Step) -> None:
     table = md.tables.get(step.table)
     if step.op == "create_table":
         table.create(ops.get_bind())
@@ -333,11 +339,11 @@ def _apply_step(ops: Operations, db: Database, md: sa.MetaData, step: Step) -> N
     elif step.op == "drop_index":
         ops.drop_index(step.detail, table_name=step.table)
     else:
-        # Values become text after the column does, numbers before (SQLite casts while copying).
-        convert = step.op == "alter_type"
-        to_text = step.new_sig and step.new_sig[0] in ("string", "clob")
-        if convert and not (to_text and db.is_sqlite):
-            _convert_values(ops.get_bind(), step, db.is_sqlite)
+        # A type change that does not widen rewrites every value, converted in Python by the new
+        # field type before the column changes (the column's own cast would garble or round them).
+        rewrite = None
+        if step.op == "alter_type" and not _widening(model, step):
+            rewrite, _ = _converted(ops.get_bind(), step, model, db.is_sqlite)
         with _alter(ops, db, step.table) as alter:
             if step.op == "add_column":
                 alter.add_column(table.c[step.column]._copy())
@@ -351,14 +357,22 @@ def _apply_step(ops: Operations, db: Database, md: sa.MetaData, step: Step) -> N
                 kwargs = {}
                 if not db.is_sqlite:
                     compiled = column.type.dialect_impl(ops.get_bind().dialect).compile(ops.get_bind().dialect)
-                    kwargs["postgresql_using"] = f'"{step.column}"::{compiled}'
+                    source = "NULL" if rewrite is not None else f'"{step.column}"'
+                    kwargs["postgresql_using"] = f"{source}::{compiled}"
                 alter.alter_column(step.column, type_=column.type, **kwargs)
             elif step.op == "drop_column":
                 alter.drop_column(step.column)
             else:  # pragma: no cover - the planner makes no other steps
                 raise ValueError(f"unknown migration step {step.op}")
-        if convert and to_text and db.is_sqlite:
-            _convert_values(ops.get_bind(), step, True)
+        if rewrite:
+            stmt = table.update().where(table.c.id == sa.bindparam("_id")).values(
+                {step.column: sa.bindparam("_v", type_=table.c[step.column].type)})
+            ops.get_bind().execute(stmt, rewrite)
+
+
+def _widening(model: AppModel, step: Step) -> bool:
+    field = model.entities[step.table].fields.get(step.column) if step.table in model.entities else None
+    return field is not None and field.type.widens(step.old_sig, step.new_sig)
 
 
 class _alter:
