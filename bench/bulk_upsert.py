@@ -72,6 +72,8 @@ def raw_same_table(folder: Path, rows: list[dict]) -> float:
     tuples = [tuple(int(r[c].replace(".", "")) if c == "annual_revenue" else r[c] for c in COLUMNS) + (now, now, 1)
               for r in rows]
     conn = sqlite3.connect(folder / "same.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
     start = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany(f"INSERT INTO lead ({', '.join(COLUMNS)}, created_at, updated_at, version) "

@@ -70,6 +70,7 @@ def validate(directory: Path | None, alone: bool) -> None:
 @click.option("--allow-data-loss", is_flag=True, help="Apply steps that drop columns or tables holding values.")
 def migrate(dry_run: bool, allow_data_loss: bool) -> None:
     """Bring the database to the model: plan, back up, apply in one transaction."""
+    from engine.storage.backup import BackupError
     from engine.storage.migrate import MigrationRefused, apply_migration
 
     rt = _runtime()
@@ -90,6 +91,9 @@ def migrate(dry_run: bool, allow_data_loss: bool) -> None:
                                   allow_data_loss=allow_data_loss, plan=plan)
     except MigrationRefused as exc:
         click.echo(f"Refused, nothing changed. {exc}", err=True)
+        sys.exit(1)
+    except BackupError as exc:
+        click.echo(f"No backup could be taken, so nothing was changed: {exc}", err=True)
         sys.exit(1)
     if applied.steps or applied.backup:
         click.echo(f"Applied {len(applied.steps)} step(s); model v{applied.version}; backup: {applied.backup}")
@@ -142,12 +146,13 @@ def up(records: int, host: str, port: int) -> None:
     from engine.app import create_app
     from engine.demo import seed as run_seed
 
+    from engine.storage.backup import BackupError
     from engine.storage.migrate import MigrationRefused
 
     rt = _runtime()
     try:
         applied = rt.migrate()
-    except MigrationRefused as exc:
+    except (MigrationRefused, BackupError) as exc:
         click.echo(f"The database was not changed. {exc}\nRun `crm migrate --dry-run` to see the plan.", err=True)
         sys.exit(1)
     click.echo(f"Database {rt.settings.database_url} at model v{applied.version}.")
@@ -291,7 +296,7 @@ def ensure_admin(rt, email: str, name: str) -> str:
     from engine.security.tokens import create_token
 
     _, api_token = create_token(rt.records, user["id"], "demo")
-    text = f"Admin login: {email}  password: {password}\nAPI token:   {api_token}"
+    text = f"Admin login: {user['email']}  password: {password}\nAPI token:   {api_token}"
     note.parent.mkdir(parents=True, exist_ok=True)
     note.write_text(text + "\n", encoding="utf-8")
     note.chmod(0o600)
