@@ -172,7 +172,7 @@ def token() -> None:
 @token.command("create")
 @click.option("--email", required=True, help="The user the token acts as.")
 @click.option("--name", default="cli", show_default=True, help="What the token is for.")
-@click.option("--days", type=int, default=None, help="Expire after this many days (default: never).")
+@click.option("--days", type=click.IntRange(min=1), default=None, help="Expire after this many days (default: never).")
 def token_create(email: str, name: str, days: int | None) -> None:
     """Create a token; it is shown once, only its hash is kept."""
     from engine.security.tokens import create_token

@@ -238,3 +238,16 @@ def test_an_admin_cannot_lock_themselves_out(api):
 def test_an_undeclared_method_is_405_with_allow(api):
     r = api.put("/api/v1/account")
     assert r.status_code == 405 and set(r.headers["Allow"].split(", ")) >= {"GET", "POST"}
+
+
+def test_a_deleted_record_id_is_never_given_again(api):
+    acc = make_account(api, "Acme")
+    api.patch(f"/api/v1/account/{acc['id']}", json={"rating": "hot"})
+    assert api.delete(f"/api/v1/account/{acc['id']}").status_code == 204
+    new = make_account(api, "Globex")
+    assert new["id"] != acc["id"]
+    assert api.get(f"/api/v1/account/{new['id']}/history").json["data"] == []
+    api.delete(f"/api/v1/account/{new['id']}")           # the newest is gone too: bulk ids still move on
+    bulk = api.post("/api/v1/account/_bulk", json={"records": [{"name": "A"}, {"name": "B"}]}).json
+    ids = [i["id"] for i in bulk["items"]]
+    assert min(ids) > new["id"] and [api.get(f"/api/v1/account/{i}").json["name"] for i in ids] == ["A", "B"]

@@ -264,7 +264,7 @@ def _update(entity: str, record_id: int):
 def _delete(entity: str, record_id: int):
     ent = _entity(entity)
     _rt().records.delete(ent.name, record_id, version=_if_match(record_id), context=_context())
-    return Response(status=204)
+    return Response(status=204, mimetype=None, content_type=None)
 
 
 def _bulk(entity: str):

@@ -433,9 +433,9 @@ class RecordService:
                     constants: dict | None = None) -> list[int]:
         """Insert records (all with the same keys) in one executemany; return their ids in order.
 
-        On SQLite the ids are the consecutive rowids SQLite gives a table's new rows while this
-        transaction holds the write lock, checked by counting them; elsewhere SQLAlchemy's batched
-        INSERT .. RETURNING gives them.
+        On SQLite the ids are the consecutive ids AUTOINCREMENT gives a table's new rows after the
+        last one it gave, while this transaction holds the write lock, checked by counting them;
+        elsewhere SQLAlchemy's batched INSERT .. RETURNING gives them.
         """
         table = self.table(ent.name)
         keys = tuple(k for k in records[0] if k in table.c)
@@ -443,7 +443,7 @@ class RecordService:
             stmt = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
             rows = self.write_rows(conn, ent, stmt, [{k: r.get(k) for k in keys} for r in records]).rows
             return [row[0] for row in rows]
-        before = conn.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0
+        before = self._last_id(conn, table)
         self.execute_many(conn, ent, ("insert", table.name, keys), lambda: sa.insert(table), records, keys,
                           constants=constants)
         ids = list(range(before + 1, before + 1 + len(records)))
@@ -451,6 +451,13 @@ class RecordService:
         if count != len(records):  # pragma: no cover - would mean SQLite changed how it assigns rowids
             raise RuntimeError(f"bulk insert into {ent.name}: could not establish the new ids")
         return ids
+
+    @staticmethod
+    def _last_id(conn: Connection, table: sa.Table) -> int:
+        """The id SQLite gave last in this table (AUTOINCREMENT keeps it in sqlite_sequence)."""
+        seq = conn.execute(sa.text("SELECT seq FROM sqlite_sequence WHERE name = :t"), {"t": table.name}).scalar()
+        highest = conn.execute(sa.select(sa.func.max(table.c.id))).scalar()
+        return max(seq or 0, highest or 0)
 
     def execute_many(self, conn: Connection, ent: Entity, key: tuple, build, rows: list[dict],
                      column_keys: tuple[str, ...] | None = None, constants: dict | None = None) -> int:

@@ -55,7 +55,9 @@ def _entity_table(md: sa.MetaData, entity: Entity) -> sa.Table:
         args = [sa.ForeignKey(f"{field.target}.id")] if field.type_name in ("lookup", "user") else []
         info = {"sig": field.type.signature(field), "renamed_from": field.prop("renamed_from")}
         columns.append(sa.Column(field.name, field.type.column_type(field), *args, nullable=True, info=info))
-    table = sa.Table(entity.table, md, *columns)
+    # AUTOINCREMENT on SQLite: an id is never given twice, so a deleted record's history, ETags and
+    # idempotent replays can never attach to a new one (PostgreSQL sequences never reuse either).
+    table = sa.Table(entity.table, md, *columns, sqlite_autoincrement=True)
     for columns_, (unique, name) in _index_specs(entity).items():
         sa.Index(name or index_name(entity.table, columns_, unique), *(table.c[c] for c in columns_), unique=unique)
     return table
