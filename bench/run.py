@@ -10,8 +10,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import api_vs_handwritten  # noqa: E402
 import bulk_upsert  # noqa: E402
+import formula_eval  # noqa: E402
 
 if __name__ == "__main__":
     bulk_upsert.main()
+    formula_eval.main()
     print()
     api_vs_handwritten.main()
