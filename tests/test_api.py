@@ -251,3 +251,44 @@ def test_a_deleted_record_id_is_never_given_again(api):
     bulk = api.post("/api/v1/account/_bulk", json={"records": [{"name": "A"}, {"name": "B"}]}).json
     ids = [i["id"] for i in bulk["items"]]
     assert min(ids) > new["id"] and [api.get(f"/api/v1/account/{i}").json["name"] for i in ids] == ["A", "B"]
+
+
+def test_where_takes_a_formula_compiled_to_sql_with_bound_parameters(api):
+    big = make_account(api, "Big Corp", annual_revenue="5000000")
+    small = make_account(api, "Small Shop", annual_revenue="1000")
+    for acc, name, amount, stage in ((big, "A", 90000, "won"), (big, "B", 500, "proposal"), (small, "C", 70000, "won")):
+        make_opp(api, acc, name=name, amount=amount, stage=stage)
+    def names(where, extra=""):
+        r = api.get("/api/v1/opportunity", query_string={"where": where, "sort": "name", **dict([extra] if extra else [])})
+        assert r.status_code == 200, r.json
+        return [d["name"] for d in r.json["data"]]
+    assert names("amount > 1000 AND stage = 'won'") == ["A", "C"]
+    assert names("account.annual_revenue >= 1000000") == ["A", "B"]            # across a lookup: a join
+    assert names("CONTAINS(UPPER(account.name), 'SHOP') || amount < 1000") == ["B", "C"]
+    assert names("owner_id = $user.id AND ISPICKVAL(stage, 'won')") == ["A", "C"]
+    assert names("stage = 'won'", ("amount[lt]", "80000")) == ["C"]
+    r = api.get("/api/v1/opportunity", query_string={"where": "amount > 1000 AND stage = 'won'", "count": "true"})
+    assert r.json["total"] == 2
+
+
+@pytest.mark.parametrize("where, kind", [
+    ("amount >", "syntax"), ("amount = 'ten'", "type"), ("colour = 'red'", "unknown_field"),
+    ("amount + 1", "type"), ("REGEX(name, 'x.*')", "no_sql"),
+])
+def test_a_bad_where_is_a_400_naming_the_problem(api, where, kind):
+    r = api.get("/api/v1/opportunity", query_string={"where": where})
+    assert r.status_code == 400 and r.json["errors"][0]["field"] == "where" and r.json["errors"][0]["code"] == kind
+
+
+@pytest.mark.parametrize("attack", [
+    "name = 'x'' OR 1=1 --'", 'name = "x"; DROP TABLE opportunity; --"',
+    "name = 'x'); DELETE FROM opportunity; --", "1=1 OR name = ''''",
+])
+def test_injection_in_where_never_runs(api, attack):
+    acc = make_account(api)
+    make_opp(api, acc, name="Safe")
+    r = api.get("/api/v1/opportunity", query_string={"where": attack})
+    assert r.status_code in (200, 400)
+    if r.status_code == 200:
+        assert r.json["data"] == []
+    assert [d["name"] for d in api.get("/api/v1/opportunity").json["data"]] == ["Safe"]

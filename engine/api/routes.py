@@ -145,7 +145,7 @@ def _meta_entity(entity: str):
 def _list(entity: str):
     ent = _entity(entity)
     q, fields, expand = _list_query(ent)
-    page = _rt().records.list(q, timeout_ms=LIST_TIMEOUT_MS)
+    page = _rt().records.list(q, timeout_ms=LIST_TIMEOUT_MS, context=_context())
     data = _serializers().dump_many(ent.name, page.records, fields)
     if expand:
         _expand(ent, page.records, data, expand)
@@ -178,8 +178,8 @@ def _list_query(ent) -> tuple[ListQuery, tuple[str, ...] | None, list[str]]:
             raise ApiError(400, "Bad query", f"cannot read the parameter {key!r}; write field=value or field[op]=value",
                            kind="bad-query")
         q.filters.append(coerce_filter(ent, name, op, value))
-    if "where" in args:
-        q.where = _where(ent, args["where"])
+    if args.get("where"):
+        q.formula = args["where"]
     fields = None
     if args.get("fields"):
         names = tuple(dict.fromkeys(n.strip() for n in args["fields"].split(",") if n.strip()))
@@ -196,16 +196,6 @@ def _list_query(ent) -> tuple[ListQuery, tuple[str, ...] | None, list[str]]:
         if fields and SYSTEM_LOOKUPS.get(name, name) not in fields:
             fields = (*fields, SYSTEM_LOOKUPS.get(name, name))
     return q, fields, expand
-
-
-def _where(ent, text: str):
-    """``where=<formula>``: compiled to SQL with bound parameters by the formula language."""
-    try:
-        from engine.rules import sql_filter
-    except ImportError:
-        raise ApiError(400, "Bad query", "where= needs the formula language, which this build does not have",
-                       kind="bad-query") from None
-    return sql_filter(text, ent, _rt())
 
 
 def _expand(ent, records: list[dict], data: list[dict], names: list[str]) -> None:

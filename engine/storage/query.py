@@ -55,7 +55,8 @@ class ListQuery:
     offset: int = 0
     cursor: str | None = None
     count: bool = False
-    where: Any = None          # an extra SQLAlchemy condition (formula filters, sharing rules)
+    formula: str | None = None  # a condition in the formula language (the API's where=, saved views)
+    where: Any = None           # an extra SQLAlchemy condition (sharing rules)
 
 
 @dataclass

@@ -70,6 +70,7 @@ class RecordService:
         self.counters = self.metadata.tables["_crm_counter"]
         self._plans: dict[str, WritePlan] = {}
         self._compiled: dict[tuple, tuple] = {}
+        self._functions = None
 
     # -- reads ------------------------------------------------------------------------------
     def table(self, entity: str) -> sa.Table:
@@ -106,18 +107,29 @@ class RecordService:
         with self.db.read() as conn:
             return [dict(row._mapping) for row in conn.execute(stmt.limit(limit).offset(offset))]
 
-    def list(self, q: "ListQuery", *, timeout_ms: int | None = None) -> "Page":
-        """One page of records: filters, sort, keyset cursor (or offset), and a capped count."""
+    def list(self, q: "ListQuery", *, timeout_ms: int | None = None, context: Context = Context()) -> "Page":
+        """One page of records: filters, a formula condition, sort, keyset cursor (or offset), and a
+        capped count."""
+        from dataclasses import replace
+
         from .query import COUNT_CAP, Page, after_cursor, build_select, decode_cursor, encode_cursor
 
         ent = self._entity(q.entity)
         table = self.table(ent.name)
-        stmt, keys = build_select(table, q)
-        if q.cursor:
-            stmt = stmt.where(after_cursor(table, keys, decode_cursor(ent, keys, q.cursor)))
-        elif q.offset:
-            stmt = stmt.offset(q.offset)
+        compiled = self._condition(ent, q.formula) if q.formula else None
         with self.db.read(timeout_ms=timeout_ms) as conn:
+            scope = None
+            if compiled is not None:
+                scope = self._scope(conn, ent, compiled, context)
+                condition = compiled.where(scope)
+                q = replace(q, where=condition if q.where is None else sa.and_(q.where, condition))
+            stmt, keys = build_select(table, q)
+            if q.cursor:
+                stmt = stmt.where(after_cursor(table, keys, decode_cursor(ent, keys, q.cursor)))
+            elif q.offset:
+                stmt = stmt.offset(q.offset)
+            if scope is not None:
+                stmt = scope.apply(stmt)
             result = conn.execute(stmt.limit(q.limit + 1))
             names = list(result.keys())
             rows = [dict(zip(names, row)) for row in result]
@@ -126,11 +138,47 @@ class RecordService:
             page = Page(rows, encode_cursor(keys, rows[-1]) if more and rows else None)
             if q.count:
                 counted, _ = build_select(table, ListQuery(q.entity, q.filters, where=q.where), [table.c.id])
-                capped = sa.select(sa.func.count()).select_from(counted.order_by(None).limit(COUNT_CAP + 1).subquery())
+                counted = (scope.apply(counted) if scope is not None else counted).order_by(None)
+                capped = sa.select(sa.func.count()).select_from(counted.limit(COUNT_CAP + 1).subquery())
                 page.total = conn.execute(capped).scalar()
                 if page.total > COUNT_CAP:  # never count millions exactly on a page request
-                    page.total, page.total_is_estimate = self.db.estimate_rows(conn, counted.order_by(None), COUNT_CAP + 1), True
+                    page.total, page.total_is_estimate = self.db.estimate_rows(conn, counted, COUNT_CAP + 1), True
         return page
+
+    def _condition(self, ent: Entity, text: str):
+        """A formula condition compiled once for SQL; any problem is a 400-class QueryError."""
+        from engine import rules
+
+        from .query import QueryError
+
+        try:
+            compiled = rules.compile(text, ent.name, self.model, registry=self.functions)
+            if compiled.type not in ("boolean", "null"):
+                raise rules.RuleTypeError(f"where needs a condition (TRUE or FALSE), not a {compiled.type}")
+            if not compiled.sql_capable:
+                raise rules.NotInSQLError(compiled.sql_problem or "this condition cannot run in the database")
+        except rules.RuleError as exc:
+            where = f" at column {exc.column}" if exc.column else ""
+            raise QueryError([FieldError("where", exc.kind, f"{exc.message}{where}")], ent.name) from None
+        return compiled
+
+    def _scope(self, conn: Connection, ent: Entity, compiled, context: Context):
+        from engine import rules
+
+        user = None
+        if "user" in compiled.uses and context.user_id is not None:
+            user = self._load(conn, self.model.entity(USER_ENTITY), context.user_id)
+        return rules.Scope(self.metadata, ent.name, self.model, dialect=self.db.dialect, user=user,
+                           now=datetime.now(timezone.utc))
+
+    @property
+    def functions(self):
+        """The formula functions: built-ins and every plugin's (``crm_formula_functions``)."""
+        if self._functions is None:
+            from engine import rules
+
+            self._functions = rules.registry_from_plugins(self.hooks.pm) if self.hooks.pm else rules.default_registry()
+        return self._functions
 
     def fetch_many(self, entity: str, ids: Iterable[int]) -> dict[int, dict]:
         """Records by id (for expanding lookups), one query per 1000 ids."""
