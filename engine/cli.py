@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 
+from engine import rules
 from engine.metadata import MetadataError, load_model
 from engine.settings import Settings
 
@@ -54,7 +55,7 @@ def validate(directory: Path | None, alone: bool) -> None:
             layers = layers[:1] if alone else layers[:2]
             layers.append((f"industry:{directory.name}", directory))
     try:
-        model = load_model(layers, registry_from(pm))
+        model = load_model(layers, registry_from(pm), rules.registry_from_plugins(pm))
     except MetadataError as exc:
         _print_problems(exc)
         sys.exit(1)
@@ -250,7 +251,7 @@ def eval_(expression: str, record_json: str, fields_json: str | None, entity: st
         settings = Settings.from_env()
         pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins)
         try:
-            model = load_model(settings.layers(plugin_layers(pm)), registry_from(pm))
+            model = load_model(settings.layers(plugin_layers(pm)), registry_from(pm), rules.registry_from_plugins(pm))
         except MetadataError as exc:
             _print_problems(exc)
             sys.exit(1)

@@ -3,7 +3,9 @@
 A field's ``demo`` hint is a Faker provider name, ``{choices: [...]}``, ``{min:, max:}`` (for dates:
 day offsets from today), or ``skip``. An entity's ``demo: {ratio: R}`` asks for R records per unit
 of ``--records``. Entities are seeded in lookup order (targets first) through the record service's
-bulk path, so every rule that holds for users holds for demo data.
+bulk path, so every rule that holds for users holds for demo data: a field that ``required_when``
+makes required gets a value even when its hint is ``skip``, and a row that a validation rule
+(reading only the row itself) would refuse is drawn again.
 """
 
 from __future__ import annotations
@@ -58,10 +60,16 @@ def seed(records: RecordService, unit: int = 50, *, seed_value: int = DEFAULT_SE
         users = ids.get("user") or []
         rows = []
         taken: dict[tuple[str, ...], set] = {key: set() for key in entity.unique_keys}
+        conditional, checks = _conditions(records, entity)
         for n in range(count):
             for _attempt in range(20):  # a unique combination of random picks may need a few tries
                 row = {f.name: v for f in entity.fields.values()
                        if (v := _value(f, entity, n, rng, fake, ids, today)) is not None}
+                for field, condition in conditional:  # required by a condition: a value even if hinted skip
+                    if row.get(field.name) is None and _holds(condition, row, today):
+                        row[field.name] = _value(field, entity, n, rng, fake, ids, today, forced=True)
+                if any(_holds(check, row, today) for check in checks):
+                    continue  # a validation rule would refuse this row: draw again
                 values = {key: tuple(str(row[k]) for k in key) for key in taken if all(row.get(k) is not None for k in key)}
                 if all(v not in taken[key] for key, v in values.items()):
                     break
@@ -81,11 +89,40 @@ def seed(records: RecordService, unit: int = 50, *, seed_value: int = DEFAULT_SE
     return counts
 
 
+def _conditions(records: RecordService, entity: Entity) -> tuple[list, list]:
+    """(field, required_when) pairs and validation rules that a generated row can be checked
+    against on its own (no lookup paths, no $user), compiled once per entity."""
+    from engine import rules
+
+    def usable(compiled) -> bool:
+        return not any("." in p for p in compiled.fields) and "user" not in compiled.uses
+
+    def compile_(text: str):
+        return rules.compile(text, entity.name, records.model, registry=records.functions)
+
+    conditional = [(f, c) for f in entity.fields.values()
+                   if isinstance(f.prop("required_when"), str) and usable(c := compile_(f.prop("required_when")))]
+    checks = [c for v in entity.validations if usable(c := compile_(v["error_when"]))]
+    return conditional, checks
+
+
+def _holds(compiled, row: dict, today: date) -> bool:
+    from engine import rules
+
+    try:
+        now = datetime.combine(today, time(12), tzinfo=timezone.utc)
+        return compiled.evaluate(row, is_new=True, now=now) is True
+    except rules.RuleError:
+        return False
+
+
 def _value(field: Field, entity: Entity, n: int, rng: random.Random, fake: Faker,
-           ids: dict[str, list[int]], today: date) -> Any:
+           ids: dict[str, list[int]], today: date, forced: bool = False) -> Any:
     hint = field.prop("demo")
     kind = field.type_name
-    if hint == "skip" or field.type.computed or (field.readonly and hint is None):
+    if forced and hint == "skip":
+        hint = None
+    elif hint == "skip" or field.type.computed or (field.readonly and hint is None):
         return None
     if isinstance(hint, dict) and "choices" in hint:
         return rng.choice(hint["choices"])

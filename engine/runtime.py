@@ -32,10 +32,15 @@ class Runtime:
     def boot(cls, settings: Settings, *, extra_plugins: tuple = ()) -> "Runtime":
         pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins,
                                  extra=extra_plugins)
+        from engine import rules
+
         registry = registry_from(pm)
-        model = load_model(settings.layers(plugin_layers(pm)), registry)
+        functions = rules.registry_from_plugins(pm)
+        model = load_model(settings.layers(plugin_layers(pm)), registry, functions)
         db = Database(settings.database_url)
-        return cls(settings, pm, registry, model, db, RecordService(model, db, pm))
+        records = RecordService(model, db, pm)
+        records._functions = functions
+        return cls(settings, pm, registry, model, db, records)
 
     def plan(self):
         return plan_migration(self.db, self.model)

@@ -18,6 +18,8 @@ def make_account(api, name="Acme", **values):
 
 
 def make_opp(api, account, **values):
+    if values.get("stage") == "lost":
+        values.setdefault("lost_reason", "price")   # required when lost
     r = api.post("/api/v1/opportunity", json={"name": "Deal", "account": account["id"], "close_date": "2027-01-31",
                                               **values})
     assert r.status_code == 201, r.json

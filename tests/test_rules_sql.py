@@ -304,7 +304,7 @@ def test_paths_through_the_owner_reach_the_user_entity(make_runtime):
     acme = rt.records.create("account", {"name": "Acme", "owner_id": ann["id"]})
     rt.records.create("account", {"name": "Other"})
     opp = rt.records.create("opportunity", {"name": "Deal", "account": acme["id"], "amount": "100",
-                                            "close_date": "2026-01-01", "owner_id": ann["id"]})
+                                            "close_date": "2099-01-01", "owner_id": ann["id"]})
     compiled = rules.compile("account.owner.email = 'ann@example.com' AND owner.role = $user.role",
                              "opportunity", rt.model)
     assert compiled.fields == {"account.owner_id.email", "owner_id.role"}
@@ -323,7 +323,7 @@ def test_paths_through_the_owner_reach_the_user_entity(make_runtime):
         related = rules.fetch_related(conn, rt.records.metadata, rt.model, "opportunity", opp, compiled.fields)
     assert related["account"]["owner_id"]["email"] == "ann@example.com" and related["owner_id"]["id"] == ann["id"]
     assert compiled.evaluate(opp, user=ann, related=related) is True
-    orphan = rt.records.create("opportunity", {"name": "No owner", "account": acme["id"], "close_date": "2026-01-01"})
+    orphan = rt.records.create("opportunity", {"name": "No owner", "account": acme["id"], "close_date": "2099-01-01"})
     with rt.db.read() as conn:
         related = rules.fetch_related(conn, rt.records.metadata, rt.model, "opportunity", orphan, compiled.fields)
     assert related["owner_id"] is None and compiled.evaluate(orphan, user=ann, related=related) is False

@@ -5,7 +5,8 @@ from __future__ import annotations
 from engine.metadata.model import AppModel, Entity, Field
 
 _FIELD_PROPS = ("required", "unique", "readonly", "max_length", "min", "max", "precision", "scale", "to",
-                "on_delete", "pattern", "track_history", "searchable", "default")
+                "on_delete", "pattern", "track_history", "searchable", "default", "required_when", "visible_when",
+                "readonly_when", "returns", "expr")
 
 
 def model_meta(model: AppModel) -> dict:

@@ -97,7 +97,7 @@ def _entity_components(schemas: dict, entity: Entity) -> None:
     read["version"] = {"type": "integer"}
     writable, required = {}, []
     for field in entity.fields.values():
-        if not field.stored:
+        if not (field.stored or field.computed_on_read):
             continue
         read[field.name] = _nullable(_field_schema(field))
         if field.readonly:

@@ -54,7 +54,7 @@ class Serializers:
 
     def columns(self, entity: Entity) -> list[str]:
         """Every name a record of ``entity`` has in JSON, system columns first."""
-        return [*SYSTEM_TYPES, *(f.name for f in entity.fields.values() if f.stored)]
+        return [*SYSTEM_TYPES, *(f.name for f in entity.fields.values() if f.stored or f.computed_on_read)]
 
 
 def _converter(name: str, field: ma.fields.Field):
@@ -76,6 +76,6 @@ def _schema(entity: Entity) -> ma.Schema:
         probe = system_field(name)
         fields[name] = probe.type.marshmallow_field(probe)
     for field in entity.fields.values():
-        if field.stored:
+        if field.stored or field.computed_on_read:   # the record service fills computed ones in on read
             fields[field.name] = field.type.marshmallow_field(field)
     return ma.Schema.from_dict(fields, name=entity.name.title().replace("_", ""))()

@@ -48,7 +48,7 @@ class FieldType:
     #: Common properties that make sense for this type.
     common: ClassVar[frozenset[str]] = frozenset({
         "type", "label", "help", "required", "unique", "indexed", "readonly", "track_history",
-        "searchable", "default", "renamed_from", "demo"})
+        "searchable", "default", "renamed_from", "demo", "required_when", "visible_when", "readonly_when"})
 
     # -- metadata ---------------------------------------------------------------------------
     def allowed_props(self) -> frozenset[str]:
@@ -66,7 +66,7 @@ class FieldType:
         """Checks a schema cannot express; call ``report(prop, message)`` for each problem."""
         if field.prop("on_delete") == "set_null" and field.required:
             report("on_delete", f"on_delete: set_null cannot apply to a required {self.name} field")
-        if field.default is not None:
+        if field.default is not None and field.default_formula is None:
             try:
                 self.coerce(field, field.default)
             except FieldValueError as exc:

@@ -144,3 +144,34 @@ def _check_demo_hint(entity: Entity, field, fdecl: "Declared", problems: "Proble
     elif not isinstance(hint, str) or not (hint == "skip" or hint.isidentifier()):
         problems.add(fdecl.loc("demo"), f"{entity.name}.{field.name}: demo hint must be a Faker provider name, "
                                         "skip, {choices: [...]} or {min:, max:}")
+
+
+def check_rules(model: AppModel, declared: dict[str, "Declared"], problems: "Problems", functions=None) -> None:
+    """Every expression of every entity compiles (formula fields, defaults, conditions, validation
+    rules, workflow guards); each problem is reported at the file:line of the expression itself."""
+    from dataclasses import replace
+
+    from engine import rules
+
+    for problem in rules.check_entity_rules(model, functions):
+        decl = declared[problem.entity]
+        path = problem.path
+        if path[0] == "fields" and path[1] in decl.fields:
+            loc = decl.fields[path[1]].text_loc(*path[2:])
+        else:
+            loc = decl.text_loc(*path)
+        where = ""
+        if problem.position is not None:
+            loc = replace(loc, line=loc.line + problem.position.line - 1)
+            where = f" at column {problem.position.column}" + (
+                f" of line {problem.position.line} of the expression" if problem.position.line > 1 else "")
+        kind = problem.kind.replace("_", " ")
+        problems.add(loc, f"{problem.entity}.{'.'.join(map(str, path))}: {kind} error{where}: {problem.message} "
+                          f"(in {problem.expression!r})")
+    for name, entity in model.entities.items():
+        decl = declared[name]
+        for i, rule in enumerate(entity.validations):
+            target = rule.get("field")
+            if target is not None and target not in entity.fields:
+                problems.add(decl.loc("validations", i, "field"),
+                             f"validation {rule.get('name')!r} names unknown field {target!r} of {name}")

@@ -9,7 +9,7 @@ and reported at once in one ``MetadataError``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -61,15 +61,26 @@ class Declared:
         full = (*base, *path[1:])
         return Location(doc.layer, doc.file, doc.line(full), "/".join(str(p) for p in full))
 
+    def text_loc(self, *path: Any) -> Location:
+        """Like ``loc``, at the first line of the text (a ``|`` block starts below its key)."""
+        loc = self.loc(*path)
+        doc, base = self.where.get(str(path[0]), (None, ())) if path else (None, ())
+        if doc is None:
+            return loc
+        return Location(loc.layer, loc.file, doc.text_line((*base, *path[1:])), loc.path)
+
 
 class Problems(list):
     def add(self, location: Location, message: str) -> None:
         self.append(Problem(location, message))
 
 
-def load_model(layers: Iterable[tuple[str, Path]], registry: FieldTypeRegistry) -> AppModel:
-    """Load and validate every layer into one ``AppModel``; raise ``MetadataError`` listing all problems."""
-    from .checks import check_model
+def load_model(layers: Iterable[tuple[str, Path]], registry: FieldTypeRegistry, functions=None) -> AppModel:
+    """Load and validate every layer into one ``AppModel``; raise ``MetadataError`` listing all problems.
+
+    ``functions`` is the formula function registry every expression is checked with (the built-in
+    functions when omitted; ``Runtime.boot`` passes the plugins' too)."""
+    from .checks import check_model, check_rules
 
     problems = Problems()
     layers = [(name, Path(path)) for name, path in layers]
@@ -77,6 +88,7 @@ def load_model(layers: Iterable[tuple[str, Path]], registry: FieldTypeRegistry) 
     entities = _merge_entities(documents.pop("entity", []), problems)
     model = _build(entities, documents, layers, registry, problems)
     check_model(model, entities, problems)
+    check_rules(model, entities, problems, functions)
     if problems:
         raise MetadataError(list(problems))
     return model
@@ -232,6 +244,10 @@ def _build(entities: dict[str, Declared], documents: dict[str, list[Document]],
             made = _build_field(decl, fdecl, registry, problems)
             if made is not None:
                 fields[fname] = made
+        for fname, made in list(fields.items()):
+            if made.type.computed and "expr" in made.props and made.type.stored:
+                on_read = made.type.reads_other_records(made, fields)
+                fields[fname] = replace(made, stored_here=not on_read)
         props = decl.props
         indexes = tuple(Index(i.get("name"), tuple(i["fields"]), bool(i.get("unique")))
                         for i in props.get("indexes", ()))

@@ -69,6 +69,9 @@ class Field:
     props: Mapping[str, Any]
     origin: Location
     changes: tuple[Change, ...] = ()
+    #: Set by the loader where storage depends on the field, not only its type (a formula field
+    #: reading other records is computed on read, not stored).
+    stored_here: bool | None = None
 
     @property
     def type_name(self) -> str:
@@ -120,7 +123,20 @@ class Field:
 
     @property
     def stored(self) -> bool:
-        return self.type.stored
+        return self.type.stored if self.stored_here is None else self.stored_here
+
+    @property
+    def computed_on_read(self) -> bool:
+        """A computed field without a column: the record service fills it in on every read."""
+        return self.type.computed and not self.stored
+
+    @property
+    def default_formula(self) -> str | None:
+        """The expression of a default written as ``{formula: "..."}`` (None for a literal default)."""
+        value = self.props.get("default")
+        if isinstance(value, Mapping) and isinstance(value.get("formula"), str):
+            return value["formula"]
+        return None
 
 
 @dataclass(frozen=True)

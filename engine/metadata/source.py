@@ -33,6 +33,11 @@ class Document:
             parts.pop()
         return self.start_line
 
+    def text_line(self, path: tuple | list) -> int:
+        """Line of the first line of the text at ``path`` (below the key for a ``|`` or ``>`` block)."""
+        key = "/".join(str(p) for p in path)
+        return self.lines.get(key + "#text") or self.line(path)
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
@@ -52,6 +57,8 @@ def _construct(node: yaml.Node, path: str, lines: dict[str, int], loader: _Loade
             child = f"{path}/{key}" if path else key
             out[key] = _construct(value_node, child, lines, loader)
             lines[child] = key_node.start_mark.line + 1
+            if isinstance(value_node, yaml.ScalarNode) and value_node.style in ("|", ">"):
+                lines[child + "#text"] = value_node.start_mark.line + 2   # a block's text starts below its key
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, f"{path}/{i}" if path else str(i), lines, loader)

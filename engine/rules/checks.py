@@ -51,6 +51,10 @@ def expressions_of(entity) -> Iterator[tuple[tuple, str, str | None]]:
             if isinstance(value, str):
                 returns = field.prop("returns") or field.type_name
                 yield ("fields", name, prop), value, FIELD_TYPE_ALIASES.get(str(returns), None)
+        default = field.prop("default")
+        if isinstance(default, dict) and isinstance(default.get("formula"), str):
+            yield ("fields", name, "default", "formula"), default["formula"], \
+                FIELD_TYPE_ALIASES.get(field.type_name, None)
     for i, rule in enumerate(entity.validations or ()):
         for key in VALIDATION_KEYS:
             value = rule.get(key) if hasattr(rule, "get") else None
@@ -68,7 +72,7 @@ def _fits(actual: str, expected: str) -> bool:
         return True
     if actual in NUMERIC and expected in NUMERIC:
         return True
-    return actual in TEXTUAL and expected == "text"
+    return actual in TEXTUAL and expected in TEXTUAL
 
 
 def check_entity_rules(model, registry: FunctionRegistry | None = None) -> list[RuleProblem]:

@@ -100,7 +100,9 @@ class _Chunk:
             values_of.append(values)
             self.ids[i] = rid
         hooked = svc.hooks.active("crm_before_write")
-        self.whole = hooked or svc.hooks.active("crm_after_write") or svc.hooks.active("crm_after_commit")
+        runner = svc.rule_runner(self.conn, ent, self.context)
+        self.whole = hooked or runner is not None or svc.hooks.active("crm_after_write") \
+            or svc.hooks.active("crm_after_commit")
         self.values_of = values_of
         existing = self._existing(values_of)
         for i, values in enumerate(values_of):
@@ -123,6 +125,8 @@ class _Chunk:
                 except ValidationFailed as exc:  # a rule refused this item, not the whole request
                     self.errors[i].extend(exc.errors)
                     continue
+            if runner is not None:
+                runner.run(record, old, self.rows[i], self.errors[i])
             svc.check_required(ent, record, self.errors[i])
             self.records[i], self.olds[i] = record, old
         self._check_targets(values_of)

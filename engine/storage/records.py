@@ -71,6 +71,7 @@ class RecordService:
         self._plans: dict[str, WritePlan] = {}
         self._compiled: dict[tuple, tuple] = {}
         self._functions = None
+        self._rules: dict[str, Any] = {}
 
     # -- reads ------------------------------------------------------------------------------
     def table(self, entity: str) -> sa.Table:
@@ -80,8 +81,8 @@ class RecordService:
         ent = self._entity(entity)
         if conn is None:
             with self.db.read() as conn:
-                return self._load(conn, ent, record_id)
-        return self._load(conn, ent, record_id)
+                return self.computed(conn, ent, [self._load(conn, ent, record_id)])[0]
+        return self.computed(conn, ent, [self._load(conn, ent, record_id)])[0]
 
     def query(self, entity: str, *, where: dict[str, Any] | None = None, order_by: Iterable[str] = ("id",),
               limit: int = 100, offset: int = 0) -> list[dict]:
@@ -105,7 +106,7 @@ class RecordService:
             col = table.c[key.lstrip("-")]
             stmt = stmt.order_by(col.desc() if key.startswith("-") else col.asc())
         with self.db.read() as conn:
-            return [dict(row._mapping) for row in conn.execute(stmt.limit(limit).offset(offset))]
+            return self.computed(conn, ent, [dict(row._mapping) for row in conn.execute(stmt.limit(limit).offset(offset))])
 
     def list(self, q: "ListQuery", *, timeout_ms: int | None = None, context: Context = Context()) -> "Page":
         """One page of records: filters, a formula condition, sort, keyset cursor (or offset), and a
@@ -134,7 +135,7 @@ class RecordService:
             names = list(result.keys())
             rows = [dict(zip(names, row)) for row in result]
             more = len(rows) > q.limit
-            rows = rows[:q.limit]
+            rows = self.computed(conn, ent, rows[:q.limit])
             page = Page(rows, encode_cursor(keys, rows[-1]) if more and rows else None)
             if q.count:
                 counted, _ = build_select(table, ListQuery(q.entity, q.filters, where=q.where), [table.c.id])
@@ -189,7 +190,37 @@ class RecordService:
             for start in range(0, len(wanted), 1000):
                 stmt = sa.select(table).where(table.c.id.in_(wanted[start:start + 1000]))
                 found.update({row.id: dict(row._mapping) for row in conn.execute(stmt)})
+            self.computed(conn, self._entity(entity), list(found.values()))
         return found
+
+    # -- the formula language ------------------------------------------------------------------
+    def rules_of(self, ent: Entity):
+        """The compiled rules of ``ent`` (``EntityRules``), or None when it declares none."""
+        try:
+            return self._rules[ent.name]
+        except KeyError:
+            from .formulas import EntityRules
+
+            found = self._rules[ent.name] = EntityRules.of(self, ent)
+            return found
+
+    def rule_runner(self, conn: Connection, ent: Entity, context: Context):
+        """A runner of ``ent``'s write-time rules for one transaction, or None when it has none."""
+        rules = self.rules_of(ent)
+        if rules is None or not rules.on_write:
+            return None
+        from .formulas import RuleRunner
+
+        return RuleRunner(self, conn, ent, rules, context)
+
+    def computed(self, conn: Connection, ent: Entity, rows: list[dict]) -> list[dict]:
+        """Fill in the formula fields computed on read (those reading other records); returns ``rows``."""
+        rules = self.rules_of(ent)
+        if rules is not None and rules.on_read:
+            from .formulas import fill_on_read
+
+            fill_on_read(self, conn, ent, rules, rows)
+        return rows
 
     def history_of(self, entity: str, record_id: int) -> list[dict]:
         h = self.history
@@ -202,6 +233,7 @@ class RecordService:
         ent = self._entity(entity)
         with self.db.write() as conn:
             record = self._create(conn, ent, values, context)
+            self.computed(conn, ent, [record])
         self.hooks.call("crm_after_commit", event="create", entity=ent, record=record, old=None, context=context)
         return record
 
@@ -210,6 +242,8 @@ class RecordService:
         ent = self._entity(entity)
         with self.db.write() as conn:
             record, old = self._update(conn, ent, record_id, values, version, context)
+            if record is not old:
+                self.computed(conn, ent, [record])
         if record is not old:
             self.hooks.call("crm_after_commit", event="update", entity=ent, record=record, old=old, context=context)
         return record
@@ -339,6 +373,9 @@ class RecordService:
             self.check_required(ent, record, errors, [n for n in ent.fields if n not in bad])
             raise ValidationFailed(errors, ent.name)
         self.hooks.call("crm_before_write", event="create", entity=ent, record=record, old=None, context=context)
+        runner = self.rule_runner(conn, ent, context)
+        if runner is not None:
+            runner.run(record, None, values, errors)
         self.check_required(ent, record, errors)
         errors += [e for _, e in self.missing_targets(conn, ent, [record])]
         if errors:
@@ -366,6 +403,9 @@ class RecordService:
             raise ValidationFailed(errors, ent.name)
         record = {**old, **changes}
         self.hooks.call("crm_before_write", event="update", entity=ent, record=record, old=old, context=context)
+        runner = self.rule_runner(conn, ent, context)
+        if runner is not None:
+            runner.run(record, old, changes, errors)
         self.check_required(ent, record, errors)
         changed = {k: v for k, v in record.items()
                    if (k in ent.fields or k == "owner_id") and old.get(k) != v}
@@ -592,7 +632,8 @@ class WritePlan:
                     for f in (*fields, OWNER)}
         return cls(
             writable=writable,
-            defaults=tuple((f.name, f.coerce(f.default)) for f in fields if f.default is not None),
+            defaults=tuple((f.name, f.coerce(f.default)) for f in fields
+                           if f.default is not None and f.default_formula is None),
             required=frozenset(f.name for f in fields if f.required and not f.type.computed),
             tracked=tuple(f for f in fields if f.prop("track_history")),
             autonumbers=tuple(f for f in fields if f.type_name == "autonumber"),
