@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from copy import copy
+from functools import lru_cache
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from datetime import date, datetime, timezone
@@ -389,7 +390,8 @@ class RecordService:
         for name in self.plan(ent).writable:
             record.setdefault(name, None)  # the record as stored: every field, null when unset
         table = self.table(ent.name)
-        record["id"] = self.write_rows(conn, ent, table.insert().values(record).returning(table.c.id)).rows[0][0]
+        params = {k: v for k, v in record.items() if k in table.c}
+        record["id"] = self.write_rows(conn, ent, self._insert_returning(table), params).rows[0][0]
         self.hooks.call("crm_after_write", event="create", entity=ent, record=record, old=None, context=context)
         return record
 
@@ -540,6 +542,10 @@ class RecordService:
             raise RuntimeError(f"bulk insert into {ent.name}: could not establish the new ids")
         return ids
 
+    @lru_cache(maxsize=None)  # noqa: B019 - one statement per table for the service's lifetime
+    def _insert_returning(self, table: sa.Table):
+        return table.insert().returning(table.c.id)
+
     @staticmethod
     def _last_id(conn: Connection, table: sa.Table) -> int:
         """The id SQLite gave last in this table (AUTOINCREMENT keeps it in sqlite_sequence)."""
@@ -588,22 +594,23 @@ class RecordService:
                 values[index] = proc(value) if proc and value is not None else value
             params.append(values)
         try:
-            with conn.begin_nested():
-                cursor = conn.connection.dbapi_connection.cursor()
+            cursor = conn.connection.dbapi_connection.cursor()
+            try:
                 cursor.executemany(sql, params)
                 count = cursor.rowcount
+            finally:
                 cursor.close()
         except sqlite3.IntegrityError as exc:
             raise ValidationFailed([unique_violation(ent, exc)], ent.name) from None
         return count
 
     def write_rows(self, conn: Connection, ent: Entity, stmt, params: Any = None) -> "Written":
-        """Run a write in a savepoint; a unique-index violation becomes a field error, never a 500."""
+        """Run a write; a unique-index violation becomes a field error, never a 500. (No savepoint:
+        any error ends the whole write's transaction, which rolls back.)"""
         try:
-            with conn.begin_nested():
-                result = conn.execute(stmt, params)
-                rows = result.all() if result.returns_rows else []
-                return Written(rows, result.rowcount)
+            result = conn.execute(stmt, params)
+            rows = result.all() if result.returns_rows else []
+            return Written(rows, result.rowcount)
         except sa.exc.IntegrityError as exc:
             raise ValidationFailed([unique_violation(ent, exc)], ent.name) from None
 
