@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+
 from typing import Any
 
+import orjson
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.routing import BaseConverter
 
@@ -96,8 +98,7 @@ def _json_body(kind: type = dict) -> Any:
 
 
 def _json(data: Any, status: int = 200, headers: dict | None = None) -> Response:
-    response = Response(json.dumps(data, ensure_ascii=False, separators=(",", ":")), status=status,
-                        mimetype="application/json")
+    response = Response(orjson.dumps(data), status=status, mimetype="application/json")
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
