@@ -223,7 +223,7 @@ def restore(file: Path) -> None:
 @main.command("eval")
 @click.argument("expression")
 @click.option("--record", "record_json", default="{}", show_default=True,
-              help="The record as JSON; related records nested ({\"account\": {\"name\": \"Acme\"}}).")
+              help="The record as JSON; related records nested ({\"parent\": {\"name\": \"Acme\"}}).")
 @click.option("--fields", "fields_json", default=None, help='Field types as JSON, e.g. {"amount": "currency"}.')
 @click.option("--entity", default=None, help="Check against this entity of the configured model.")
 @click.option("--user", "user_json", default=None, help="$user as JSON.")

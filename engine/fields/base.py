@@ -8,6 +8,7 @@ UI widget. Built-in types register through the plugin manager like any plugin's 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -30,7 +31,7 @@ class FieldValueError(ValueError):
         self.message = message
 
 
-class FieldType:
+class FieldType(ABC):
     """Base of every field type. Subclasses set ``name`` and override what differs."""
 
     name: ClassVar[str] = ""
@@ -73,8 +74,9 @@ class FieldType:
                 report("default", f"default {field.default!r} is not valid: {exc.message}")
 
     # -- storage ----------------------------------------------------------------------------
+    @abstractmethod
     def column_type(self, field: "Field") -> sa.types.TypeEngine:
-        raise NotImplementedError(f"field type {self.name} must define column_type")
+        """The SQLAlchemy type of the column that stores this field."""
 
     def signature(self, field: "Field") -> list:
         """Storage shape compared by migrations, e.g. ``["string", 120]``."""

@@ -4,7 +4,7 @@
 datetime, boolean); the field stores, reads and writes its values like a field of that type.
 When the expression reads only the record's own (stored) fields the value is stored in a column
 and recomputed on every save; when it reads other records (a lookup path such as
-``account.name``) or ``$user`` it is not stored and the record service computes it on read.
+``parent.name``) or ``$user`` it is not stored and the record service computes it on read.
 Users never write it.
 """
 
@@ -46,7 +46,7 @@ class FormulaType(FieldType):
         return FormulaType._bases[field.prop("returns") or "text"]
 
     def check(self, field, entity, report):
-        pass  # the expression is checked with every other expression when the model loads
+        """Nothing here: the expression is checked with every other expression when the model loads."""
 
     @staticmethod
     def reads_other_records(field, entity, seen: frozenset = frozenset()) -> bool:

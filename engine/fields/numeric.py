@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -55,9 +56,9 @@ class _Numeric(FieldType):
 
         return coerce
 
+    @abstractmethod
     def converter(self, field):
         """Raw input -> number of this type, before the min/max bounds."""
-        raise NotImplementedError(f"{type(self).__name__} must define converter")
 
     @staticmethod
     def to_decimal(value: Any) -> Decimal:

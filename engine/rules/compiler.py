@@ -166,10 +166,10 @@ def evaluate(expression: str, record: Mapping | None = None, *, fields: Mapping[
              registry: FunctionRegistry | None = None) -> Any:
     """Evaluate ``expression`` on a plain record and return its value.
 
-    ``fields`` maps a field name or dotted path (``"account.name"``, ``"$user.role"``) to a type
+    ``fields`` maps a field name or dotted path (``"parent.name"``, ``"$user.role"``) to a type
     name (number, integer, currency, percent, text, date, datetime, boolean, picklist,
     multipicklist, lookup, ...); types of other fields are inferred from the values. Related
-    records are nested dicts (``{"account": {"name": "Acme"}}``). ``now`` fixes TODAY() and NOW().
+    records are nested dicts (``{"parent": {"name": "Acme"}}``). ``now`` fixes TODAY() and NOW().
     Numbers come back as Decimal, dates as date, date/times as aware UTC datetime."""
     record = dict(record or {})
     declared = dict(fields or {})

@@ -14,7 +14,7 @@ def fetch_related(conn, metadata: sa.MetaData, model, entity: str, record: Mappi
     """Nested related records for the lookup paths among ``paths`` (``CompiledRule.fields``), read
     with one SELECT per related record; pass the result as ``evaluate(..., related=...)``.
 
-    ``fetch_related(conn, rt.records.metadata, rt.model, "opportunity", opp, {"account.owner_id.email"})``
+    ``fetch_related(conn, rt.records.metadata, rt.model, "child", record, {"parent.owner_id.email"})``
     gives ``{"account": {..., "owner_id": {...the user...}}}``; a blank lookup gives ``None``."""
     wanted: dict[str, set[str]] = {}
     for path in paths:

@@ -3,6 +3,8 @@ of a plain record for ``evaluate``. The type checker asks a schema to resolve ea
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -63,18 +65,20 @@ class Unresolved(Exception):
         self.segment = segment
 
 
-class Schema:
+class Schema(ABC):
     """Resolves references for the type checker."""
 
     entity: str | None = None
     #: identity used in cache keys
     key: Any = None
 
+    @abstractmethod
     def resolve(self, path: tuple[str, ...]) -> FieldInfo:
-        raise NotImplementedError
+        """The field a reference path names."""
 
+    @abstractmethod
     def user(self, name: str) -> FieldInfo:
-        raise NotImplementedError
+        """The field ``$user.<name>`` names."""
 
 
 def formula_type_of(field) -> str:
