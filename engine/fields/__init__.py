@@ -7,6 +7,6 @@ __all__ = ["FieldType", "FieldTypeRegistry", "FieldValueError", "TypedField", "b
 
 def builtin_types() -> list[FieldType]:
     """The built-in field types, registered by the core plugin like any other plugin's."""
-    from . import choice, formula, misc, numeric, relation, temporal, text
+    from . import choice, formula, misc, numeric, relation, rollup, temporal, text
 
-    return [*text.TYPES, *numeric.TYPES, *temporal.TYPES, *choice.TYPES, *relation.TYPES, *misc.TYPES, *formula.TYPES]
+    return [*text.TYPES, *numeric.TYPES, *temporal.TYPES, *choice.TYPES, *relation.TYPES, *misc.TYPES, *formula.TYPES, *rollup.TYPES]

@@ -267,6 +267,7 @@ def _build(entities: dict[str, Declared], documents: dict[str, list[Document]],
             changes=tuple(decl.changes),
             props=MappingProxyType(dict(props)),
         )
+    _resolve_rollups(built)
     raw = {"entities": {n: {"props": d.props, "fields": {f: fd.props for f, fd in d.fields.items()}}
                         for n, d in sorted(entities.items())},
            "documents": {k: [d.data for d in v] for k, v in sorted(documents.items())}}
@@ -276,6 +277,26 @@ def _build(entities: dict[str, Declared], documents: dict[str, list[Document]],
         layers=tuple((n, str(p)) for n, p in layers),
         digest=digest_of(raw),
     )
+
+
+def _resolve_rollups(built: dict[str, Entity]) -> None:
+    """Give each rollup field the child field it aggregates (``Field.source``); what cannot be
+    resolved is left unset and reported by ``checks._check_rollup``."""
+    from engine.fields.rollup import _integer_field
+
+    for name, ent in list(built.items()):
+        if not any(f.type_name == "rollup" for f in ent.fields.values()):
+            continue
+        fields = dict(ent.fields)
+        for fname, made in ent.fields.items():
+            if made.type_name != "rollup":
+                continue
+            child = built.get(str(made.prop("of") or "").partition(".")[0])
+            if made.prop("function") == "COUNT":
+                fields[fname] = replace(made, source=_integer_field(fname))
+            elif child is not None and made.prop("field") in child.fields:
+                fields[fname] = replace(made, source=child.fields[made.prop("field")])
+        built[name] = replace(ent, fields=MappingProxyType(fields))
 
 
 def _build_field(entity: Declared, decl: Declared, registry: FieldTypeRegistry, problems: Problems) -> Field | None:

@@ -72,6 +72,8 @@ class Field:
     #: Set by the loader where storage depends on the field, not only its type (a formula field
     #: reading other records is computed on read, not stored).
     stored_here: bool | None = None
+    #: Set by the loader for a rollup field: the child field it aggregates (``engine.fields.rollup``).
+    source: "Field | None" = field(default=None, compare=False, repr=False)
 
     @property
     def type_name(self) -> str:

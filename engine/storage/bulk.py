@@ -154,6 +154,8 @@ class _Chunk:
         plan = self.svc.plan(self.ent)
         names = {"id", "version", self.key or "id", *plan.required, *(f.name for f in plan.tracked)}
         names.update(name for key in self.ent.unique_keys for name in key)
+        for rollup in self.svc.rollups_of(self.ent):   # which parents an update moves between
+            names.update(rollup.reads)
         for values in values_of:
             names.update(values)
         return [c for c in self.table.c if c.name in names]
@@ -283,6 +285,14 @@ class _Chunk:
                 history += svc.history_rows(ent, record["id"], self.olds[i], record)
                 done.append(("update", record, self.olds[i]))
         svc.log_history(self.conn, ent, history, ctx, now)
+        rollups = svc.rollups_of(ent)
+        if rollups and done:   # each affected parent once per chunk
+            from .rollups import affected, refresh
+
+            parents: dict = {}
+            for _, record, old in done:
+                affected(rollups, old, record, parents)
+            refresh(svc, self.conn, ent, parents)
         if svc.hooks.active("crm_after_write"):
             for event, record, old in done:
                 svc.hooks.call("crm_after_write", event=event, entity=ent, record=record, old=old, context=ctx)

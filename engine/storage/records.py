@@ -73,6 +73,7 @@ class RecordService:
         self._compiled: dict[tuple, tuple] = {}
         self._functions = None
         self._rules: dict[str, Any] = {}
+        self._rollups: dict[str, tuple] = {}
 
     # -- reads ------------------------------------------------------------------------------
     def table(self, entity: str) -> sa.Table:
@@ -203,6 +204,16 @@ class RecordService:
             from .formulas import EntityRules
 
             found = self._rules[ent.name] = EntityRules.of(self, ent)
+            return found
+
+    def rollups_of(self, ent: Entity) -> tuple:
+        """The rollups aggregating records of ``ent`` (``rollups.Rollup``); empty for most entities."""
+        try:
+            return self._rollups[ent.name]
+        except KeyError:
+            from .rollups import rollups_of
+
+            found = self._rollups[ent.name] = rollups_of(self, ent)
             return found
 
     def rule_runner(self, conn: Connection, ent: Entity, context: Context):
@@ -392,6 +403,10 @@ class RecordService:
         table = self.table(ent.name)
         params = {k: v for k, v in record.items() if k in table.c}
         record["id"] = self.write_rows(conn, ent, self._insert_returning(table), params).rows[0][0]
+        if self.rollups_of(ent):
+            from .rollups import after_write
+
+            after_write(self, conn, ent, None, record)
         self.hooks.call("crm_after_write", event="create", entity=ent, record=record, old=None, context=context)
         return record
 
@@ -425,6 +440,10 @@ class RecordService:
             raise Conflict(ent.name, record_id, old["version"], current)
         record.update(version=old["version"] + 1, updated_at=now, updated_by=context.user_id)
         self.log_history(conn, ent, self.history_rows(ent, record_id, old, record), context, now)
+        if self.rollups_of(ent):
+            from .rollups import after_write
+
+            after_write(self, conn, ent, old, record)
         self.hooks.call("crm_after_write", event="update", entity=ent, record=record, old=old, context=context)
         return record, old
 
@@ -462,6 +481,10 @@ class RecordService:
             self._forget_user(conn, record_id)
         table = self.table(ent.name)
         self.write_rows(conn, ent, table.delete().where(table.c.id == record_id))
+        if self.rollups_of(ent):
+            from .rollups import after_write
+
+            after_write(self, conn, ent, old, None, skip=doomed)
         self.hooks.call("crm_after_write", event="delete", entity=ent, record=old, old=old, context=context)
         events.append(("delete", ent, old, old, context))
 
@@ -640,7 +663,8 @@ class WritePlan:
         return cls(
             writable=writable,
             defaults=tuple((f.name, f.coerce(f.default)) for f in fields
-                           if f.default is not None and f.default_formula is None),
+                           if f.default is not None and f.default_formula is None)
+            + tuple((f.name, f.type.zero(f)) for f in fields if f.type_name == "rollup"),
             required=frozenset(f.name for f in fields if f.required and not f.type.computed),
             tracked=tuple(f for f in fields if f.prop("track_history")),
             autonumbers=tuple(f for f in fields if f.type_name == "autonumber"),

@@ -1,0 +1,120 @@
+"""The rollup field type: an aggregate (COUNT, SUM, MIN, MAX) of a parent's child records.
+
+``of`` names ``child_entity.lookup_field`` (the child's lookup pointing at this entity),
+``function`` the aggregate, ``field`` the child field aggregated (not needed for COUNT) and
+``where`` an optional formula condition on the child. The value is stored in a column of the
+parent (an integer for COUNT, the child field's storage otherwise) and kept up to date by the
+record service whenever a child is created, changed or deleted (``engine.storage.rollups``).
+Users never write it.
+
+The loader resolves ``of``/``field`` once the whole model is built and sets ``Field.source`` to
+the child field aggregated (a synthetic integer field for COUNT); storage, JSON and CSV forms are
+that field's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import FieldType
+
+FUNCTIONS = ("COUNT", "SUM", "MIN", "MAX")
+#: Formula types a SUM can add up, and those MIN/MAX can compare.
+SUMMABLE = frozenset({"number", "currency", "percent", "integer"})
+COMPARABLE = SUMMABLE | {"date", "datetime"}
+
+
+def _integer_field(name: str):
+    from types import MappingProxyType
+
+    from engine.metadata.errors import Location
+    from engine.metadata.model import Field, Label
+
+    from .numeric import IntegerType
+
+    return Field(name=name, type=IntegerType(), label=Label.of(None, name), props=MappingProxyType({"type": "integer"}),
+                 origin=Location("system", "engine", 0))
+
+
+class RollupType(FieldType):
+    name = "rollup"
+    props = {"of": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$"},
+             "function": {"enum": list(FUNCTIONS)},
+             "field": {"type": "string", "minLength": 1},
+             "where": {"type": "string", "minLength": 1}}
+    required_props = ("of", "function")
+    common = frozenset({"type", "label", "help", "searchable", "indexed", "renamed_from", "visible_when"})
+    formula_type = "rollup"   # per field: see ``formula_type_of``
+    widget = "readonly"
+    computed = True
+
+    def source(self, field):
+        """The field whose storage and value forms the rollup's values take."""
+        src = getattr(field, "source", None)
+        if src is None or (field.prop("function") or "COUNT") == "COUNT":
+            return _integer_field(field.name) if src is None else src
+        return src
+
+    def formula_type_of(self, field) -> str:
+        from engine.rules.schema import formula_type_of
+
+        src = self.source(field)
+        return formula_type_of(src)
+
+    def check(self, field, entity, report):
+        """``of``, ``field`` and ``where`` need the whole model: ``engine.metadata.checks`` checks them."""
+
+    def zero(self, field) -> Any:
+        """The value with no children: 0 for COUNT and SUM, blank for MIN and MAX."""
+        if field.prop("function") in ("COUNT", "SUM"):
+            src = self.source(field)
+            return src.type.coerce(src, 0)
+        return None
+
+    # -- storage and values: those of the source field ----------------------------------------
+    def column_type(self, field):
+        src = self.source(field)
+        return src.type.column_type(src)
+
+    def signature(self, field):
+        src = self.source(field)
+        return src.type.signature(src)
+
+    def widens(self, old, new):
+        return old == new
+
+    def coerce(self, field, value: Any) -> Any:
+        src = self.source(field)
+        return src.type.coerce(src, value)
+
+    def coercer(self, field):
+        src = self.source(field)
+        return src.type.coercer(src)
+
+    def dims(self, field):
+        src = self.source(field)
+        if hasattr(src.type, "dims"):
+            precision, scale = src.type.dims(src)
+            return precision, scale
+        return 19, 0
+
+    def to_json(self, field, value):
+        src = self.source(field)
+        return src.type.to_json(src, value)
+
+    def json_schema(self, field):
+        src = self.source(field)
+        schema = {k: v for k, v in src.type.json_schema(src).items() if k not in ("minimum", "maximum")}
+        schema["readOnly"] = True
+        return schema
+
+    def parse_csv(self, field, text):
+        src = self.source(field)
+        return src.type.parse_csv(src, text)
+
+    def format_csv(self, field, value):
+        src = self.source(field)
+        return src.type.format_csv(src, value)
+
+
+TYPES = (RollupType(),)

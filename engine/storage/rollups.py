@@ -1,0 +1,122 @@
+"""Rollup fields inside the record service: keeping a parent's aggregates of its children current.
+
+Every rollup field is compiled once into a ``Rollup`` attached to its *child* entity
+(``rollups_of``); a child entity that no rollup reads gets an empty tuple and its writes do no
+rollup work at all. When a child is created, changed in a field a rollup reads (the lookup, the
+aggregated field, a field of ``where``) or deleted, the affected parents (the old and the new
+one when a child moves) are recomputed in the write's transaction with one aggregate query::
+
+    SELECT lookup, FUNCTION(field) FROM child WHERE lookup IN (:parents) AND <where> GROUP BY lookup
+
+and the results are written straight to the parents' rows. That write is bookkeeping, not an
+edit of the parent: it bumps no ``version``, leaves ``updated_at``/``updated_by`` alone, logs no
+field history and runs no hooks (so a client's optimistic ``version`` stays valid while children
+change). Bulk writes recompute each affected parent once per chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Iterable
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from engine.metadata.model import Entity, Field
+
+    from .records import RecordService
+
+
+@dataclass(frozen=True, eq=False)   # hashed by identity: one per rollup field
+class Rollup:
+    parent: "Entity"
+    field: "Field"                  # the rollup field of the parent
+    lookup: str                     # the child's lookup pointing at the parent
+    function: str                   # COUNT | SUM | MIN | MAX
+    value: str | None               # the child field aggregated (None for COUNT)
+    where: Any                      # the compiled condition on the child, or None
+    reads: frozenset[str]           # child fields whose change can change the value
+
+
+def rollups_of(svc: "RecordService", child: "Entity") -> tuple[Rollup, ...]:
+    """The rollups that aggregate records of ``child`` (computed once per entity)."""
+    from engine import rules
+
+    out = []
+    for parent in svc.model.entities.values():
+        for field in parent.fields.values():
+            if field.type_name != "rollup":
+                continue
+            child_name, _, lookup = field.prop("of").partition(".")
+            if child_name != child.name:
+                continue
+            where = None
+            reads = {lookup}
+            if field.prop("where"):
+                where = rules.compile(field.prop("where"), child.name, svc.model, registry=svc.functions)
+                reads.update(where.fields)
+            value = field.prop("field") if field.prop("function") != "COUNT" else None
+            if value:
+                reads.add(value)
+            out.append(Rollup(parent, field, lookup, field.prop("function"), value, where, frozenset(reads)))
+    return tuple(out)
+
+
+def affected(rollups: Iterable[Rollup], old: dict | None, new: dict | None,
+             into: dict[Rollup, set] | None = None) -> dict[Rollup, set]:
+    """Parent ids whose rollups a child write changes: ``old``/``new`` are the child before and
+    after (None for a create / a delete)."""
+    into = {} if into is None else into
+    for r in rollups:
+        if old is not None and new is not None and all(old.get(k) == new.get(k) for k in r.reads):
+            continue
+        for rec in (old, new):
+            pid = rec.get(r.lookup) if rec is not None else None
+            if pid is not None:
+                into.setdefault(r, set()).add(pid)
+    return into
+
+
+def refresh(svc: "RecordService", conn, child: "Entity", parents: dict[Rollup, set],
+            skip: set | None = None) -> None:
+    """Recompute the rollups for the given parent ids and write them to the parents' rows.
+    ``skip`` holds (entity, id) pairs being deleted anyway."""
+    from engine import rules
+
+    now = datetime.now(timezone.utc)
+    child_table = svc.table(child.name)
+    for r, ids in parents.items():
+        ids = sorted(i for i in ids if not skip or (r.parent.name, i) not in skip)
+        if not ids:
+            continue
+        key = child_table.c[r.lookup]
+        if r.function == "COUNT":
+            agg = sa.func.count(child_table.c.id)
+        else:
+            value_column = child_table.c[r.value]   # read back as the column reads its values
+            agg = sa.type_coerce(getattr(sa.func, r.function.lower())(value_column), value_column.type)
+        parent_table = svc.table(r.parent.name)
+        column = parent_table.c[r.field.name]
+        zero = r.field.type.zero(r.field)
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start:start + 1000]
+            stmt = sa.select(key, agg).where(key.in_(chunk)).group_by(key)
+            if r.where is not None:
+                scope = rules.Scope(svc.metadata, child.name, svc.model, dialect=svc.db.dialect, now=now)
+                stmt = scope.apply(stmt.where(r.where.where(scope)))
+            found = {pid: value for pid, value in conn.execute(stmt)}
+            params = [{"_pid": pid, "_value": zero if found.get(pid) is None else found[pid]} for pid in chunk]
+            update = (parent_table.update().where(parent_table.c.id == sa.bindparam("_pid"))
+                      .values({r.field.name: sa.bindparam("_value", type_=column.type)}))
+            conn.execute(update, params)
+
+
+def after_write(svc: "RecordService", conn, child: "Entity", old: dict | None, new: dict | None,
+                skip: set | None = None) -> None:
+    """One child write: recompute the parents it touches (nothing when no rollup reads ``child``)."""
+    rollups = svc.rollups_of(child)
+    if rollups:
+        parents = affected(rollups, old, new)
+        if parents:
+            refresh(svc, conn, child, parents, skip)
