@@ -294,3 +294,18 @@ def test_injection_in_where_never_runs(api, attack):
     if r.status_code == 200:
         assert r.json["data"] == []
     assert [d["name"] for d in api.get("/api/v1/opportunity").json["data"]] == ["Safe"]
+
+
+def test_sparse_fields_page_with_a_cursor_like_full_records(api):
+    rows = [{"last_name": f"L{i % 5}", "company": f"C{i:02d}"} for i in range(23)]
+    api.post("/api/v1/lead/_bulk", json={"records": rows})
+    seen, cursor = [], None
+    while True:
+        r = api.get("/api/v1/lead?fields=company&sort=-last_name&limit=7" + (f"&cursor={cursor}" if cursor else ""))
+        assert all(set(d) == {"id", "company"} for d in r.json["data"])
+        seen += [d["company"] for d in r.json["data"]]
+        cursor = r.json["next_cursor"]
+        if not cursor:
+            break
+    full = [d["company"] for d in api.get("/api/v1/lead?sort=-last_name&limit=100").json["data"]]
+    assert seen == full and len(seen) == 23

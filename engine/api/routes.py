@@ -145,6 +145,8 @@ def _meta_entity(entity: str):
 def _list(entity: str):
     ent = _entity(entity)
     q, fields, expand = _list_query(ent)
+    if fields:
+        q.columns = fields
     page = _rt().records.list(q, timeout_ms=LIST_TIMEOUT_MS, context=_context())
     data = _serializers().dump_many(ent.name, page.records, fields)
     if expand:

@@ -56,6 +56,7 @@ class ListQuery:
     cursor: str | None = None
     count: bool = False
     formula: str | None = None  # a condition in the formula language (the API's where=, saved views)
+    columns: tuple[str, ...] | None = None  # only these stored fields are needed (sparse fieldsets)
     where: Any = None           # an extra SQLAlchemy condition (sharing rules)
 
 

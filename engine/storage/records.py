@@ -126,7 +126,7 @@ class RecordService:
                 scope = self._scope(conn, ent, compiled, context)
                 condition = compiled.where(scope)
                 q = replace(q, where=condition if q.where is None else sa.and_(q.where, condition))
-            stmt, keys = build_select(table, q)
+            stmt, keys = build_select(table, q, self._list_columns(ent, table, q))
             if q.cursor:
                 stmt = stmt.where(after_cursor(table, keys, decode_cursor(ent, keys, q.cursor)))
             elif q.offset:
@@ -224,6 +224,15 @@ class RecordService:
         from .formulas import RuleRunner
 
         return RuleRunner(self, conn, ent, rules, context)
+
+    def _list_columns(self, ent: Entity, table: sa.Table, q: "ListQuery") -> list | None:
+        """The columns a page needs: all of them, or with sparse fields only those asked for, the id
+        and the sort keys (computed-on-read formulas may read anything, so they get every column)."""
+        rules = self.rules_of(ent)
+        if not q.columns or (rules is not None and rules.on_read):
+            return None
+        wanted = {"id", *q.columns, *(k.field for k in q.sort)}
+        return [c for c in table.c if c.name in wanted]
 
     def computed(self, conn: Connection, ent: Entity, rows: list[dict]) -> list[dict]:
         """Fill in the formula fields computed on read (those reading other records); returns ``rows``."""
