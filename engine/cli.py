@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from datetime import datetime, timezone
@@ -161,8 +162,105 @@ def up(records: int, host: str, port: int) -> None:
         counts = run_seed(rt.records, records)
         click.echo(f"Demo data: {sum(counts.values())} records in {len(counts)} entities.")
     login = ensure_admin(rt, "admin@example.com", "Administrator")
+    _scheduler_thread(rt)
     click.echo("\n" + login + f"\nServing on http://{host}:{port}\n")
     create_app(rt.settings, runtime=rt).run(host=host, port=port)
+
+
+def _scheduler_thread(rt, interval: float = 30.0) -> None:
+    """The demo runs the scheduler inside the server; deployments run `crm scheduler` on its own."""
+    import threading
+
+    threading.Thread(target=rt.scheduler().run_forever, args=(interval,), name="crm-scheduler", daemon=True).start()
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Run the jobs waiting now, then stop.")
+def worker(burst: bool) -> None:
+    """Run an rq worker for automation jobs (needs REDIS_URL; start as many as you need)."""
+    from engine.workflow.worker import work
+
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        click.echo("crm worker needs REDIS_URL; without it, jobs run inside the server process.", err=True)
+        sys.exit(2)
+    work(settings, burst=burst)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Plan, fire what is due, and stop.")
+@click.option("--now", "now_text", default=None, help="Pretend it is this ISO time (with --once; for tests and catch-up).")
+@click.option("--interval", default=30.0, show_default=True, help="Seconds between passes.")
+def scheduler(once: bool, now_text: str | None, interval: float) -> None:
+    """Fire time-based automations (cron and date-relative) and requeue jobs whose worker died."""
+    rt = _runtime()
+    sched = rt.scheduler()
+    if once:
+        now = _parse_now(now_text) if now_text else None
+        planned = sched.replan(now)
+        counts = sched.tick(now)
+        click.echo(f"planned: {sum(planned.values())}  fired: {counts['scheduled'] + counts['cron']}  "
+                   f"requeued: {counts['reclaimed']}")
+        if rt.workflow.runner is not None and hasattr(rt.workflow.runner, "drain"):
+            rt.workflow.runner.drain(timeout=600)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    sched.run_forever(interval)
+
+
+def _parse_now(text: str):
+    from datetime import datetime, timezone
+
+    try:
+        now = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO date-time", param_hint="--now") from None
+    return now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+
+
+@main.group()
+def automations() -> None:
+    """The automation run log: list runs, run dead ones again."""
+
+
+@automations.command("runs")
+@click.option("--status", type=click.Choice(["queued", "running", "retrying", "done", "dead", "stopped"]))
+@click.option("--automation", default=None)
+@click.option("--limit", default=20, show_default=True)
+def automations_runs(status: str | None, automation: str | None, limit: int) -> None:
+    """The latest runs, newest first."""
+    import sqlalchemy as sa
+
+    rt = _runtime()
+    runs = rt.workflow.runs
+    stmt = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(runs.c.status == status)
+    if automation:
+        stmt = stmt.where(runs.c.automation == automation)
+    with rt.db.read() as conn:
+        rows = conn.execute(stmt).all()
+    for row in rows:
+        error = f"  {row.error}" if row.error else ""
+        click.echo(f"{row.id:>7}  {row.status:<8} {row.automation}  {row.entity} {row.record_id}  "
+                   f"[{row.trigger}] attempts {row.attempts}/{row.max_attempts}{error}")
+    if not rows:
+        click.echo("No runs.")
+
+
+@automations.command("rerun")
+@click.argument("run_ids", nargs=-1, type=int)
+@click.option("--dead", is_flag=True, help="Every dead run.")
+def automations_rerun(run_ids: tuple[int, ...], dead: bool) -> None:
+    """Queue dead runs again; they continue from their first action not done."""
+    if not run_ids and not dead:
+        raise click.UsageError("name run ids or pass --dead")
+    rt = _runtime()
+    ids = rt.workflow.rerun(list(run_ids), dead=dead)
+    runner = rt.workflow.runner
+    if ids and hasattr(runner, "drain"):
+        runner.drain(timeout=600)
+    click.echo(f"Queued again: {', '.join(map(str, ids)) or 'none'}")
 
 
 @main.group()

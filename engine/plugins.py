@@ -40,6 +40,14 @@ class Hooks:
     def crm_formula_functions(self) -> list:
         """Return formula functions (``engine.rules.Function`` objects) to register in the formula language."""
 
+    @hookspec
+    def crm_actions(self) -> list:
+        """Return automation action types (``engine.workflow.ActionType`` objects) to register."""
+
+    @hookspec
+    def crm_action_functions(self) -> dict:
+        """Return ``{name: function}`` for the ``call`` action: ``function(act, **args)``."""
+
     # -- record lifecycle (called by the record service, inside or after its transaction) ------
     @hookspec
     def crm_before_write(self, event: str, entity: Any, record: dict, old: dict | None, context: Any) -> None:

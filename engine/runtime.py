@@ -27,6 +27,7 @@ class Runtime:
     model: AppModel
     db: Database
     records: RecordService
+    workflow: Any = None
 
     @classmethod
     def boot(cls, settings: Settings, *, extra_plugins: tuple = ()) -> "Runtime":
@@ -34,13 +35,20 @@ class Runtime:
                                  extra=extra_plugins)
         from engine import rules
 
+        from engine.workflow import WorkflowEngine, actions_from_plugins, compile_specs, make_runner
+
         registry = registry_from(pm)
         functions = rules.registry_from_plugins(pm)
-        model = load_model(settings.layers(plugin_layers(pm)), registry, functions)
+        actions = actions_from_plugins(pm)
+        model = load_model(settings.layers(plugin_layers(pm)), registry, functions, actions)
         db = Database(settings.database_url)
         records = RecordService(model, db, pm)
         records._functions = functions
-        return cls(settings, pm, registry, model, db, records)
+        specs, _ = compile_specs(model, functions, actions)
+        workflow = WorkflowEngine(records, specs, settings)
+        workflow.runner = make_runner(settings, workflow.execute)
+        records.automation = workflow
+        return cls(settings, pm, registry, model, db, records, workflow)
 
     def plan(self):
         return plan_migration(self.db, self.model)
@@ -49,7 +57,14 @@ class Runtime:
         return apply_migration(self.db, self.model, backup_dir=Path(self.settings.backup_dir),
                                allow_data_loss=allow_data_loss)
 
+    def scheduler(self):
+        from engine.workflow import Scheduler
+
+        return Scheduler(self.workflow)
+
     def close(self) -> None:
+        if self.workflow is not None:
+            self.workflow.close()
         self.db.dispose()
 
 

@@ -30,6 +30,13 @@ class Settings:
     backup_dir: Path = ROOT / "var" / "backups"
     var_dir: Path = ROOT / "var"
     entry_point_plugins: bool = True
+    #: Automations (docs/automation.md): the rq queue, retry backoff, job lease, chain depth, mail.
+    queue_name: str = "crm"
+    job_backoff: float = 10.0
+    job_lease: float = 300.0
+    automation_depth: int = 5
+    mail_url: str = ""
+    mail_from: str = "crm@localhost"
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -44,11 +51,22 @@ class Settings:
             if "CRM_PLUGIN_DIRS" in env else (_project_path(None, "plugins"),),
             backup_dir=_project_path(env.get("CRM_BACKUP_DIR"), "var/backups"),
             var_dir=_project_path(env.get("CRM_VAR_DIR"), "var"),
+            queue_name=env.get("CRM_QUEUE", "crm"),
+            job_backoff=float(env.get("CRM_JOB_BACKOFF", 10.0)),
+            job_lease=float(env.get("CRM_JOB_LEASE", 300.0)),
+            automation_depth=int(env.get("CRM_AUTOMATION_DEPTH", 5)),
+            mail_url=env.get("CRM_MAIL_URL", ""),
+            mail_from=env.get("CRM_MAIL_FROM", "crm@localhost"),
         )
         if env.get("SECRET_KEY"):
             values["secret_key"] = env["SECRET_KEY"]
         values.update(overrides)
         return cls(**values)
+
+    @property
+    def mail_target(self) -> str:
+        """Where e-mail goes: ``CRM_MAIL_URL``, or by default files in ``var/outbox``."""
+        return self.mail_url or (Path(self.var_dir) / "outbox").resolve().as_uri()
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)

@@ -60,7 +60,7 @@ def test_every_hook_has_a_test_and_a_section_in_the_plugin_guide():
     guide = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
     tests = "\n".join(p.read_text(encoding="utf-8") for p in Path(__file__).parent.glob("test_*.py")
                       if p.name != Path(__file__).name)
-    tests += (PLUGINS / "colour" / "__init__.py").read_text(encoding="utf-8")
+    tests += "\n".join(p.read_text(encoding="utf-8") for p in PLUGINS.glob("*/__init__.py"))
     missing_tests = [h for h in hook_names() if not re.search(rf"\bdef {h}\b", tests)]
     missing_docs = [h for h in hook_names() if f"### `{h}`" not in guide]
     assert hook_names(), "no hook specifications found"

@@ -44,6 +44,8 @@ def api_blueprint() -> Blueprint:
     bp.add_url_rule("/<entity:entity>/<int:record_id>", "update", _update, methods=["PATCH"])
     bp.add_url_rule("/<entity:entity>/<int:record_id>", "delete", _delete, methods=["DELETE"])
     bp.add_url_rule("/<entity:entity>/<int:record_id>/history", "history", _history, methods=["GET"])
+    from . import automation
+    automation.register(bp)
     return bp
 
 

@@ -75,11 +75,13 @@ class Problems(list):
         self.append(Problem(location, message))
 
 
-def load_model(layers: Iterable[tuple[str, Path]], registry: FieldTypeRegistry, functions=None) -> AppModel:
+def load_model(layers: Iterable[tuple[str, Path]], registry: FieldTypeRegistry, functions=None,
+               actions=None) -> AppModel:
     """Load and validate every layer into one ``AppModel``; raise ``MetadataError`` listing all problems.
 
-    ``functions`` is the formula function registry every expression is checked with (the built-in
-    functions when omitted; ``Runtime.boot`` passes the plugins' too)."""
+    ``functions`` is the formula function registry every expression is checked with, ``actions``
+    the automation action types (the built-in ones when omitted; ``Runtime.boot`` passes the
+    plugins' too)."""
     from .checks import check_model, check_rules
 
     problems = Problems()
@@ -89,9 +91,27 @@ def load_model(layers: Iterable[tuple[str, Path]], registry: FieldTypeRegistry, 
     model = _build(entities, documents, layers, registry, problems)
     check_model(model, entities, problems)
     check_rules(model, entities, problems, functions)
+    _check_automation(model, entities, documents, problems, functions, actions)
     if problems:
         raise MetadataError(list(problems))
     return model
+
+
+def _check_automation(model: AppModel, entities: dict[str, Declared], documents: dict[str, list[Document]],
+                      problems: Problems, functions, actions) -> None:
+    from engine.workflow.spec import compile_specs
+
+    _, found = compile_specs(model, functions, actions)
+    docs = documents.get("automation", [])
+    for p in found:
+        if p.kind == "entity":
+            loc = entities[p.doc].text_loc(*p.path)
+            name = f"{p.doc}.{'.'.join(map(str, p.path))}"
+        else:
+            doc = docs[p.doc]
+            loc = Location(doc.layer, doc.file, doc.line(p.path), "/".join(map(str, p.path)))
+            name = f"automation {doc.data['automation']}" + (f" {'/'.join(map(str, p.path))}" if p.path else "")
+        problems.add(loc, f"{name}: {p.message}")
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -40,7 +40,18 @@ class Document:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one.
+
+    Booleans are YAML 1.2's: only true/false. YAML 1.1 also reads on/off/yes/no as booleans, which
+    turns an automation's ``on:`` key (or a country code ``NO``) into True."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
 
 
 def _construct(node: yaml.Node, path: str, lines: dict[str, int], loader: _Loader) -> Any:

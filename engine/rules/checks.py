@@ -1,8 +1,8 @@
 """Checking every expression of a model when the metadata loads.
 
 ``check_entity_rules(model)`` compiles each expression found in the entities (formula fields,
-``required_when``/``visible_when``/``readonly_when``, validation rules, workflow transition
-guards) and returns one ``RuleProblem`` per error, with the path inside the entity document and the
+``required_when``/``visible_when``/``readonly_when``, validation rules; workflow guards and
+automations are checked by ``engine.workflow.spec``) and returns one ``RuleProblem`` per error, with the path inside the entity document and the
 position inside the expression, so the loader can report ``file:line`` (the line of the property
 plus ``position.line - 1``).
 """
@@ -60,11 +60,6 @@ def expressions_of(entity) -> Iterator[tuple[tuple, str, str | None]]:
             value = rule.get(key) if hasattr(rule, "get") else None
             if isinstance(value, str):
                 yield ("validations", i, key), value, "boolean"
-    workflow = entity.workflow or {}
-    for i, transition in enumerate(workflow.get("transitions") or ()):
-        value = transition.get("when") if hasattr(transition, "get") else None
-        if isinstance(value, str):
-            yield ("workflow", "transitions", i, "when"), value, "boolean"
 
 
 def _fits(actual: str, expected: str) -> bool:

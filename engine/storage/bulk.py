@@ -101,7 +101,9 @@ class _Chunk:
             self.ids[i] = rid
         hooked = svc.hooks.active("crm_before_write")
         runner = svc.rule_runner(self.conn, ent, self.context)
-        self.whole = hooked or runner is not None or svc.hooks.active("crm_after_write") \
+        automated = svc.automation is not None and svc.automation.plan(ent) is not None
+        self.triggered: dict[int, Any] = {}
+        self.whole = hooked or runner is not None or automated or svc.hooks.active("crm_after_write") \
             or svc.hooks.active("crm_after_commit")
         self.values_of = values_of
         existing = self._existing(values_of)
@@ -118,6 +120,9 @@ class _Chunk:
             else:
                 record = {**old, **values}
                 event = "update"
+            if automated:
+                self.triggered[id(record)] = svc.automation.before_write(self.conn, ent, event, record, old,
+                                                                         self.context, self.errors[i])
             if hooked:
                 try:
                     svc.hooks.call("crm_before_write", event=event, entity=ent, record=record, old=old,
@@ -293,6 +298,9 @@ class _Chunk:
             for _, record, old in done:
                 affected(rollups, old, record, parents)
             refresh(svc, self.conn, ent, parents)
+        if self.triggered:
+            for event, record, old in done:
+                svc.automation.after_write(self.conn, ent, event, record, old, ctx, self.triggered.get(id(record)))
         if svc.hooks.active("crm_after_write"):
             for event, record, old in done:
                 svc.hooks.call("crm_after_write", event=event, entity=ent, record=record, old=old, context=ctx)

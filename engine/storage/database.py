@@ -39,12 +39,31 @@ class Database:
         return self.dialect == "sqlite"
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A connection in a write transaction: committed on success, rolled back on error."""
+    def write(self, outer: Connection | None = None) -> Iterator[Connection]:
+        """A connection in a write transaction: committed on success, rolled back on error; then the
+        callbacks registered with ``on_commit`` run (they are dropped on rollback).
+
+        With ``outer`` (a connection already in a write transaction) the work joins that transaction:
+        nothing is committed here and the callbacks wait for the outer commit."""
+        if outer is not None:
+            yield outer
+            return
         with self.engine.connect() as conn:
             conn = conn.execution_options(crm_write=True)
-            with conn.begin():
-                yield conn
+            callbacks: list = []
+            conn.info["crm.on_commit"] = callbacks
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop("crm.on_commit", None)
+        for callback in callbacks:
+            callback()
+
+    @staticmethod
+    def on_commit(conn: Connection, callback) -> None:
+        """Run ``callback()`` after the write transaction of ``conn`` commits (never if it rolls back)."""
+        conn.info["crm.on_commit"].append(callback)
 
     @contextmanager
     def read(self, *, timeout_ms: int | None = None) -> Iterator[Connection]:

@@ -40,7 +40,13 @@ class Context:
 
     user_id: int | None = None
     system: bool = False
+    #: Automations: how deep in a chain of automations this write is, and which ones led to it.
     depth: int = 0
+    chain: tuple[str, ...] = ()
+    #: The workflow transition this update takes (set by ``RecordService.transition``).
+    transition: str | None = None
+    #: False for writes that must not start automations (seeding, restores).
+    automations: bool = True
 
 
 @dataclass
@@ -74,6 +80,8 @@ class RecordService:
         self._functions = None
         self._rules: dict[str, Any] = {}
         self._rollups: dict[str, tuple] = {}
+        #: The workflow and automation engine (``engine.workflow.Automation``), set at boot.
+        self.automation: Any = None
 
     # -- reads ------------------------------------------------------------------------------
     def table(self, entity: str) -> sa.Table:
@@ -250,34 +258,54 @@ class RecordService:
             return [dict(row._mapping) for row in conn.execute(stmt)]
 
     # -- writes -----------------------------------------------------------------------------
-    def create(self, entity: str, values: dict, *, context: Context = Context()) -> dict:
+    def create(self, entity: str, values: dict, *, context: Context = Context(),
+               conn: Connection | None = None) -> dict:
+        """Create a record; with ``conn`` inside that write transaction (after-commit work waits for it)."""
         ent = self._entity(entity)
-        with self.db.write() as conn:
+        with self.db.write(conn) as conn:
             record = self._create(conn, ent, values, context)
             self.computed(conn, ent, [record])
-        self.hooks.call("crm_after_commit", event="create", entity=ent, record=record, old=None, context=context)
+            self._after_commit(conn, "create", ent, record, None, context)
         return record
 
     def update(self, entity: str, record_id: int, values: dict, *, version: int | None = None,
-               context: Context = Context()) -> dict:
+               context: Context = Context(), conn: Connection | None = None) -> dict:
         ent = self._entity(entity)
-        with self.db.write() as conn:
+        with self.db.write(conn) as conn:
             record, old = self._update(conn, ent, record_id, values, version, context)
             if record is not old:
                 self.computed(conn, ent, [record])
-        if record is not old:
-            self.hooks.call("crm_after_commit", event="update", entity=ent, record=record, old=old, context=context)
+                self._after_commit(conn, "update", ent, record, old, context)
         return record
 
     def delete(self, entity: str, record_id: int, *, version: int | None = None,
-               context: Context = Context()) -> None:
+               context: Context = Context(), conn: Connection | None = None) -> None:
         """Delete a record, following each lookup's ``on_delete`` for the records pointing at it."""
         ent = self._entity(entity)
         events: list[tuple[str, Entity, dict, dict | None, Context]] = []
-        with self.db.write() as conn:
+        with self.db.write(conn) as conn:
             self._delete(conn, ent, record_id, version, context, events, set())
-        for event, ent_, record, old, ctx in events:
-            self.hooks.call("crm_after_commit", event=event, entity=ent_, record=record, old=old, context=ctx)
+            for event, ent_, record, old, ctx in events:
+                self._after_commit(conn, event, ent_, record, old, ctx)
+
+    def transition(self, entity: str, record_id: int, name: str, values: dict | None = None, *,
+                   version: int | None = None, context: Context = Context()) -> dict:
+        """Take the workflow transition ``name`` (with extra field ``values``): an update whose state
+        change must be that transition (``engine.workflow``)."""
+        ent = self._entity(entity)
+        if self.automation is None:
+            raise NotFound("transition", name)
+        target = self.automation.transition_target(ent, name)
+        from dataclasses import replace
+
+        return self.update(entity, record_id, {**(values or {}), **target}, version=version,
+                           context=replace(context, transition=name))
+
+    def _after_commit(self, conn: Connection, event: str, ent: Entity, record: dict, old: dict | None,
+                      context: Context) -> None:
+        if self.hooks.active("crm_after_commit"):
+            self.db.on_commit(conn, lambda: self.hooks.call("crm_after_commit", event=event, entity=ent,
+                                                            record=record, old=old, context=context))
 
     def bulk(self, entity: str, rows: list[dict], *, mode: str = "create", key: str | None = None,
              atomic: bool = True, context: Context = Context()) -> "BulkResult":
@@ -393,6 +421,7 @@ class RecordService:
             bad = {e.field for e in errors}
             self.check_required(ent, record, errors, [n for n in ent.fields if n not in bad])
             raise ValidationFailed(errors, ent.name)
+        triggered = self._automation_before(conn, ent, "create", record, None, context, errors)
         self.hooks.call("crm_before_write", event="create", entity=ent, record=record, old=None, context=context)
         runner = self.rule_runner(conn, ent, context)
         if runner is not None:
@@ -416,6 +445,8 @@ class RecordService:
             from .rollups import after_write
 
             after_write(self, conn, ent, None, record)
+        if self.automation is not None:
+            self.automation.after_write(conn, ent, "create", record, None, context, triggered)
         self.hooks.call("crm_after_write", event="create", entity=ent, record=record, old=None, context=context)
         return record
 
@@ -428,6 +459,7 @@ class RecordService:
         if errors:
             raise ValidationFailed(errors, ent.name)
         record = {**old, **changes}
+        triggered = self._automation_before(conn, ent, "update", record, old, context, errors)
         self.hooks.call("crm_before_write", event="update", entity=ent, record=record, old=old, context=context)
         runner = self.rule_runner(conn, ent, context)
         if runner is not None:
@@ -453,6 +485,8 @@ class RecordService:
             from .rollups import after_write
 
             after_write(self, conn, ent, old, record)
+        if self.automation is not None:
+            self.automation.after_write(conn, ent, "update", record, old, context, triggered)
         self.hooks.call("crm_after_write", event="update", entity=ent, record=record, old=old, context=context)
         return record, old
 
@@ -463,6 +497,10 @@ class RecordService:
         old = self._load(conn, ent, record_id)
         if version is not None and version != old["version"]:
             raise Conflict(ent.name, record_id, version, old["version"])
+        errors: list[FieldError] = []
+        triggered = self._automation_before(conn, ent, "delete", old, old, context, errors)
+        if errors:
+            raise ValidationFailed(errors, ent.name)
         self.hooks.call("crm_before_write", event="delete", entity=ent, record=old, old=old, context=context)
         referrers = []
         for other, fname, rule, ids, count in self._referrers(conn, ent, record_id):
@@ -494,8 +532,16 @@ class RecordService:
             from .rollups import after_write
 
             after_write(self, conn, ent, old, None, skip=doomed)
+        if self.automation is not None:
+            self.automation.after_write(conn, ent, "delete", old, old, context, triggered)
         self.hooks.call("crm_after_write", event="delete", entity=ent, record=old, old=old, context=context)
         events.append(("delete", ent, old, old, context))
+
+    def _automation_before(self, conn, ent, event, record, old, context, errors):
+        """Workflow transitions and before-save automations (``engine.workflow``), if any apply."""
+        if self.automation is None:
+            return None
+        return self.automation.before_write(conn, ent, event, record, old, context, errors)
 
     def _forget_user(self, conn: Connection, user_id: int) -> None:
         """The engine's own rows that belong to a user (password, tokens, idempotency keys) go with it."""

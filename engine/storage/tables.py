@@ -128,3 +128,45 @@ def _system_tables(md: sa.MetaData) -> None:
     sa.Table("_crm_counter", md,
              sa.Column("name", sa.String(120), primary_key=True),
              sa.Column("value", sa.BigInteger(), nullable=False))
+    _automation_tables(md)
+
+
+def _automation_tables(md: sa.MetaData) -> None:
+    """Automation runs (the outbox and the run log), their done actions, and time triggers."""
+    run = sa.Table("_crm_automation_run", md,
+                   sa.Column("id", Id, primary_key=True, autoincrement=True),
+                   sa.Column("key", sa.String(255), nullable=False),
+                   sa.Column("automation", sa.String(130), nullable=False),
+                   sa.Column("entity", sa.String(64), nullable=False),
+                   sa.Column("record_id", sa.BigInteger()),
+                   sa.Column("trigger", sa.String(120), nullable=False),
+                   sa.Column("status", sa.String(16), nullable=False),
+                   sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+                   sa.Column("max_attempts", sa.Integer(), nullable=False, server_default="1"),
+                   sa.Column("depth", sa.Integer(), nullable=False, server_default="0"),
+                   sa.Column("user_id", sa.BigInteger()),
+                   sa.Column("payload", sa.JSON()),
+                   sa.Column("error", sa.Text()),
+                   sa.Column("duration_ms", sa.Integer()),
+                   sa.Column("created_at", UtcDateTime(), nullable=False),
+                   sa.Column("due_at", UtcDateTime(), nullable=False),
+                   sa.Column("started_at", UtcDateTime()),
+                   sa.Column("finished_at", UtcDateTime()),
+                   sa.Column("lease_until", UtcDateTime()))
+    sa.Index("ux__crm_automation_run_key", run.c.key, unique=True)
+    sa.Index("ix__crm_automation_run_status", run.c.status, run.c.due_at)
+    sa.Index("ix__crm_automation_run_record", run.c.entity, run.c.record_id)
+    sa.Table("_crm_action_done", md,
+             sa.Column("run_id", sa.BigInteger(), primary_key=True, autoincrement=False),
+             sa.Column("action", sa.Integer(), primary_key=True, autoincrement=False),
+             sa.Column("result", sa.JSON()),
+             sa.Column("done_at", UtcDateTime(), nullable=False))
+    schedule = sa.Table("_crm_schedule", md,
+                        sa.Column("automation", sa.String(130), primary_key=True),
+                        sa.Column("record_id", sa.BigInteger(), primary_key=True, autoincrement=False),
+                        sa.Column("fire_at", UtcDateTime(), nullable=False))
+    sa.Index("ix__crm_schedule_fire_at", schedule.c.fire_at)
+    sa.Table("_crm_timer", md,
+             sa.Column("name", sa.String(140), primary_key=True),
+             sa.Column("signature", sa.String(64)),
+             sa.Column("next_at", UtcDateTime()))

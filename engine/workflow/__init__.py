@@ -1,0 +1,18 @@
+"""Workflows (state machines on a picklist field) and automations (trigger -> condition -> actions).
+
+See docs/automation.md. ``Runtime.boot`` compiles the model's declarations (``compile_specs``),
+attaches a ``WorkflowEngine`` to the record service and gives it a runner (in-process, or rq when
+``REDIS_URL`` is set); ``crm worker`` runs rq workers and ``crm scheduler`` the time triggers.
+"""
+
+from .actions import ActionError, ActionRun, ActionType, actions_from_plugins, default_actions
+from .engine import STATUSES, WorkflowEngine
+from .runner import InProcessRunner, RqRunner, make_runner
+from .scheduler import Scheduler
+from .spec import Automation, Specs, Transition, Workflow, compile_specs
+
+__all__ = [
+    "STATUSES", "ActionError", "ActionRun", "ActionType", "Automation", "InProcessRunner", "RqRunner",
+    "Scheduler", "Specs", "Transition", "Workflow", "WorkflowEngine", "actions_from_plugins", "compile_specs",
+    "default_actions", "make_runner",
+]
