@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import api_vs_handwritten  # noqa: E402
+import automation_runners  # noqa: E402
 import bulk_upsert  # noqa: E402
 import formula_eval  # noqa: E402
 
@@ -17,3 +18,4 @@ if __name__ == "__main__":
     formula_eval.main()
     print()
     api_vs_handwritten.main()
+    automation_runners.main()

@@ -241,3 +241,29 @@ def test_trigger_and_workflow_errors_name_the_file_and_line(make_runtime, write_
     assert "rules.yaml:10" in text and "not a valid cron expression" in text
     assert "opportunity.yaml:5" in text and "'nowhere' is not a value of opportunity.stage" in text
     assert "must give boolean" in text
+
+
+def test_a_cron_automation_fires_once_per_slot_for_the_matching_records(make_runtime, write_tree):
+    site = write_tree("site", {"cron.yaml": """
+        automation: morning_nudge
+        on: {entity: opportunity, schedule: {cron: "0 8 * * *"}}
+        when: "stage = 'prospecting'"
+        actions: [{do: notify, message: "'Move it: ' & name"}]
+        """})
+    rt = make_runtime(site_dir=site)
+    sam = _user(rt)
+    ctx = Context(user_id=sam["id"])
+    opp = _deal(rt, ctx, name="Stuck")
+    moving = _deal(rt, ctx, name="Moving")
+    rt.records.update("opportunity", moving["id"], {"stage": "qualification"}, context=ctx)
+    sched = rt.scheduler()
+    start = datetime(2030, 1, 1, 7, 0, tzinfo=timezone.utc)
+    assert sched.tick(start)["cron"] == 0                          # first pass: plans the next slot
+    assert sched.tick(start + timedelta(minutes=59))["cron"] == 0
+    assert sched.tick(start + timedelta(hours=1))["cron"] == 1     # 08:00, one matching record
+    assert sched.tick(start + timedelta(hours=2))["cron"] == 0
+    assert sched.tick(start + timedelta(days=3))["cron"] == 1      # down for two days: one catch-up run
+    rt.workflow.runner.drain()
+    notes = rt.records.query("notification", where={"automation": "morning_nudge"})
+    assert [n["message"] for n in notes] == ["Move it: Stuck", "Move it: Stuck"]
+    assert {n["record"].id for n in notes} == {opp["id"]}

@@ -364,7 +364,9 @@ class WorkflowEngine:
         claimable = sa.or_(runs.c.status == "queued",
                            sa.and_(runs.c.status == "retrying", runs.c.due_at <= now),
                            sa.and_(runs.c.status == "running", runs.c.lease_until < now))
-        with self.db.write() as conn:
+        started = time.perf_counter()
+        step = auto = record = None
+        with self.db.write() as conn:   # one transaction: claim, read the run, what it did, its record
             claimed = conn.execute(runs.update().where(runs.c.id == run_id, claimable).values(
                 status="running", attempts=runs.c.attempts + 1, started_at=now,
                 lease_until=now + timedelta(seconds=self.settings.job_lease))).rowcount
@@ -372,32 +374,34 @@ class WorkflowEngine:
                 return None
             run = dict(conn.execute(sa.select(runs).where(runs.c.id == run_id)).one()._mapping)
             done = {row.action for row in conn.execute(sa.select(self.done.c.action).where(self.done.c.run_id == run_id))}
-        started = time.perf_counter()
-        auto = self.automation(run["automation"])
-        step = None
+            auto = self.automation(run["automation"])
+            ent = self.svc.model.entities.get(run["entity"])
+            if auto is not None and ent is not None:
+                record = self._record_of(conn, ent, run)
         try:
-            if auto is None:
+            if auto is None or ent is None:
                 raise _Dead(f"automation {run['automation']!r} no longer exists in the metadata")
-            ent = self.svc.model.entity(run["entity"])
-            record = self._record_of(ent, run)
+            if record is None:
+                raise _Dead(f"{ent.name} {run['record_id']} no longer exists")
             payload = run["payload"] or {}
             context = Context(user_id=run["user_id"], system=True, depth=run["depth"] + 1,
                               chain=tuple(payload.get("chain") or (auto.name,)))
-            for step in auto.job_steps:
-                if step.index in done:
-                    continue
+            pending = [s for s in auto.job_steps if s.index not in done]
+            if not pending:
+                return self._finish(run_id, "done", None, started)
+            for n, step in enumerate(pending):
+                last = n == len(pending) - 1
                 act = ActionRun(self, auto, step, ent, record, None, context, None, run_id=run_id, key=run["key"],
                                 attempt=run["attempts"])
-                if step.impl.external:
-                    result = step.impl.run(act)
-                    with self.db.write() as conn:
-                        self._mark_done(conn, run_id, step.index, result)
-                else:
-                    with self.db.write() as conn:
+                result = step.impl.run(act) if step.impl.external else None
+                with self.db.write() as conn:   # the action's writes, its done marker (and the outcome) together
+                    if not step.impl.external:
                         act.conn = conn
                         result = step.impl.run(act)
-                        self._mark_done(conn, run_id, step.index, result)
-            return self._finish(run_id, "done", None, started)
+                    self._mark_done(conn, run_id, step.index, result)
+                    if last:
+                        self._finish(run_id, "done", None, started, conn=conn)
+            return "done"
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the run, none is lost
             where = f"action {step.index + 1} ({step.kind}): " if step is not None else ""
             message = f"{where}{getattr(exc, 'message', None) or exc}"
@@ -410,14 +414,14 @@ class WorkflowEngine:
             self.submit([run_id], delay)
             return "retrying"
 
-    def _record_of(self, ent: Entity, run: dict) -> dict:
+    def _record_of(self, conn, ent: Entity, run: dict) -> dict | None:
+        """The record as it is now, or as it was deleted (kept in the run); None if it is gone."""
         payload = run["payload"] or {}
-        if run["record_id"] is not None:
+        if run["record_id"] is not None and "record" not in payload:
             try:
-                return self.svc.get(ent.name, run["record_id"])
+                return self.svc.get(ent.name, run["record_id"], conn=conn)
             except NotFound:
-                if "record" not in payload:
-                    raise _Dead(f"{ent.name} {run['record_id']} no longer exists") from None
+                return None
         out = {}
         for key, value in (payload.get("record") or {}).items():
             fld = ent.fields.get(key)
@@ -427,14 +431,15 @@ class WorkflowEngine:
     def _mark_done(self, conn, run_id: int, index: int, result: Any) -> None:
         conn.execute(self.done.insert().values(run_id=run_id, action=index, result=result, done_at=utcnow()))
 
-    def _finish(self, run_id: int, status: str, error: str | None, started: float, due: datetime | None = None) -> str:
+    def _finish(self, run_id: int, status: str, error: str | None, started: float, due: datetime | None = None,
+                conn=None) -> str:
         values = {"status": status, "error": error, "duration_ms": int((time.perf_counter() - started) * 1000),
                   "lease_until": None}
         if status in ("done", "dead"):
             values["finished_at"] = utcnow()
         if due is not None:
             values["due_at"] = due
-        with self.db.write() as conn:
+        with self.db.write(conn) as conn:
             conn.execute(self.runs.update().where(self.runs.c.id == run_id).values(**values))
         return status
 
