@@ -81,14 +81,17 @@ def load_model(layers: Iterable[tuple[str, Path]], registry: FieldTypeRegistry, 
     ``functions`` is the formula function registry every expression is checked with (the built-in
     functions when omitted; ``Runtime.boot`` passes the plugins' too)."""
     from .checks import check_model, check_rules
+    from .roles import build_roles, check_roles, merge_roles
 
     problems = Problems()
     layers = [(name, Path(path)) for name, path in layers]
     documents = _read_layers(layers, problems)
     entities = _merge_entities(documents.pop("entity", []), problems)
-    model = _build(entities, documents, layers, registry, problems)
+    roles = merge_roles(documents.get("role", []), problems)
+    model = replace(_build(entities, documents, layers, registry, problems), roles=MappingProxyType(build_roles(roles)))
     check_model(model, entities, problems)
     check_rules(model, entities, problems, functions)
+    check_roles(model, roles, problems, functions)
     if problems:
         raise MetadataError(list(problems))
     return model
