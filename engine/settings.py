@@ -30,6 +30,7 @@ class Settings:
     backup_dir: Path = ROOT / "var" / "backups"
     var_dir: Path = ROOT / "var"
     entry_point_plugins: bool = True
+    secure_cookies: bool = False   # CRM_SECURE_COOKIES: the session cookie only over https
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -44,6 +45,7 @@ class Settings:
             if "CRM_PLUGIN_DIRS" in env else (_project_path(None, "plugins"),),
             backup_dir=_project_path(env.get("CRM_BACKUP_DIR"), "var/backups"),
             var_dir=_project_path(env.get("CRM_VAR_DIR"), "var"),
+            secure_cookies=env.get("CRM_SECURE_COOKIES", "").lower() in ("1", "true", "yes"),
         )
         if env.get("SECRET_KEY"):
             values["secret_key"] = env["SECRET_KEY"]
