@@ -28,10 +28,7 @@ import sqlalchemy as sa
 
 from engine.metadata.model import AppModel, Entity, Grant
 from engine.storage.errors import FieldError, PermissionDenied
-
-NOT_PERMITTED = "unknown or not permitted field"
-#: System columns everyone who reads a record sees.
-SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "updated_by", "owner_id", "version")
+from engine.storage.query import NOT_PERMITTED
 
 
 @dataclass(frozen=True)
