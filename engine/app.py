@@ -14,8 +14,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     settings = settings or (runtime.settings if runtime else Settings.from_env())
     runtime = runtime or Runtime.boot(settings)
     app = Flask(__name__, template_folder="ui/templates")
-    app.config.update(SECRET_KEY=settings.secret_key, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    app.config.update(SECRET_KEY=settings.secret_key)
     app.extensions["crm"] = runtime
+
+    from engine.security.web import install_web
+    install_web(app, runtime, secure_cookies=settings.secure_cookies)
 
     from engine.api import install
     install(app, runtime)

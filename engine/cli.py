@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -18,11 +17,15 @@ from engine.settings import Settings
 
 def _runtime():
     from engine.runtime import Runtime
+    from engine.security.crypto import EncryptionError
 
     try:
         return Runtime.boot(Settings.from_env())
     except MetadataError as exc:
         _print_problems(exc)
+        sys.exit(1)
+    except EncryptionError as exc:
+        click.echo(f"Cannot start: {exc}", err=True)
         sys.exit(1)
 
 
@@ -151,6 +154,7 @@ def up(records: int, host: str, port: int) -> None:
     from engine.storage.backup import BackupError
     from engine.storage.migrate import MigrationRefused
 
+    _demo_key()
     rt = _runtime()
     try:
         applied = rt.migrate()
@@ -297,6 +301,106 @@ def token_revoke(token_id: int) -> None:
     click.echo(f"Token {token_id} revoked.")
 
 
+@main.group()
+def user() -> None:
+    """Users: create, list, disable."""
+
+
+@user.command("create")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+@click.option("--role", default="standard", show_default=True, help="A role of the model (crm user roles lists them).")
+@click.option("--team", default=None)
+@click.option("--manager", "manager_email", default=None, help="E-mail of the user's manager.")
+@click.option("--password", default=None, help="Default: a generated one, shown once. Prefer the prompt: --password -")
+def user_create(email: str, name: str, role: str, team: str | None, manager_email: str | None,
+                password: str | None) -> None:
+    """Create a user who can log in; prints a generated password once (never one you typed)."""
+    from engine.security.audit import audit
+    from engine.security.passwords import new_password, set_password
+    from engine.storage.errors import ValidationFailed
+    from engine.storage.records import Context
+
+    rt = _runtime()
+    if role not in rt.model.roles:
+        click.echo(f"There is no role {role!r}; roles: {', '.join(sorted(rt.model.roles))}.", err=True)
+        sys.exit(1)
+    manager = None
+    if manager_email:
+        found = rt.records.query("user", where={"email": manager_email}, limit=1)
+        if not found:
+            click.echo(f"There is no user with e-mail {manager_email}.", err=True)
+            sys.exit(1)
+        manager = found[0]["id"]
+    if password == "-":
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    generated = password is None
+    password = password or new_password()
+    try:
+        made = rt.records.create("user", {"name": name, "email": email, "role": role, "team": team, "manager": manager},
+                                 context=Context(system=True))
+    except ValidationFailed as exc:
+        click.echo(f"Not created: {exc}", err=True)
+        sys.exit(1)
+    set_password(rt.records, made["id"], password)
+    audit(rt.records, "user_change", record_id=made["id"], entity="user",
+          detail={"event": "create", "role": role, "team": team, "manager": manager, "by": "cli"})
+    click.echo(f"User {made['id']} {made['email']} ({role}) created."
+               + (f"\nPassword (shown once): {password}" if generated else ""))
+
+
+@user.command("list")
+def user_list() -> None:
+    """Every user: id, e-mail, name, role, team, active."""
+    rt = _runtime()
+    for u in rt.records.query("user", order_by=("id",), limit=100_000):
+        click.echo(f"{u['id']:>5}  {u['email']:<32} {u['name']:<24} {u['role'] or '-':<10} {u['team'] or '-':<8} "
+                   f"{'active' if u['active'] is not False else 'disabled'}")
+
+
+@user.command("disable")
+@click.argument("email")
+def user_disable(email: str) -> None:
+    """Disable a user: their tokens and sessions stop working at once (records stay theirs)."""
+    from engine.security.audit import audit
+    from engine.storage.records import Context
+
+    rt = _runtime()
+    found = rt.records.query("user", where={"email": email}, limit=1)
+    if not found:
+        click.echo(f"There is no user with e-mail {email}.", err=True)
+        sys.exit(1)
+    rt.records.update("user", found[0]["id"], {"active": False}, context=Context(system=True))
+    audit(rt.records, "user_change", record_id=found[0]["id"], entity="user",
+          detail={"event": "disable", "changed": {"active": [found[0]["active"], False]}, "by": "cli"})
+    click.echo(f"User {email} disabled.")
+
+
+@main.group()
+def keys() -> None:
+    """Encryption keys of encrypted fields (CRM_ENCRYPTION_KEYS)."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new key: put it first in CRM_ENCRYPTION_KEYS, then run `crm keys rotate`."""
+    from engine.security.crypto import new_key_line
+
+    click.echo(new_key_line())
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every encrypted value with the newest key (batches, one transaction each)."""
+    from engine.security.audit import audit
+    from engine.security.crypto import keyring, rotate
+
+    rt = _runtime()
+    changed = rotate(rt.records)
+    audit(rt.records, "keys_rotated", detail={"key": keyring().current, "values": changed, "by": "cli"})
+    click.echo(f"Re-encrypted {changed} value(s) with key {keyring().current}.")
+
+
 @main.command()
 def backup() -> None:
     """Write a backup of the database into the backup folder."""
@@ -369,13 +473,30 @@ def _has_records(rt) -> bool:
     return False
 
 
+def _demo_key() -> None:
+    """`crm up` is the laptop demo: without CRM_ENCRYPTION_KEYS it makes a development key, kept in
+    the var folder (mode 0600) so the demo's encrypted values stay readable, and says so loudly."""
+    from engine.security.crypto import ENV, new_key_line
+
+    if os.environ.get(ENV):
+        return
+    note = Path(Settings.from_env().var_dir) / "dev_encryption_key"
+    if not note.exists():
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text(new_key_line("dev") + "\n", encoding="utf-8")
+        note.chmod(0o600)
+    os.environ[ENV] = note.read_text(encoding="utf-8").strip()
+    click.echo(f"WARNING: {ENV} is not set; using the DEVELOPMENT key in {note}. "
+               f"Never use it in production: set {ENV} (see docs/security.md).", err=True)
+
+
 def ensure_admin(rt, email: str, name: str) -> str:
     """Create the admin user with a fresh password if it does not exist; return the login text.
 
     The password and a demo API token are kept in ``var/admin_login.txt`` (mode 0600) so the demo
     can print them again; set ``CRM_ADMIN_PASSWORD`` to choose the password.
     """
-    from engine.security.passwords import hash_password, new_password
+    from engine.security.passwords import new_password, set_password
     from engine.storage.records import Context
 
     note = Path(rt.settings.var_dir) / "admin_login.txt"
@@ -387,11 +508,7 @@ def ensure_admin(rt, email: str, name: str) -> str:
         user = users[0]
     else:
         user = rt.records.create("user", {"name": name, "email": email, "role": "admin"}, context=Context(system=True))
-    credentials = rt.records.metadata.tables["_crm_credential"]
-    with rt.db.write() as conn:
-        conn.execute(credentials.delete().where(credentials.c.user_id == user["id"]))
-        conn.execute(credentials.insert().values(user_id=user["id"], password_hash=hash_password(password),
-                                                 updated_at=datetime.now(timezone.utc)))
+    set_password(rt.records, user["id"], password)
     from engine.security.tokens import create_token
 
     _, api_token = create_token(rt.records, user["id"], "demo")

@@ -41,6 +41,10 @@ class Runtime:
         functions = rules.registry_from_plugins(pm)
         actions = actions_from_plugins(pm)
         model = load_model(settings.layers(plugin_layers(pm)), registry, functions, actions)
+        from engine.security.crypto import encrypted_fields, keyring
+
+        if encrypted_fields(model):
+            keyring()   # no key for the encrypted fields: a clear EncryptionError now, not at the first write
         db = Database(settings.database_url)
         records = RecordService(model, db, pm)
         records._functions = functions

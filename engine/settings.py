@@ -37,6 +37,7 @@ class Settings:
     automation_depth: int = 5
     mail_url: str = ""
     mail_from: str = "crm@localhost"
+    secure_cookies: bool = False   # CRM_SECURE_COOKIES: the session cookie only over https
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -57,6 +58,7 @@ class Settings:
             automation_depth=int(env.get("CRM_AUTOMATION_DEPTH", 5)),
             mail_url=env.get("CRM_MAIL_URL", ""),
             mail_from=env.get("CRM_MAIL_FROM", "crm@localhost"),
+            secure_cookies=env.get("CRM_SECURE_COOKIES", "").lower() in ("1", "true", "yes"),
         )
         if env.get("SECRET_KEY"):
             values["secret_key"] = env["SECRET_KEY"]

@@ -14,6 +14,9 @@ import sqlalchemy as sa
 from engine.runtime import Runtime
 from engine.settings import ROOT, Settings
 
+#: The base CRM has encrypted fields: a fixed test key (never a real one), also for `crm` subprocesses.
+TEST_KEY = "test:" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIzNDU="   # base64 of 32 ASCII bytes
+os.environ.setdefault("CRM_ENCRYPTION_KEYS", TEST_KEY)
 BASE_URL = os.environ.get("DATABASE_URL", "")
 ON_POSTGRES = BASE_URL.startswith("postgresql")
 _counter = itertools.count()

@@ -71,7 +71,8 @@ def test_a_legal_transition_runs_its_actions(crm):
 
 
 def test_transitions_check_roles_guards_required_fields_and_versions(crm):
-    sam, boss = _user(crm), _user(crm, role="manager", name="Boss")
+    boss = _user(crm, role="manager", name="Boss")
+    sam = _user(crm, manager=boss["id"])                     # Sam reports to Boss, who sees Sam's deals
     client, headers = _client(crm, sam)
     boss_client, boss_headers = _client(crm, boss)
     opp = _deal(crm, Context(user_id=sam["id"]), amount=0)
@@ -267,3 +268,13 @@ def test_a_cron_automation_fires_once_per_slot_for_the_matching_records(make_run
     notes = rt.records.query("notification", where={"automation": "morning_nudge"})
     assert [n["message"] for n in notes] == ["Move it: Stuck", "Move it: Stuck"]
     assert {n["record"].id for n in notes} == {opp["id"]}
+
+
+def test_transitions_obey_permissions(crm):
+    sam = _user(crm)
+    opp = _deal(crm, Context(user_id=sam["id"]))
+    mia = _user(crm, role="marketing", name="Mia")               # no rights on opportunities
+    client, headers = _client(crm, mia)
+    assert client.get(f"/api/v1/opportunity/{opp['id']}/transitions", headers=headers).status_code == 403
+    assert client.post(f"/api/v1/opportunity/{opp['id']}/transitions/qualify", headers=headers).status_code == 403
+    assert crm.records.get("opportunity", opp["id"])["stage"] == "prospecting"

@@ -38,7 +38,7 @@ def _transitions(entity: str, record_id: int):
     r = _routes()
     ent = r._entity(entity)
     rt = r._rt()
-    record = rt.records.get(ent.name, record_id)
+    record = rt.records.get(ent.name, record_id, context=r._context())
     wf = rt.workflow.specs.workflows.get(ent.name) if rt.workflow else None
     if wf is None:
         return r._json({"field": None, "state": None, "data": []})

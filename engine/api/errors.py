@@ -9,7 +9,7 @@ from flask import Response
 from werkzeug.exceptions import HTTPException
 
 from engine.storage.database import QueryTimeout
-from engine.storage.errors import Conflict, DeleteRestricted, NotFound, RecordError, ValidationFailed
+from engine.storage.errors import Conflict, DeleteRestricted, NotFound, PermissionDenied, RecordError, ValidationFailed
 from engine.storage.query import QueryError
 
 PROBLEM = "application/problem+json"
@@ -46,6 +46,8 @@ def to_problem(exc: Exception) -> Response:
     if isinstance(exc, ValidationFailed):
         return problem(422, "Validation failed", f"{exc.entity or 'the record'}: {exc}", "validation",
                        errors=_errors(exc))
+    if isinstance(exc, PermissionDenied):
+        return problem(403, "Forbidden", str(exc), "forbidden")
     if isinstance(exc, NotFound):
         return problem(404, "Not found", str(exc), "not-found")
     if isinstance(exc, Conflict):

@@ -69,7 +69,9 @@ def _common_schemas() -> dict:
 
 def _common_responses() -> dict:
     texts = {"BadRequest": "The request or its query is malformed; detail names the cause.",
-             "Unauthorized": "No valid API token.", "NotFound": "No such entity or record.",
+             "Unauthorized": "No valid API token.",
+             "Forbidden": "Your role does not allow this operation (or a session call lacks its CSRF token).",
+             "NotFound": "No such entity or record (or none you may see).",
              "Conflict": "The record is referenced by others (restricted delete) or the request is in progress.",
              "PreconditionFailed": "If-Match names a version that is no longer current.",
              "PayloadTooLarge": "The body is too large.", "UnsupportedMediaType": "The body is not JSON.",
@@ -134,7 +136,9 @@ def _schema_name(entity: Entity) -> str:
 # -- paths ---------------------------------------------------------------------------------------
 
 def _errors(*codes: str) -> dict:
-    names = {"400": "BadRequest", "401": "Unauthorized", "404": "NotFound", "409": "Conflict",
+    if "401" in codes:   # whoever is authenticated may still lack the permission
+        codes = (*codes, "403")
+    names = {"400": "BadRequest", "401": "Unauthorized", "403": "Forbidden", "404": "NotFound", "409": "Conflict",
              "412": "PreconditionFailed", "413": "PayloadTooLarge", "415": "UnsupportedMediaType",
              "422": "Unprocessable", "503": "Unavailable"}
     return {code: {"$ref": f"#/components/responses/{names[code]}"} for code in codes}

@@ -6,10 +6,13 @@ import json
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
 from werkzeug.routing import BaseConverter
 
+from engine.security.audit import audit
+from engine.security.permissions import access_for
 from engine.security.tokens import Identity, authenticate
+from engine.security.web import session_identity
 from engine.storage.query import COUNT_CAP, DEFAULT_LIMIT, MAX_LIMIT, ListQuery, coerce_filter, check_sort
 from engine.storage.records import Context
 
@@ -44,6 +47,9 @@ def api_blueprint() -> Blueprint:
     bp.add_url_rule("/<entity:entity>/<int:record_id>", "update", _update, methods=["PATCH"])
     bp.add_url_rule("/<entity:entity>/<int:record_id>", "delete", _delete, methods=["DELETE"])
     bp.add_url_rule("/<entity:entity>/<int:record_id>/history", "history", _history, methods=["GET"])
+    bp.add_url_rule("/<entity:entity>/_export", "export", _export, methods=["GET"])
+    bp.add_url_rule("/_search", "search", _search, methods=["GET"])
+    bp.add_url_rule("/_audit", "audit", _audit, methods=["GET"])
     from . import automation
     automation.register(bp)
     return bp
@@ -60,22 +66,40 @@ def _serializers():
 
 
 def _authenticate():
+    """A bearer token, or else the web session's cookie (whose unsafe requests the app's CSRF
+    check has already vetted); then the caller's role, loaded once for the request."""
     if request.endpoint in PUBLIC:
         return None
+    records = _rt().records
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    identity = authenticate(_rt().records, token.strip()) if scheme.lower() == "bearer" else None
+    if header:
+        identity = authenticate(records, token.strip()) if scheme.lower() == "bearer" else None
+    else:
+        identity = session_identity(records)
     if identity is None:
         raise ApiError(401, "Unauthorized", "send a valid API token as 'Authorization: Bearer <token>'"
                        if header else "authentication required: 'Authorization: Bearer <token>'",
                        headers={"WWW-Authenticate": 'Bearer realm="crm"'})
     g.identity = identity
+    g.access = access_for(records, identity.user_id, identity.role or "")
+    if g.access.admin and request.method not in ("GET", "HEAD", "OPTIONS"):
+        audit(records, "admin_bypass", user_id=identity.user_id, detail={"method": request.method,
+                                                                          "path": request.path})
     return None
 
 
 def _context() -> Context:
     identity: Identity = g.identity
-    return Context(user_id=identity.user_id)
+    return Context(user_id=identity.user_id, access=g.access)
+
+
+def _only(ent, fields: tuple[str, ...] | None = None) -> tuple[str, ...] | None:
+    """The names a response may hold: ``fields`` if asked, else every column the caller may read
+    (None: all of them, the fast path)."""
+    if fields or not g.access.hidden(ent.name):
+        return fields
+    return g.access.readable_columns(ent, _serializers().columns(ent))
 
 
 def _entity(name: str):
@@ -123,7 +147,7 @@ def _if_match(record_id: int) -> int | None:
 
 
 def _record_json(entity: str, record: dict) -> dict:
-    return _serializers().dump(entity, record)
+    return _serializers().dump(entity, record, _only(_entity(entity)))
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -139,7 +163,11 @@ def _meta():
 
 def _meta_entity(entity: str):
     from .meta import entity_meta
-    return _json(entity_meta(_rt().model, _entity(entity)))
+    ent = _entity(entity)
+    body = entity_meta(_rt().model, ent)
+    hidden = g.access.hidden(ent.name)
+    body["fields"] = [f for f in body["fields"] if f["name"] not in hidden]
+    return _json(body)
 
 
 # -- records --------------------------------------------------------------------------------------
@@ -150,7 +178,7 @@ def _list(entity: str):
     if fields:
         q.columns = fields
     page = _rt().records.list(q, timeout_ms=LIST_TIMEOUT_MS, context=_context())
-    data = _serializers().dump_many(ent.name, page.records, fields)
+    data = _serializers().dump_many(ent.name, page.records, _only(ent, fields))
     if expand:
         _expand(ent, page.records, data, expand)
     body: dict[str, Any] = {"data": data, "next_cursor": page.next_cursor}
@@ -163,6 +191,7 @@ def _list(entity: str):
 def _list_query(ent) -> tuple[ListQuery, tuple[str, ...] | None, list[str]]:
     args = request.args
     q = ListQuery(ent.name)
+    hidden = g.access.hidden(ent.name)
     q.limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     q.offset = _int_arg("offset", 0, 0, 1_000_000)
     q.cursor = args.get("cursor") or None
@@ -170,7 +199,7 @@ def _list_query(ent) -> tuple[ListQuery, tuple[str, ...] | None, list[str]]:
         raise ApiError(400, "Bad query", "use either cursor or offset, not both", kind="bad-query")
     q.count = _bool_arg("count")
     if "sort" in args:
-        q.sort = check_sort(ent, args["sort"])
+        q.sort = check_sort(ent, args["sort"], hidden)
     elif (ent.layouts.get("list") or {}).get("sort"):
         q.sort = check_sort(ent, ent.layouts["list"]["sort"])
     for key, value in args.items(multi=True):
@@ -181,22 +210,26 @@ def _list_query(ent) -> tuple[ListQuery, tuple[str, ...] | None, list[str]]:
         if op is None:
             raise ApiError(400, "Bad query", f"cannot read the parameter {key!r}; write field=value or field[op]=value",
                            kind="bad-query")
-        q.filters.append(coerce_filter(ent, name, op, value))
+        q.filters.append(coerce_filter(ent, name, op, value, hidden))
     if args.get("where"):
         q.formula = args["where"]
     fields = None
     if args.get("fields"):
         names = tuple(dict.fromkeys(n.strip() for n in args["fields"].split(",") if n.strip()))
-        known = set(_serializers().columns(ent))
+        known = set(_serializers().columns(ent)) - hidden
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise ApiError(400, "Bad query", f"unknown field(s) in fields: {', '.join(unknown)}", kind="bad-query")
+            raise ApiError(400, "Bad query", f"unknown field(s) in fields: {', '.join(unknown)} "
+                           "(unknown or not permitted)", kind="bad-query")
         fields = tuple(dict.fromkeys(("id", *names)))
     expand = [n.strip() for n in args.get("expand", "").split(",") if n.strip()]
     for name in expand:
         field = ent.fields.get(name)
-        if name not in SYSTEM_LOOKUPS and (field is None or not field.target):
+        if name in hidden or (name not in SYSTEM_LOOKUPS and (field is None or not field.target)):
             raise ApiError(400, "Bad query", f"cannot expand {name!r}: it is not a lookup of {ent.name}", kind="bad-query")
+        if not g.access.can("user" if name in SYSTEM_LOOKUPS else field.target, "read"):
+            raise ApiError(403, "Forbidden", f"cannot expand {name!r}: your role may not read "
+                           f"{'user' if name in SYSTEM_LOOKUPS else field.target}", kind="forbidden")
         if fields and SYSTEM_LOOKUPS.get(name, name) not in fields:
             fields = (*fields, SYSTEM_LOOKUPS.get(name, name))
     return q, fields, expand
@@ -207,11 +240,13 @@ def _expand(ent, records: list[dict], data: list[dict], names: list[str]) -> Non
     for name in names:
         column = SYSTEM_LOOKUPS.get(name, name)
         target = "user" if name in SYSTEM_LOOKUPS else ent.fields[name].target
-        found = rt.records.fetch_many(target, (r.get(column) for r in records))
+        found = rt.records.fetch_many(target, (r.get(column) for r in records), context=_context())
+        only = _only(_entity(target))
         for record, item in zip(records, data):
             related = found.get(record.get(column))
+            # a record the caller may not see stays a bare id: no more than the lookup itself says
             item[name if name in SYSTEM_LOOKUPS and name != "owner_id" else column] = (
-                serializers.dump(target, related) if related else None)
+                serializers.dump(target, related, only) if related else record.get(column) if name != "owner" else None)
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -232,7 +267,7 @@ def _bool_arg(name: str) -> bool:
 
 def _get(entity: str, record_id: int):
     ent = _entity(entity)
-    record = _rt().records.get(ent.name, record_id)
+    record = _rt().records.get(ent.name, record_id, context=_context())
     return _json(_record_json(ent.name, record), headers={"ETag": _etag(record)})
 
 
@@ -293,10 +328,69 @@ def _bulk(entity: str):
 
 def _history(entity: str, record_id: int):
     ent = _entity(entity)
-    _rt().records.get(ent.name, record_id)   # 404 for a record that does not exist
-    rows = _rt().records.history_of(ent.name, record_id)
+    _rt().records.get(ent.name, record_id, context=_context())   # 404 for a record that does not exist (for you)
+    rows = _rt().records.history_of(ent.name, record_id, context=_context())
     return _json({"data": [{"field": r["field"], "old_value": r["old_value"], "new_value": r["new_value"],
                             "changed_by": r["changed_by"], "changed_at": r["changed_at"].isoformat()} for r in rows]})
+
+
+def _export(entity: str):
+    """The records matching the list parameters as CSV (every page), with the fields the caller may read."""
+    from .exports import export_csv
+
+    ent = _entity(entity)
+    context = _context()
+    g.access.require(ent.name, "export")
+    q, fields, _ = _list_query(ent)
+    if request.args.get("cursor") or request.args.get("offset") or request.args.get("count"):
+        raise ApiError(400, "Bad query", "an export takes filters, where, sort and fields; not cursor, offset or count",
+                       kind="bad-query")
+    columns = list(fields or _only(ent) or _serializers().columns(ent))
+    rows = export_csv(_rt().records, ent, q, columns, context)
+    audit(_rt().records, "export", user_id=context.user_id, entity=ent.name,
+          detail={"query": request.query_string.decode("utf-8", "replace")[:1000]})
+    return Response(stream_with_context(rows), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{ent.name}.csv"'})
+
+
+def _search():
+    """``q`` in the searchable fields of every entity the caller may read."""
+    from engine.storage.search import search
+
+    text = request.args.get("q", "").strip()
+    if len(text) < 2 or len(text) > 200:
+        raise ApiError(400, "Bad query", "q must be 2 to 200 characters", kind="bad-query")
+    limit = _int_arg("limit", 10, 1, 50)
+    context = _context()
+    hits = search(_rt().records, text, context, limit=limit)
+    return _json({"data": [{"entity": e, "id": r["id"], "record": _record_json(e, r)} for e, r in hits]})
+
+
+def _audit():
+    """The audit log, newest first (admins only); filters kind, user, since, until; paged by before."""
+    from datetime import datetime
+
+    from engine.security.audit import query_audit
+
+    if not g.access.admin:
+        g.access.require("_audit", "read")
+    args = request.args
+    try:
+        since, until = (datetime.fromisoformat(args[k]) if args.get(k) else None for k in ("since", "until"))
+    except ValueError:
+        raise ApiError(400, "Bad query", "since and until are ISO 8601 date-times with an offset", kind="bad-query") from None
+    for value in (since, until):
+        if value is not None and value.tzinfo is None:
+            raise ApiError(400, "Bad query", "since and until need a time-zone offset", kind="bad-query")
+    user = args.get("user")
+    if user is not None and not user.isdigit():
+        raise ApiError(400, "Bad query", "user is a user id", kind="bad-query")
+    limit = _int_arg("limit", 100, 1, 500)
+    rows = query_audit(_rt().records, kind=args.get("kind") or None, user_id=int(user) if user else None,
+                       since=since, until=until, before_id=_int_arg("before", 0, 0, 2**62) or None, limit=limit)
+    data = [{"id": r["id"], "at": r["at"].isoformat(), "kind": r["kind"], "user_id": r["actor_id"], "ip": r["ip"],
+             "entity": r["entity"], "record_id": r["record_id"], "detail": r["detail"]} for r in rows]
+    return _json({"data": data, "next_before": data[-1]["id"] if len(data) == limit else None})
 
 
 __all__ = ["COUNT_CAP", "MAX_BULK", "api_blueprint"]

@@ -14,7 +14,8 @@ DEFAULT_LENGTH = 255
 
 class TextType(FieldType):
     name = "text"
-    props = {"pattern": {"type": "string"}}
+    props = {"pattern": {"type": "string"},
+             "encrypted": {"type": "boolean"}}   # AES-GCM at rest (engine/security/crypto.py)
     common = FieldType.common | {"max_length"}
     formula_type = "text"
     widget = "text"
@@ -27,12 +28,17 @@ class TextType(FieldType):
         return sa.String(self.length(field))
 
     def signature(self, field):
-        return ["string", self.length(field)]
+        return ["encrypted", self.length(field)] if field.prop("encrypted") else ["string", self.length(field)]
 
     def widens(self, old, new):
         return old[0] == "string" and (new[0] == "clob" or (new[0] == "string" and new[1] >= old[1]))
 
     def check(self, field, entity, report):
+        if field.prop("encrypted"):   # ciphertext cannot be compared, sorted or indexed in the database
+            for prop in ("unique", "indexed", "searchable", "track_history"):
+                if field.prop(prop):
+                    report(prop, f"an encrypted field cannot be {prop.replace('_', ' ')}"
+                                 + (" (history would keep its values in clear)" if prop == "track_history" else ""))
         pattern = field.prop("pattern")
         if pattern is not None:
             try:
@@ -85,7 +91,7 @@ class TextareaType(TextType):
         return sa.Text()
 
     def signature(self, field):
-        return ["clob"]
+        return ["encrypted", self.length(field)] if field.prop("encrypted") else ["clob"]
 
     def widens(self, old, new):
         return new == ["clob"] and old[0] in ("string", "clob")   # from text; a decimal must be converted
@@ -97,7 +103,7 @@ class TextareaType(TextType):
 class _FormattedText(TextType):
     """Text that must match a format: stripped, then checked against ``format``."""
 
-    props = {}
+    props = {"encrypted": {"type": "boolean"}}
     format: ClassVar[re.Pattern]
     format_error: ClassVar[str]
     json_format: ClassVar[str | None] = None

@@ -123,6 +123,8 @@ def _check_indexes(entity: Entity, decl: "Declared", problems: "Problems") -> No
                 problems.add(decl.loc("indexes", i, "fields", j), f"index names unknown field {fname!r} of {entity.name}")
             elif fname in entity.fields and not entity.fields[fname].stored:
                 problems.add(decl.loc("indexes", i, "fields", j), f"index names {fname!r}, which is not stored")
+            elif fname in entity.fields and entity.fields[fname].prop("encrypted"):
+                problems.add(decl.loc("indexes", i, "fields", j), f"index names {fname!r}, which is encrypted")
 
 
 def _check_layouts(model: AppModel, entity: Entity, decl: "Declared", problems: "Problems") -> None:
@@ -131,6 +133,10 @@ def _check_layouts(model: AppModel, entity: Entity, decl: "Declared", problems: 
     def known(fname: str, *path) -> None:
         if fname not in entity.fields and fname not in SYSTEM_COLUMNS:
             problems.add(decl.loc("layouts", *path), f"layout names unknown field {fname!r} of {entity.name}")
+
+    def plain(fname: str, *path) -> None:
+        if fname in entity.fields and entity.fields[fname].prop("encrypted"):
+            problems.add(decl.loc("layouts", *path), f"{entity.name}.{fname} is encrypted: it cannot be sorted or filtered")
 
     for s, section in enumerate(layouts.get("form") or ()):
         for i, fname in enumerate(section.get("fields", ())):
@@ -141,9 +147,11 @@ def _check_layouts(model: AppModel, entity: Entity, decl: "Declared", problems: 
             known(fname, "list", "columns", i)
         for i, fname in enumerate(lst.get("filters", ())):
             known(fname, "list", "filters", i)
+            plain(fname, "list", "filters", i)
         for key in (lst.get("sort") or "").split(","):
             if key:
                 known(key.lstrip("-"), "list", "sort")
+                plain(key.lstrip("-"), "list", "sort")
     kanban = layouts.get("kanban")
     if kanban:
         group = kanban["group_by"]

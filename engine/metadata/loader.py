@@ -83,15 +83,18 @@ def load_model(layers: Iterable[tuple[str, Path]], registry: FieldTypeRegistry, 
     the automation action types (the built-in ones when omitted; ``Runtime.boot`` passes the
     plugins' too)."""
     from .checks import check_model, check_rules
+    from .roles import build_roles, check_roles, merge_roles
 
     problems = Problems()
     layers = [(name, Path(path)) for name, path in layers]
     documents = _read_layers(layers, problems)
     entities = _merge_entities(documents.pop("entity", []), problems)
-    model = _build(entities, documents, layers, registry, problems)
+    roles = merge_roles(documents.get("role", []), problems)
+    model = replace(_build(entities, documents, layers, registry, problems), roles=MappingProxyType(build_roles(roles)))
     check_model(model, entities, problems)
     check_rules(model, entities, problems, functions)
     _check_automation(model, entities, documents, problems, functions, actions)
+    check_roles(model, roles, problems, functions)
     if problems:
         raise MetadataError(list(problems))
     return model

@@ -185,6 +185,36 @@ class Entity:
         return [f for f in self.fields.values() if f.target]
 
 
+OPERATIONS = ("read", "create", "update", "delete", "export", "import")
+SCOPES = ("own", "team", "subordinates", "all")
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a role may do with one entity (``engine/metadata/roles.py`` builds it)."""
+
+    allow: frozenset[str]
+    scope: str = "all"
+    share: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)   # field -> edit | read | none
+    origin: Location | None = None
+
+
+@dataclass(frozen=True)
+class Role:
+    """A role document: ``user.role`` names it. ``admin`` bypasses every permission."""
+
+    name: str
+    label: Label
+    admin: bool
+    entities: Mapping[str, Grant]
+    default: Grant | None
+    origin: Location
+
+    def grant(self, entity: str) -> Grant | None:
+        return self.entities.get(entity, self.default)
+
+
 @dataclass(frozen=True)
 class AppModel:
     """The whole validated model. Build it with ``engine.metadata.load_model``."""
@@ -193,6 +223,7 @@ class AppModel:
     documents: Mapping[str, tuple[Mapping[str, Any], ...]]
     layers: tuple[tuple[str, str], ...]
     digest: str
+    roles: Mapping[str, Role] = field(default_factory=dict)
 
     def entity(self, name: str) -> Entity:
         return self.entities[name]

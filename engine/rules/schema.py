@@ -134,6 +134,8 @@ class ModelSchema(Schema):
                 where = ent.name if i == 0 else f"{ent.name} (reached through {'.'.join(path[:i])})"
                 raise Unresolved(f"{where} has no field {seg!r}{_suggest(seg, list(ent.fields) + list(SYSTEM))}", i)
             name, field, system = found
+            if field is not None and field.prop("encrypted"):   # ciphertext in the database: no SQL, no rule
+                raise Unresolved(f"{ent.name}.{seg} is encrypted; expressions cannot read it", i)
             canonical.append(name)
             keys.append(tuple(dict.fromkeys(
                 (name, seg, *[a for a, c in ALIASES.items() if c == name and field is None]))))

@@ -35,3 +35,14 @@ def new_password() -> str:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def set_password(records, user_id: int, password: str) -> None:
+    """Store (replace) the scrypt hash of ``user_id``'s password in ``_crm_credential``."""
+    from datetime import datetime, timezone
+
+    credentials = records.metadata.tables["_crm_credential"]
+    with records.db.write() as conn:
+        conn.execute(credentials.delete().where(credentials.c.user_id == user_id))
+        conn.execute(credentials.insert().values(user_id=user_id, password_hash=hash_password(password),
+                                                 updated_at=datetime.now(timezone.utc)))

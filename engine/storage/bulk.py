@@ -97,6 +97,8 @@ class _Chunk:
             row = dict(row) if isinstance(row, dict) else row
             rid = row.pop("id", None) if isinstance(row, dict) else None
             values = svc.coerce(ent, row, self.context, self.errors[i])
+            if self.context.access is not None and not self.context.system:
+                self.errors[i] += self.context.access.write_errors(ent.name, row)
             values_of.append(values)
             self.ids[i] = rid
         hooked = svc.hooks.active("crm_before_write")
@@ -147,6 +149,10 @@ class _Chunk:
         if not wanted:
             return {}
         stmt = sa.select(*self._columns_needed(values_of)).where(self.table.c[column].in_(set(wanted)))
+        access = None if self.context.system else self.context.access
+        visible = access.visibility(self.svc, self.ent.name, self.table) if access is not None else None
+        if visible is not None:   # records the caller may not see are not found, never updated
+            stmt = stmt.where(visible)
         result = self.conn.execute(stmt)
         names = list(result.keys())
         at = names.index(column)

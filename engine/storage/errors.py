@@ -49,3 +49,11 @@ class DeleteRestricted(RecordError):
         parts = [f"{count} {other} via {field} (e.g. ids {', '.join(map(str, ids))})"
                  for other, field, ids, count in references]
         super().__init__(f"{entity} {record_id} cannot be deleted: it is referenced by " + "; ".join(parts))
+
+
+class PermissionDenied(RecordError):
+    """The caller's role does not allow this operation on this entity (a 403)."""
+
+    def __init__(self, entity: str, operation: str):
+        self.entity, self.operation = entity, operation
+        super().__init__(f"your role does not allow {operation} on {entity}")

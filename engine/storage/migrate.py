@@ -240,6 +240,10 @@ def apply_migration(db: Database, model: AppModel, *, backup_dir: Path, allow_da
         conn.execute(md.tables[MODEL_TABLE].insert().values(
             version=plan.version, digest=plan.digest, applied_at=datetime.now(timezone.utc),
             snapshot=plan.snapshot, plan=[asdict(s) for s in plan.steps], backup=str(saved) if saved else None))
+        conn.execute(md.tables["_crm_audit"].insert().values(   # the audit log's own table exists by now
+            at=datetime.now(timezone.utc), kind="migration",
+            detail={"version": plan.version, "digest": plan.digest, "steps": [str(s) for s in plan.steps],
+                    "backup": str(saved) if saved else None}))
         if db.is_sqlite:
             broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
             if broken:

@@ -28,6 +28,7 @@ TEXT_TYPES = ("text", "textarea", "email", "phone", "url", "autonumber", "pickli
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 COUNT_CAP = 10_000
+NOT_PERMITTED = "unknown or not permitted field"
 #: System columns as the query layer sees them: (name, type name for coercion).
 SYSTEM_TYPES = {"id": "integer", "created_at": "datetime", "updated_at": "datetime", "created_by": "user",
                 "updated_by": "user", "owner_id": "user", "version": "integer"}
@@ -72,13 +73,19 @@ class QueryError(ValidationFailed):
     """A list query that names something unknown or carries a bad value (a 400, never a 500)."""
 
 
-def coerce_filter(ent: Entity, name: str, op: str, raw: Any) -> Filter:
-    """Check a filter's field and operator and coerce its value by the field's type."""
+def coerce_filter(ent: Entity, name: str, op: str, raw: Any, hidden: frozenset[str] = frozenset()) -> Filter:
+    """Check a filter's field and operator and coerce its value by the field's type.
+
+    A field in ``hidden`` (the caller may not read it) is refused like an unknown one, before its
+    value is looked at, so the answer tells nothing about the field."""
     field_ = ent.fields.get(name)
-    if field_ is None and name not in SYSTEM_TYPES:
-        raise QueryError([FieldError(name, "unknown", f"{ent.name} has no field {name!r}")], ent.name)
+    if name in hidden or (field_ is None and name not in SYSTEM_TYPES):
+        raise QueryError([FieldError(name, "unknown", f"{ent.name} has no field {name!r} ({NOT_PERMITTED})")],
+                         ent.name)
     if field_ is not None and not field_.stored:
         raise QueryError([FieldError(name, "not_filterable", f"{name} is not stored and cannot be filtered")], ent.name)
+    if field_ is not None and field_.prop("encrypted"):
+        raise QueryError([FieldError(name, "not_filterable", f"{name} is encrypted and cannot be filtered")], ent.name)
     if op not in OPERATORS:
         raise QueryError([FieldError(name, "operator", f"unknown operator {op!r}; use one of {', '.join(OPERATORS)}")],
                          ent.name)
@@ -110,13 +117,15 @@ def coerce_filter(ent: Entity, name: str, op: str, raw: Any) -> Filter:
     return Filter(name, op, value)
 
 
-def check_sort(ent: Entity, text: str) -> list[SortKey]:
+def check_sort(ent: Entity, text: str, hidden: frozenset[str] = frozenset()) -> list[SortKey]:
     keys = []
     for part in [p.strip() for p in text.split(",") if p.strip()]:
         name = part.lstrip("-+")
-        if name not in SYSTEM_TYPES and (name not in ent.fields or not ent.fields[name].stored):
-            raise QueryError([FieldError(name, "unknown", f"cannot sort by {name!r}: {ent.name} has no such field")],
-                             ent.name)
+        if name in hidden or (name not in SYSTEM_TYPES and (name not in ent.fields or not ent.fields[name].stored)):
+            raise QueryError([FieldError(name, "unknown", f"cannot sort by {name!r}: {ent.name} has no such field "
+                                                          f"({NOT_PERMITTED})")], ent.name)
+        if name in ent.fields and ent.fields[name].prop("encrypted"):
+            raise QueryError([FieldError(name, "not_sortable", f"cannot sort by {name!r}: it is encrypted")], ent.name)
         keys.append(SortKey(name, part.startswith("-")))
     return keys
 

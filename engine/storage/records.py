@@ -47,6 +47,8 @@ class Context:
     transition: str | None = None
     #: False for writes that must not start automations (seeding, restores).
     automations: bool = True
+    #: The caller's rights (``engine.security.permissions.Access``); None: unrestricted (system, CLI).
+    access: Any = None
 
 
 @dataclass
@@ -87,12 +89,17 @@ class RecordService:
     def table(self, entity: str) -> sa.Table:
         return self.metadata.tables[self._entity(entity).table]
 
-    def get(self, entity: str, record_id: int, *, conn: Connection | None = None) -> dict:
+    def get(self, entity: str, record_id: int, *, conn: Connection | None = None, context: Context = Context()) -> dict:
         ent = self._entity(entity)
         if conn is None:
             with self.db.read() as conn:
-                return self.computed(conn, ent, [self._load(conn, ent, record_id)])[0]
-        return self.computed(conn, ent, [self._load(conn, ent, record_id)])[0]
+                return self.get(entity, record_id, conn=conn, context=context)
+        access = _access(context, ent, "read")
+        record = self.computed(conn, ent, [self._load(conn, ent, record_id)])[0]
+        if access is not None:
+            access.ensure_visible(self, conn, ent.name, record_id)
+            access.mask(ent.name, [record])
+        return record
 
     def query(self, entity: str, *, where: dict[str, Any] | None = None, order_by: Iterable[str] = ("id",),
               limit: int = 100, offset: int = 0) -> list[dict]:
@@ -128,6 +135,13 @@ class RecordService:
         ent = self._entity(q.entity)
         table = self.table(ent.name)
         compiled = self._condition(ent, q.formula) if q.formula else None
+        access = _access(context, ent, "read")
+        if access is not None:   # filters, sorts, fields and where= may name only readable fields
+            access.check_names(ent.name, [*(f.field for f in q.filters), *(k.field for k in q.sort), *(q.columns or ()),
+                                          *(compiled.fields if compiled is not None else ())])
+            visible = access.visibility(self, ent.name, table)
+            if visible is not None:
+                q = replace(q, where=visible if q.where is None else sa.and_(q.where, visible))
         with self.db.read(timeout_ms=timeout_ms) as conn:
             scope = None
             if compiled is not None:
@@ -146,6 +160,8 @@ class RecordService:
             rows = [dict(zip(names, row)) for row in result]
             more = len(rows) > q.limit
             rows = self.computed(conn, ent, rows[:q.limit])
+            if access is not None:
+                access.mask(ent.name, rows)
             page = Page(rows, encode_cursor(keys, rows[-1]) if more and rows else None)
             if q.count:
                 counted, _ = build_select(table, ListQuery(q.entity, q.filters, where=q.where), [table.c.id])
@@ -191,16 +207,22 @@ class RecordService:
             self._functions = rules.registry_from_plugins(self.hooks.pm) if self.hooks.pm else rules.default_registry()
         return self._functions
 
-    def fetch_many(self, entity: str, ids: Iterable[int]) -> dict[int, dict]:
-        """Records by id (for expanding lookups), one query per 1000 ids."""
+    def fetch_many(self, entity: str, ids: Iterable[int], *, context: Context = Context()) -> dict[int, dict]:
+        """Records by id (for expanding lookups), one query per 1000 ids; only those the caller may see."""
         table = self.table(entity)
         wanted = sorted({i for i in ids if i is not None})
         found: dict[int, dict] = {}
+        access = _access(context, self._entity(entity), "read")
+        visible = access.visibility(self, entity, table) if access is not None else None
         with self.db.read() as conn:
             for start in range(0, len(wanted), 1000):
                 stmt = sa.select(table).where(table.c.id.in_(wanted[start:start + 1000]))
+                if visible is not None:
+                    stmt = stmt.where(visible)
                 found.update({row.id: dict(row._mapping) for row in conn.execute(stmt)})
             self.computed(conn, self._entity(entity), list(found.values()))
+        if access is not None:
+            access.mask(entity, list(found.values()))
         return found
 
     # -- the formula language ------------------------------------------------------------------
@@ -251,10 +273,16 @@ class RecordService:
             fill_on_read(self, conn, ent, rules, rows)
         return rows
 
-    def history_of(self, entity: str, record_id: int) -> list[dict]:
+    def history_of(self, entity: str, record_id: int, *, context: Context = Context()) -> list[dict]:
+        """The field history of a record, oldest first (none of the fields the caller may not read)."""
         h = self.history
         stmt = sa.select(h).where(h.c.entity == entity, h.c.record_id == record_id).order_by(h.c.id)
+        access = _access(context, self._entity(entity), "read")
         with self.db.read() as conn:
+            if access is not None:
+                access.ensure_visible(self, conn, entity, record_id)
+                hidden = access.hidden(entity)
+                stmt = stmt.where(h.c.field.not_in(sorted(hidden))) if hidden else stmt
             return [dict(row._mapping) for row in conn.execute(stmt)]
 
     # -- writes -----------------------------------------------------------------------------
@@ -262,28 +290,35 @@ class RecordService:
                conn: Connection | None = None) -> dict:
         """Create a record; with ``conn`` inside that write transaction (after-commit work waits for it)."""
         ent = self._entity(entity)
+        _guard_write(context, ent, "create", values)
         with self.db.write(conn) as conn:
             record = self._create(conn, ent, values, context)
             self.computed(conn, ent, [record])
             self._after_commit(conn, "create", ent, record, None, context)
-        return record
+        return _masked(context, ent, record)
 
     def update(self, entity: str, record_id: int, values: dict, *, version: int | None = None,
                context: Context = Context(), conn: Connection | None = None) -> dict:
         ent = self._entity(entity)
+        _guard_write(context, ent, "update", values)
         with self.db.write(conn) as conn:
+            if context.access is not None:
+                context.access.ensure_visible(self, conn, ent.name, record_id)
             record, old = self._update(conn, ent, record_id, values, version, context)
             if record is not old:
                 self.computed(conn, ent, [record])
                 self._after_commit(conn, "update", ent, record, old, context)
-        return record
+        return _masked(context, ent, record)
 
     def delete(self, entity: str, record_id: int, *, version: int | None = None,
                context: Context = Context(), conn: Connection | None = None) -> None:
         """Delete a record, following each lookup's ``on_delete`` for the records pointing at it."""
         ent = self._entity(entity)
+        _guard_write(context, ent, "delete", None)
         events: list[tuple[str, Entity, dict, dict | None, Context]] = []
         with self.db.write(conn) as conn:
+            if context.access is not None:
+                context.access.ensure_visible(self, conn, ent.name, record_id)
             self._delete(conn, ent, record_id, version, context, events, set())
             for event, ent_, record, old, ctx in events:
                 self._after_commit(conn, event, ent_, record, old, ctx)
@@ -312,7 +347,10 @@ class RecordService:
         """Create, update (rows carry ``id`` or ``key``) or upsert (by the unique field ``key``) many rows."""
         from .bulk import run_bulk
 
-        return run_bulk(self, self._entity(entity), rows, mode=mode, key=key, atomic=atomic, context=context)
+        ent = self._entity(entity)
+        for op in ("import", *{"create": ("create",), "update": ("update",)}.get(mode, ("create", "update"))):
+            _guard_write(context, ent, op, None)
+        return run_bulk(self, ent, rows, mode=mode, key=key, atomic=atomic, context=context)
 
     # -- the steps, shared with the bulk path ------------------------------------------------------
     def plan(self, ent: Entity) -> "WritePlan":
@@ -759,6 +797,29 @@ def unique_violation(ent: Entity, exc: Exception) -> FieldError:
             return FieldError(key[0], "unique", f"another {ent.name} already has this {' and '.join(key)}")
     first = text.splitlines()[0] if text else "constraint violated"
     return FieldError(None, "constraint", f"the database refused the write: {first}")
+
+
+def _access(context: Context, ent: Entity, op: str):
+    """The caller's ``Access`` after checking ``op`` on ``ent`` (None: unrestricted)."""
+    access = None if context.system else context.access
+    if access is not None:
+        access.require(ent.name, op)
+    return access
+
+
+def _guard_write(context: Context, ent: Entity, op: str, values: dict | None) -> None:
+    """``op`` is allowed and every field of ``values`` is writable for the caller (else 403 / 422)."""
+    access = _access(context, ent, op)
+    if access is not None and values:
+        errors = access.write_errors(ent.name, values)
+        if errors:
+            raise ValidationFailed(errors, ent.name)
+
+
+def _masked(context: Context, ent: Entity, record: dict) -> dict:
+    if context.access is not None and not context.system:
+        return context.access.mask(ent.name, [dict(record)])[0]
+    return record
 
 
 def _jsonable(field: Field, value: Any) -> Any:

@@ -54,13 +54,22 @@ def _entity_table(md: sa.MetaData, entity: Entity) -> sa.Table:
             continue
         args = [sa.ForeignKey(f"{field.target}.id")] if field.type_name in ("lookup", "user") else []
         info = {"sig": field.type.signature(field), "renamed_from": field.prop("renamed_from")}
-        columns.append(sa.Column(field.name, field.type.column_type(field), *args, nullable=True, info=info))
+        columns.append(sa.Column(field.name, _column_type(entity, field), *args, nullable=True, info=info))
     # AUTOINCREMENT on SQLite: an id is never given twice, so a deleted record's history, ETags and
     # idempotent replays can never attach to a new one (PostgreSQL sequences never reuse either).
     table = sa.Table(entity.table, md, *columns, sqlite_autoincrement=True)
     for columns_, (unique, name) in _index_specs(entity).items():
         sa.Index(name or index_name(entity.table, columns_, unique), *(table.c[c] for c in columns_), unique=unique)
     return table
+
+
+def _column_type(entity: Entity, field) -> sa.types.TypeEngine:
+    """The field type's column, or for an ``encrypted`` field a text column holding ciphertext."""
+    if field.prop("encrypted"):
+        from engine.security.crypto import EncryptedText
+
+        return EncryptedText(f"{entity.table}.{field.name}")
+    return field.type.column_type(field)
 
 
 def _index_specs(entity: Entity) -> dict[tuple[str, ...], tuple[bool, str | None]]:
@@ -129,6 +138,7 @@ def _system_tables(md: sa.MetaData) -> None:
              sa.Column("name", sa.String(120), primary_key=True),
              sa.Column("value", sa.BigInteger(), nullable=False))
     _automation_tables(md)
+    _security_tables(md)
 
 
 def _automation_tables(md: sa.MetaData) -> None:
@@ -170,3 +180,26 @@ def _automation_tables(md: sa.MetaData) -> None:
              sa.Column("name", sa.String(140), primary_key=True),
              sa.Column("signature", sa.String(64)),
              sa.Column("next_at", UtcDateTime()))
+
+
+def _security_tables(md: sa.MetaData) -> None:
+    """The audit log (``actor_id``, not ``user_id``: deleting a user keeps their trail) and the
+    login attempts that throttling counts."""
+    audit = sa.Table("_crm_audit", md,
+                     sa.Column("id", Id, primary_key=True, autoincrement=True),
+                     sa.Column("at", UtcDateTime(), nullable=False),
+                     sa.Column("kind", sa.String(40), nullable=False),
+                     sa.Column("actor_id", sa.BigInteger()),
+                     sa.Column("ip", sa.String(64)),
+                     sa.Column("entity", sa.String(64)),
+                     sa.Column("record_id", sa.BigInteger()),
+                     sa.Column("detail", sa.JSON()))
+    sa.Index("ix__crm_audit_kind_at", audit.c.kind, audit.c.at)
+    sa.Index("ix__crm_audit_actor_at", audit.c.actor_id, audit.c.at)
+    attempts = sa.Table("_crm_login_attempt", md,
+                        sa.Column("id", Id, primary_key=True, autoincrement=True),
+                        sa.Column("email", sa.String(255), nullable=False),
+                        sa.Column("ip", sa.String(64), nullable=False),
+                        sa.Column("at", UtcDateTime(), nullable=False),
+                        sa.Column("ok", sa.Boolean(), nullable=False))
+    sa.Index("ix__crm_login_attempt_email_ip_at", attempts.c.email, attempts.c.ip, attempts.c.at)

@@ -1,0 +1,128 @@
+"""Role documents: merged across layers, built into ``Role`` objects, checked against the entities.
+
+A later layer may declare a role again: each entity it names replaces that entity's grant whole,
+and its other properties (``label``, ``admin``, ``default``) replace the earlier values. Unknown
+entities and fields, and sharing rules that do not compile to SQL, are errors with file:line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from .errors import Location
+from .model import AppModel, Grant, Label, Role
+
+if TYPE_CHECKING:
+    from .loader import Problems
+    from .source import Document
+
+
+@dataclass
+class DeclaredRole:
+    name: str
+    origin: Location
+    props: dict[str, Any] = field(default_factory=dict)
+    where: dict[str, tuple["Document", tuple]] = field(default_factory=dict)   # prop or entities/<e> -> source
+
+    def loc(self, key: str, *path: Any) -> Location:
+        doc, base = self.where.get(key, (None, ()))
+        if doc is None:
+            return self.origin
+        full = (*base, *path)
+        return Location(doc.layer, doc.file, doc.line(full), "/".join(map(str, full)))
+
+
+def merge_roles(docs: list["Document"], problems: "Problems") -> dict[str, DeclaredRole]:
+    roles: dict[str, DeclaredRole] = {}
+    seen: dict[tuple[str, str], Location] = {}
+    for doc in docs:
+        name = doc.data["role"]
+        here = Location(doc.layer, doc.file, doc.start_line, "")
+        first = seen.setdefault((name, doc.layer), here)
+        if first is not here:
+            problems.add(here, f"role {name!r} is declared twice in layer {doc.layer} "
+                               f"(first at {first.file}:{first.line}); a layer declares a role once")
+            continue
+        decl = roles.setdefault(name, DeclaredRole(name, here))
+        for key, value in doc.data.items():
+            if key == "entities":
+                for entity, grant in (value or {}).items():
+                    decl.props.setdefault("entities", {})[entity] = grant or {}
+                    decl.where[f"entities/{entity}"] = (doc, ("entities", entity))
+            elif key != "role":
+                decl.props[key] = value
+                decl.where[key] = (doc, (key,))
+    return roles
+
+
+def build_roles(declared: dict[str, DeclaredRole]) -> dict[str, Role]:
+    out = {}
+    for name, decl in declared.items():
+        props = decl.props
+        default = props.get("default")
+        out[name] = Role(
+            name=name, label=Label.of(props.get("label"), name), admin=bool(props.get("admin")),
+            entities=MappingProxyType({e: _grant(g, decl.loc(f"entities/{e}")) for e, g in
+                                       (props.get("entities") or {}).items()}),
+            default=_grant(default, decl.loc("default")) if default is not None else None,
+            origin=decl.origin)
+    return out
+
+
+def _grant(raw: dict, origin: Location) -> Grant:
+    allow = frozenset(raw.get("allow") or ())
+    if allow:
+        allow |= {"read"}   # every operation shows the record it acts on
+    return Grant(allow=allow, scope=raw.get("scope", "all"), share=raw.get("share"),
+                 fields=MappingProxyType(dict(raw.get("fields") or {})), origin=origin)
+
+
+def check_roles(model: AppModel, declared: dict[str, DeclaredRole], problems: "Problems", functions=None) -> None:
+    """Entities and fields named by grants exist; sharing rules are SQL conditions on own fields and $user."""
+    for name, role in model.roles.items():
+        decl = declared[name]
+        grants = [(f"entities/{e}", e, g) for e, g in role.entities.items()]
+        if role.default is not None:
+            grants.append(("default", None, role.default))
+        for key, entity, grant in grants:
+            if entity is not None and entity not in model.entities:
+                problems.add(decl.loc(key), f"role {name}: there is no entity {entity!r}")
+                continue
+            targets = [model.entities[entity]] if entity else list(model.entities.values())
+            for fname, level in grant.fields.items():
+                if entity is not None and fname not in targets[0].fields:
+                    problems.add(decl.loc(key, "fields", fname), f"role {name}: {entity} has no field {fname!r}")
+                elif entity is None:
+                    problems.add(decl.loc(key, "fields", fname),
+                                 f"role {name}: field permissions belong to a named entity, not to default")
+                elif level == "edit" and targets[0].fields[fname].readonly:
+                    problems.add(decl.loc(key, "fields", fname),
+                                 f"role {name}: {entity}.{fname} is read-only; it cannot be edit")
+            if grant.share is not None:
+                for ent in targets:
+                    message = share_problem(model, ent.name, grant.share, functions)
+                    if message:
+                        problems.add(decl.loc(key, "share"), f"role {name}: share on {ent.name}: {message} "
+                                                             f"(in {grant.share!r})")
+                        break
+
+
+def share_problem(model: AppModel, entity: str, text: str, functions=None) -> str | None:
+    """Why a sharing rule cannot be used (None if it can): it must be a condition that runs in SQL
+    and reads only the record's own stored fields and ``$user``."""
+    from engine import rules
+
+    try:
+        compiled = rules.compile(text, entity, model, registry=functions)
+    except rules.RuleError as exc:
+        where = f" at column {exc.column}" if exc.column else ""
+        return f"{exc.kind.replace('_', ' ')} error{where}: {exc.message}"
+    if compiled.type not in ("boolean", "null"):
+        return f"needs a condition (TRUE or FALSE), not a {compiled.type}"
+    if not compiled.sql_capable:
+        return f"must run in the database: {compiled.sql_problem}"
+    if any("." in p for p in compiled.fields) or compiled.uses & {"prior", "is_new", "related"}:
+        return "may read only the record's own fields and $user"
+    return None
