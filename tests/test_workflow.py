@@ -278,3 +278,30 @@ def test_transitions_obey_permissions(crm):
     assert client.get(f"/api/v1/opportunity/{opp['id']}/transitions", headers=headers).status_code == 403
     assert client.post(f"/api/v1/opportunity/{opp['id']}/transitions/qualify", headers=headers).status_code == 403
     assert crm.records.get("opportunity", opp["id"])["stage"] == "prospecting"
+
+
+def test_after_commit_actions_write_with_the_rights_of_the_user_who_started_them(make_runtime, write_tree):
+    site = write_tree("site", {"a.yaml": """
+        automation: as_user
+        on: {entity: lead, events: [created]}
+        actions: [{do: create_record, entity: campaign, values: {name: "'From ' & last_name", type: "'email'"}}]
+        ---
+        automation: as_system
+        on: {entity: lead, events: [created]}
+        run_as: system
+        actions: [{do: create_record, entity: campaign, values: {name: "'System ' & last_name", type: "'email'"}}]
+        """})
+    rt = make_runtime(site_dir=site, job_backoff=0.01)
+    sam = _user(rt)                                   # sales: may create leads, may only read campaigns
+    client, headers = _client(rt, sam)
+    assert client.post("/api/v1/lead", json={"last_name": "Doe", "company": "Co"}, headers=headers).status_code == 201
+    assert rt.workflow.runner.drain()
+    runs = {r["automation"]: r for r in _runs(rt) if r["automation"].startswith("as_")}
+    assert runs["as_system"]["status"] == "done"
+    assert runs["as_user"]["status"] in ("retrying", "dead")
+    assert "campaign" in runs["as_user"]["error"]
+    assert [c["name"] for c in rt.records.query("campaign")] == ["System Doe"]
+    from engine.security.audit import query_audit
+
+    denied = query_audit(rt.records, kind="permission_denied", user_id=sam["id"])
+    assert denied and denied[0]["entity"] == "campaign"     # recorded although the job's write rolled back

@@ -203,6 +203,34 @@ def _entity_paths(entity: Entity) -> dict:
                             "data": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}}}}}}},
                         **_errors("401", "404")}},
         },
+        **(_transition_paths(entity, base, record_id, etag, if_match) if entity.workflow else {}),
+    }
+
+
+def _transition_paths(entity: Entity, base: str, record_id: dict, etag: dict, if_match: dict) -> dict:
+    """The workflow's transitions (docs/automation.md)."""
+    names = [t["name"] for t in entity.workflow.get("transitions") or ()]
+    transition = {"type": "object", "required": ["name", "label", "to", "requires"], "properties": {
+        "name": {"type": "string"}, "label": {"type": "object", "additionalProperties": {"type": "string"}},
+        "to": {"type": "string"}, "requires": {"type": "array", "items": {"type": "string"}}}}
+    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
+    record = {"$ref": f"#/components/schemas/{_schema_name(entity)}"}
+    return {
+        f"{base}/{{id}}/transitions": {"get": {
+            "tags": [entity.name], "operationId": f"transitions_{entity.name}", "parameters": [record_id],
+            "summary": "The workflow transitions the caller may take now",
+            "responses": {"200": {"description": "Transitions", "headers": etag, "content": {"application/json": {
+                "schema": {"type": "object", "required": ["field", "state", "data"], "properties": {
+                    "field": {"type": ["string", "null"]}, "state": {"type": ["string", "null"]},
+                    "data": {"type": "array", "items": transition}}}}}},
+                **_errors("401", "403", "404")}}},
+        f"{base}/{{id}}/transitions/{{name}}": {"post": {
+            "tags": [entity.name], "operationId": f"transition_{entity.name}",
+            "parameters": [record_id, name_param, if_match], "summary": "Take a workflow transition",
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": {"description": "The record after the transition", "headers": etag,
+                                  "content": {"application/json": {"schema": record}}},
+                          **_errors("400", "401", "403", "404", "412", "415", "422")}}},
     }
 
 

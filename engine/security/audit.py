@@ -29,8 +29,12 @@ def audit(records, kind: str, *, user_id: int | None = None, entity: str | None 
     if conn is not None:
         conn.execute(table.insert().values(**row))
         return
-    with records.db.write() as own:
-        own.execute(table.insert().values(**row))
+    def write() -> None:
+        with records.db.write() as own:
+            own.execute(table.insert().values(**row))
+
+    if not records.db.after_current_write(write):   # inside a write: recorded when it ends, either way
+        write()
 
 
 def query_audit(records, *, kind: str | None = None, user_id: int | None = None, since: datetime | None = None,

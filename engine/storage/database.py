@@ -7,6 +7,8 @@ Write transactions on SQLite begin IMMEDIATE, so two writers queue instead of de
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +31,7 @@ class Database:
         else:
             kwargs["pool_pre_ping"] = True
         self.schema = _search_path(self.url)
+        self._writes = threading.local()   # the write transactions this thread is inside
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
@@ -51,12 +54,20 @@ class Database:
         with self.engine.connect() as conn:
             conn = conn.execution_options(crm_write=True)
             callbacks: list = []
+            ended: list = []
             conn.info["crm.on_commit"] = callbacks
+            self._writes.stack = [*getattr(self._writes, "stack", ()), ended]
             try:
                 with conn.begin():
                     yield conn
             finally:
                 conn.info.pop("crm.on_commit", None)
+                self._writes.stack = self._writes.stack[:-1]
+                for callback in ended:
+                    try:
+                        callback()
+                    except Exception:  # noqa: BLE001 - must not hide the write's own outcome
+                        logging.getLogger("crm.db").exception("a callback after a write transaction failed")
         for callback in callbacks:
             callback()
 
@@ -64,6 +75,16 @@ class Database:
     def on_commit(conn: Connection, callback) -> None:
         """Run ``callback()`` after the write transaction of ``conn`` commits (never if it rolls back)."""
         conn.info["crm.on_commit"].append(callback)
+
+    def after_current_write(self, callback) -> bool:
+        """If this thread is inside a write transaction, run ``callback()`` when it ends (committed or
+        rolled back) and return True; else return False. A second write transaction opened inside
+        the first would wait for its lock forever on SQLite (the audit of a refused write uses this)."""
+        stack = getattr(self._writes, "stack", ())
+        if not stack:
+            return False
+        stack[-1].append(callback)
+        return True
 
     @contextmanager
     def read(self, *, timeout_ms: int | None = None) -> Iterator[Connection]:

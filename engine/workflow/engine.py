@@ -383,9 +383,7 @@ class WorkflowEngine:
                 raise _Dead(f"automation {run['automation']!r} no longer exists in the metadata")
             if record is None:
                 raise _Dead(f"{ent.name} {run['record_id']} no longer exists")
-            payload = run["payload"] or {}
-            context = Context(user_id=run["user_id"], system=True, depth=run["depth"] + 1,
-                              chain=tuple(payload.get("chain") or (auto.name,)))
+            context = self._job_context(auto, run)
             pending = [s for s in auto.job_steps if s.index not in done]
             if not pending:
                 return self._finish(run_id, "done", None, started)
@@ -413,6 +411,23 @@ class WorkflowEngine:
             self._finish(run_id, "retrying", message, started, due=utcnow() + timedelta(seconds=delay))
             self.submit([run_id], delay)
             return "retrying"
+
+    def _job_context(self, auto: Automation, run: dict) -> Context:
+        """Whose rights a job writes with: the user whose write started it (their roles, scopes and
+        field permissions, as on their own write), or the engine's for ``run_as: system`` and for
+        time triggers (no user)."""
+        chain = tuple((run["payload"] or {}).get("chain") or (auto.name,))
+        depth = run["depth"] + 1
+        if auto.run_as == "system" or run["user_id"] is None:
+            return Context(user_id=run["user_id"], system=True, depth=depth, chain=chain)
+        from engine.security.permissions import access_for
+
+        user = self.user(None, run["user_id"])
+        if user is None or user.get("active") is False:
+            raise _Dead(f"the user {run['user_id']} who started this run no longer exists or is disabled; "
+                        f"declare run_as: system to run it with the engine's rights")
+        return Context(user_id=run["user_id"], depth=depth, chain=chain,
+                       access=access_for(self.svc, run["user_id"], user.get("role") or ""))
 
     def _record_of(self, conn, ent: Entity, run: dict) -> dict | None:
         """The record as it is now, or as it was deleted (kept in the run); None if it is gone."""

@@ -77,6 +77,7 @@ class Automation:
     steps: tuple[Step, ...] = ()
     retries: int = 5
     active: bool = True
+    run_as: str = "user"                         # "user": the triggering user's rights; "system": the engine's
     paths: frozenset[str] = frozenset()         # lookup paths the condition and formulas read
     needs_user: bool = False
 
@@ -306,6 +307,7 @@ def _automation(model, doc: Mapping, i: int, functions, actions, problems, specs
         name=doc["automation"], entity=ent.name, label=Label.of(doc.get("label"), doc["automation"]),
         events=events, changed=tuple(on.get("changed") or ()), transition=transition, schedule=schedule,
         condition=condition, steps=steps, retries=int(doc.get("retries", 5)), active=doc.get("active", True),
+        run_as=doc.get("run_as", "user"),
         paths=frozenset(c.paths), needs_user=c.needs_user)
 
 
