@@ -9,6 +9,8 @@ same 13 fields (fields=), the same output as the hand-written app."""
 
 from __future__ import annotations
 
+import benchenv  # noqa: F401 - a throwaway key for encrypted fields
+
 import json
 import os
 import random

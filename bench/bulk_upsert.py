@@ -13,6 +13,8 @@ unique-key lookup for the upsert, lookup checks, and on the second pass field hi
 
 from __future__ import annotations
 
+import benchenv  # noqa: F401 - a throwaway key for encrypted fields
+
 import random
 import sqlite3
 import statistics

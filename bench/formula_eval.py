@@ -8,6 +8,8 @@ over the same 1,000 records (Decimal amounts, as the record service returns them
 
 from __future__ import annotations
 
+import benchenv  # noqa: F401 - a throwaway key for encrypted fields
+
 import random
 import sys
 import time

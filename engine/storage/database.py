@@ -55,13 +55,17 @@ class Database:
             conn = conn.execution_options(crm_write=True)
             callbacks: list = []
             ended: list = []
-            conn.info["crm.on_commit"] = callbacks
+            before: list = []
+            conn.info.update({"crm.on_commit": callbacks, "crm.before_commit": before, "crm.txn": {}})
             self._writes.stack = [*getattr(self._writes, "stack", ()), ended]
             try:
                 with conn.begin():
                     yield conn
+                    for callback in before:
+                        callback()
             finally:
-                conn.info.pop("crm.on_commit", None)
+                for key in ("crm.on_commit", "crm.before_commit", "crm.txn"):
+                    conn.info.pop(key, None)
                 self._writes.stack = self._writes.stack[:-1]
                 for callback in ended:
                     try:
@@ -75,6 +79,17 @@ class Database:
     def on_commit(conn: Connection, callback) -> None:
         """Run ``callback()`` after the write transaction of ``conn`` commits (never if it rolls back)."""
         conn.info["crm.on_commit"].append(callback)
+
+    @staticmethod
+    def before_commit(conn: Connection, callback) -> None:
+        """Run ``callback()`` at the end of the write transaction of ``conn``, just before it commits
+        (to flush rows gathered during the transaction in one statement)."""
+        conn.info["crm.before_commit"].append(callback)
+
+    @staticmethod
+    def txn_cache(conn: Connection) -> dict:
+        """A dict that lives as long as the write transaction of ``conn`` (facts read once per write)."""
+        return conn.info["crm.txn"]
 
     def after_current_write(self, callback) -> bool:
         """If this thread is inside a write transaction, run ``callback()`` when it ends (committed or

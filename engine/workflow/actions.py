@@ -164,10 +164,14 @@ class Assign(ActionType):
         svc, conn = act.svc, act.conn
         users = svc.table(USER_ENTITY)
         props = act.step.props
-        query = sa.select(users.c.id).where(users.c.active.is_not(False), users.c.role == props["role"])
-        if props.get("team"):
-            query = query.where(users.c.team == props["team"])
-        candidates = list(conn.execute(query.order_by(users.c.id)).scalars())
+        cache = act.engine.db.txn_cache(conn)
+        cache_key = ("assign", props["role"], props.get("team"))
+        candidates = cache.get(cache_key)
+        if candidates is None:   # read once per write transaction (a bulk import assigns thousands)
+            query = sa.select(users.c.id).where(users.c.active.is_not(False), users.c.role == props["role"])
+            if props.get("team"):
+                query = query.where(users.c.team == props["team"])
+            candidates = cache[cache_key] = list(conn.execute(query.order_by(users.c.id)).scalars())
         if not candidates:
             team = f" in team {props['team']!r}" if props.get("team") else ""
             raise ActionError(f"assign: no active user with role {props['role']!r}{team}")

@@ -216,9 +216,13 @@ class WorkflowEngine:
                 payload = {"chain": [*context.chain, auto.name]}
                 if event == "delete":
                     payload["record"] = _jsonable(ent, record)
+                if status != "queued":   # a finished run needs no id: written with the others before commit
+                    self._finished_runs(conn).append(self._run_row(auto, ent, record["id"], trigger, key, status,
+                                                                   context, now, payload, error))
+                    continue
                 rid = self._insert_run(conn, auto, ent, record["id"], trigger, key, status, context, now, payload,
                                        error=error)
-                if rid is not None and status == "queued":
+                if rid is not None:
                     ids.append(rid)
             if ids:
                 self.db.on_commit(conn, lambda: self.submit(ids))
@@ -239,20 +243,34 @@ class WorkflowEngine:
             return True
         return any(record.get(f) != old.get(f) for f in auto.changed)
 
-    def _insert_run(self, conn, auto: Automation, ent: Entity, record_id, trigger: str, key: str, status: str,
-                    context: Context, now: datetime, payload: dict, error: str | None = None,
-                    depth: int | None = None) -> int | None:
-        """Insert a run (None when a run with ``key`` exists: that event was handled already)."""
-        dialect = sa.dialects.sqlite if self.db.is_sqlite else sa.dialects.postgresql
-        stmt = dialect.insert(self.runs).values(
-            key=key[:255], automation=auto.name, entity=ent.name, record_id=record_id, trigger=trigger[:120],
-            status=status, attempts=0, max_attempts=auto.retries + 1,
-            depth=context.depth if depth is None else depth, user_id=context.user_id, payload=payload,
-            error=error, created_at=now, due_at=now,
-            finished_at=now if status in ("done", "stopped", "dead") else None,
-            duration_ms=0 if status == "done" else None,
-        ).on_conflict_do_nothing(index_elements=["key"]).returning(self.runs.c.id)
+    def _run_row(self, auto: Automation, ent: Entity, record_id, trigger: str, key: str, status: str,
+                 context: Context, now: datetime, payload: dict, error: str | None = None,
+                 depth: int | None = None) -> dict:
+        return dict(key=key[:255], automation=auto.name, entity=ent.name, record_id=record_id, trigger=trigger[:120],
+                    status=status, attempts=0, max_attempts=auto.retries + 1,
+                    depth=context.depth if depth is None else depth, user_id=context.user_id, payload=payload,
+                    error=error, created_at=now, due_at=now,
+                    finished_at=now if status in ("done", "stopped", "dead") else None,
+                    duration_ms=0 if status == "done" else None)
+
+    def _insert_run(self, conn, *args, **kwargs) -> int | None:
+        """Insert a run (None when a run with its key exists: that event was handled already)."""
+        stmt = self._insert().values(**self._run_row(*args, **kwargs)).returning(self.runs.c.id)
         return conn.execute(stmt).scalar()
+
+    def _insert(self):
+        dialect = sa.dialects.sqlite if self.db.is_sqlite else sa.dialects.postgresql
+        return dialect.insert(self.runs).on_conflict_do_nothing(index_elements=["key"])
+
+    def _finished_runs(self, conn) -> list[dict]:
+        """Runs of this transaction that finished inside it (before-save only, refused, stopped):
+        inserted in one statement just before the commit (a bulk write makes thousands)."""
+        cache = self.db.txn_cache(conn)
+        rows = cache.get("finished_runs")
+        if rows is None:
+            rows = cache["finished_runs"] = []
+            self.db.before_commit(conn, lambda: conn.execute(self._insert(), rows) if rows else None)
+        return rows
 
     # -- transitions -------------------------------------------------------------------------------
     def _check_transition(self, conn, ent, wf: Workflow, event, record, old, context, errors) -> Transition | None:
