@@ -286,6 +286,10 @@ def test_after_commit_actions_write_with_the_rights_of_the_user_who_started_them
         on: {entity: lead, events: [created]}
         actions: [{do: create_record, entity: campaign, values: {name: "'From ' & last_name", type: "'email'"}}]
         ---
+        automation: tell_the_owner
+        on: {entity: lead, events: [created]}
+        actions: [{do: notify, message: "'Yours: ' & last_name"}]
+        ---
         automation: as_system
         on: {entity: lead, events: [created]}
         run_as: system
@@ -296,8 +300,10 @@ def test_after_commit_actions_write_with_the_rights_of_the_user_who_started_them
     client, headers = _client(rt, sam)
     assert client.post("/api/v1/lead", json={"last_name": "Doe", "company": "Co"}, headers=headers).status_code == 201
     assert rt.workflow.runner.drain()
-    runs = {r["automation"]: r for r in _runs(rt) if r["automation"].startswith("as_")}
+    runs = {r["automation"]: r for r in _runs(rt)}
     assert runs["as_system"]["status"] == "done"
+    [note] = rt.records.query("notification", where={"automation": "tell_the_owner"})   # run as Sam, who may
+    assert note["message"] == "Yours: Doe" and note["user"] == sam["id"]                # not create them himself
     assert runs["as_user"]["status"] in ("retrying", "dead")
     assert "campaign" in runs["as_user"]["error"]
     assert [c["name"] for c in rt.records.query("campaign")] == ["System Doe"]

@@ -330,13 +330,18 @@ class Notify(ActionType):
                 "message": c.formula(props["message"], ent.name, (*where, "message"), expect="text")}
 
     def run(self, act):
+        from dataclasses import replace
+
         user = _id_or_text(act.value(act.step.compiled["to"]))
         if user is None:
             raise ActionError("notify: the recipient is blank")
+        # Notifications belong to the engine: whoever started the run may notify the recipient,
+        # though no role may create notification records itself.
+        system = replace(act.writer, system=True, access=None)
         made = act.svc.create("notification", {
             "user": user, "message": str(act.value(act.step.compiled["message"]) or "")[:1000],
             "record": f"{act.ent.name}:{act.record['id']}", "automation": act.automation.name, "owner_id": user},
-            context=act.writer, conn=act.conn)
+            context=system, conn=act.conn)
         return {"id": made["id"]}
 
 
