@@ -28,6 +28,7 @@ class Runtime:
     db: Database
     records: RecordService
     workflow: Any = None
+    dashboards: dict = None
 
     @classmethod
     def boot(cls, settings: Settings, *, extra_plugins: tuple = ()) -> "Runtime":
@@ -52,7 +53,10 @@ class Runtime:
         workflow = WorkflowEngine(records, specs, settings)
         workflow.runner = make_runner(settings, workflow.execute)
         records.automation = workflow
-        return cls(settings, pm, registry, model, db, records, workflow)
+        from engine.dashboards import compile_dashboards
+
+        dashboards, _ = compile_dashboards(model, functions)
+        return cls(settings, pm, registry, model, db, records, workflow, dashboards)
 
     def plan(self):
         return plan_migration(self.db, self.model)

@@ -94,6 +94,7 @@ def load_model(layers: Iterable[tuple[str, Path]], registry: FieldTypeRegistry, 
     check_model(model, entities, problems)
     check_rules(model, entities, problems, functions)
     _check_automation(model, entities, documents, problems, functions, actions)
+    _check_dashboards(model, documents, problems, functions)
     check_roles(model, roles, problems, functions)
     if problems:
         raise MetadataError(list(problems))
@@ -115,6 +116,16 @@ def _check_automation(model: AppModel, entities: dict[str, Declared], documents:
             loc = Location(doc.layer, doc.file, doc.line(p.path), "/".join(map(str, p.path)))
             name = f"automation {doc.data['automation']}" + (f" {'/'.join(map(str, p.path))}" if p.path else "")
         problems.add(loc, f"{name}: {p.message}")
+
+
+def _check_dashboards(model: AppModel, documents: dict[str, list[Document]], problems: Problems, functions) -> None:
+    from engine.dashboards import compile_dashboards
+
+    docs = documents.get("dashboard", [])
+    for p in compile_dashboards(model, functions)[1]:
+        doc = docs[p.doc]
+        problems.add(Location(doc.layer, doc.file, doc.line(p.path), "/".join(map(str, p.path))),
+                     f"dashboard {doc.data['dashboard']}: {p.message}")
 
 
 # -- reading ------------------------------------------------------------------------------------
