@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Flask, jsonify, render_template
+from flask import Flask, jsonify
 
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -23,6 +23,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     from engine.api import install
     install(app, runtime)
 
+    from engine.ui import install_ui
+    install_ui(app, runtime)
+
     @app.get("/health")
     def health():
         """Liveness and the applied model version; no record data, so no login needed."""
@@ -33,9 +36,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return jsonify(status=status, model_version=version, model_digest=runtime.model.digest,
                        applied_digest=digest, database=runtime.db.dialect,
                        entities=len(runtime.model.entities)), 200 if status == "ok" else 503
-
-    @app.get("/")
-    def home():
-        return render_template("home.html", model=runtime.model)
 
     return app

@@ -125,7 +125,14 @@ def _check_csrf():
             from engine.api.errors import problem
 
             return problem(403, "Forbidden", detail, "csrf")
-        return render_template("login.html", error=detail, email=""), 403
+        return render_template("login.html", error=detail, email="", next=None), 403
+    return None
+
+
+def _safe_next(target: str | None) -> str | None:
+    """A path on this site to go to after the login (never another host: no open redirect)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
     return None
 
 
@@ -134,7 +141,7 @@ def _blueprint() -> Blueprint:
 
     @bp.get("/login")
     def login_form():
-        return render_template("login.html", error=None, email="")
+        return render_template("login.html", error=None, email="", next=_safe_next(request.args.get("next")))
 
     @bp.post("/login")
     def login_post():
@@ -143,12 +150,16 @@ def _blueprint() -> Blueprint:
         user_id, error = login(records, email, request.form.get("password", ""), request.remote_addr or "")
         if user_id is None:
             status = 429 if error and error.startswith("Too many") else 401
-            return render_template("login.html", error=error, email=email), status
+            return render_template("login.html", error=error, email=email,
+                                   next=_safe_next(request.form.get("next"))), status
+        lang = session.get("lang")
         session.clear()   # nothing from before the login survives it (session fixation)
+        if lang:
+            session["lang"] = lang
         session["user_id"] = user_id
         session["csrf"] = secrets.token_urlsafe(32)
         session.permanent = True
-        return redirect("/")
+        return redirect(_safe_next(request.form.get("next")) or "/")
 
     @bp.post("/logout")
     def logout():

@@ -139,6 +139,7 @@ def _system_tables(md: sa.MetaData) -> None:
              sa.Column("value", sa.BigInteger(), nullable=False))
     _automation_tables(md)
     _security_tables(md)
+    _ui_tables(md)
 
 
 def _automation_tables(md: sa.MetaData) -> None:
@@ -203,3 +204,17 @@ def _security_tables(md: sa.MetaData) -> None:
                         sa.Column("at", UtcDateTime(), nullable=False),
                         sa.Column("ok", sa.Boolean(), nullable=False))
     sa.Index("ix__crm_login_attempt_email_ip_at", attempts.c.email, attempts.c.ip, attempts.c.at)
+
+
+def _ui_tables(md: sa.MetaData) -> None:
+    """The list views users save in the web UI: a name, a ``where`` condition in the formula
+    language and a sort, per user and entity (they go with their user)."""
+    view = sa.Table("_crm_saved_view", md,
+                    sa.Column("id", Id, primary_key=True, autoincrement=True),
+                    sa.Column("user_id", sa.BigInteger(), sa.ForeignKey(f"{USER_ENTITY}.id"), nullable=False),
+                    sa.Column("entity", sa.String(64), nullable=False),
+                    sa.Column("name", sa.String(120), nullable=False),
+                    sa.Column("where_text", sa.Text()),
+                    sa.Column("sort", sa.String(255)),
+                    sa.Column("created_at", UtcDateTime(), nullable=False))
+    sa.Index("ux__crm_saved_view_user_entity_name", view.c.user_id, view.c.entity, view.c.name, unique=True)

@@ -1,0 +1,34 @@
+"""The generated web UI: ``install_ui(app, runtime)`` mounts the screens (``views``), the interface
+languages (``i18n``) and the static assets. Bootstrap 5 comes from the Bootstrap-Flask package and is
+served by this app, so the UI works with no internet; our own script and styles are in ``static/``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, session
+
+
+def install_ui(app: Flask, runtime) -> None:
+    from flask_bootstrap import Bootstrap5
+
+    from .i18n import install_i18n
+    from .views import ui_blueprint
+
+    app.config.setdefault("BOOTSTRAP_SERVE_LOCAL", True)
+    Bootstrap5(app)
+    install_i18n(app)
+    app.jinja_env.globals["pop_flash"] = lambda: session.pop("flash", None)
+    app.register_blueprint(ui_blueprint(), static_folder=None)
+    app.add_url_rule("/ui/static/<path:filename>", "ui_static",
+                     lambda filename: _static(app, filename))
+
+
+def _static(app: Flask, filename: str):
+    from pathlib import Path
+
+    from flask import send_from_directory
+
+    return send_from_directory(Path(__file__).parent / "static", filename, max_age=3600)
+
+
+__all__ = ["install_ui"]

@@ -1,0 +1,107 @@
+"""The list view's filter builder: rows of (field, operator, value) become one condition in the
+formula language, the same text the API's ``where=`` takes and a saved view stores. Values are
+checked by their field types and written as literals with the language's escapes, so what a user
+types is always data, never syntax.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from engine.fields import FieldValueError
+
+from .present import Column
+
+#: operator -> (English label, template); {f} is the field, {v} the literal.
+OPERATORS = {
+    "eq": ("equals", "{f} = {v}"),
+    "ne": ("not equal to", "{f} <> {v}"),
+    "gt": ("greater than", "{f} > {v}"),
+    "gte": ("at least", "{f} >= {v}"),
+    "lt": ("less than", "{f} < {v}"),
+    "lte": ("at most", "{f} <= {v}"),
+    "contains": ("contains", "CONTAINS({f}, {v})"),
+    "begins": ("starts with", "BEGINS({f}, {v})"),
+    "blank": ("is blank", "ISBLANK({f})"),
+    "notblank": ("is not blank", "NOT(ISBLANK({f}))"),
+}
+TEXT_KINDS = ("text", "textarea", "email", "phone", "url", "autonumber")
+ORDERED_KINDS = ("integer", "number", "currency", "percent", "date", "datetime")
+
+
+class FilterError(ValueError):
+    """A builder row that cannot become a condition; ``str()`` says which and why."""
+
+
+def operators_for(col: Column) -> list[str]:
+    """The operators that make sense for a column's type."""
+    ops = ["eq", "ne"]
+    if col.kind in ORDERED_KINDS:
+        ops += ["gt", "gte", "lt", "lte"]
+    if col.kind in TEXT_KINDS:
+        ops += ["contains", "begins"]
+    return ops + ["blank", "notblank"]
+
+
+def condition(col: Column, op: str, raw: str) -> str:
+    """One row as formula text."""
+    if op not in OPERATORS or op not in operators_for(col):
+        raise FilterError(f"{col.name}: the operator {op!r} does not apply to a {col.kind} field")
+    template = OPERATORS[op][1]
+    if op in ("blank", "notblank"):
+        return template.format(f=col.name, v="")
+    return template.format(f=col.name, v=literal(col, raw))
+
+
+def combine(conditions: list[str]) -> str:
+    """Conditions joined with AND (each in parentheses when there are several)."""
+    parts = [c.strip() for c in conditions if c and c.strip()]
+    if len(parts) <= 1:
+        return parts[0] if parts else ""
+    return " AND ".join(f"({p})" for p in parts)
+
+
+def literal(col: Column, raw: str) -> str:
+    """``raw`` checked by the column's field type and written as a formula literal."""
+    raw = (raw or "").strip()
+    kind = col.kind
+    if kind in TEXT_KINDS or kind in ("picklist", "multipicklist"):
+        if kind == "picklist" and col.field.option_values and raw not in col.field.option_values:
+            raise FilterError(f"{col.name}: {raw!r} is not one of its values")
+        return quote(raw)
+    if kind == "boolean":
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise FilterError(f"{col.name}: expected yes or no")
+        return "TRUE" if raw.lower() in ("true", "1", "yes") else "FALSE"
+    value = _coerce(col, raw)
+    if kind == "date":
+        return f"DATE({value.year}, {value.month}, {value.day})"
+    if kind == "datetime":
+        return f"DATETIMEVALUE({quote(value.strftime('%Y-%m-%d %H:%M:%S'))})"
+    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        return str(value)
+    raise FilterError(f"{col.name}: a {kind} field cannot be filtered here; write the condition in the formula box")
+
+
+def quote(text: str) -> str:
+    """A text literal of the formula language."""
+    escaped = (text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+               .replace("\r", "\\r").replace("\t", "\\t"))
+    return f"'{escaped}'"
+
+
+def _coerce(col: Column, raw: str) -> Any:
+    try:
+        if col.kind in ("lookup", "user"):
+            return int(raw)
+        if col.field.type_name in ("formula", "rollup"):
+            from engine.storage.query import system_field
+
+            return system_field(col.name, col.kind).coerce(raw)
+        return col.field.coerce(raw)
+    except (FieldValueError, ValueError) as exc:
+        raise FilterError(f"{col.name}: {getattr(exc, 'message', exc)}") from None
+
+
+__all__ = ["FilterError", "OPERATORS", "combine", "condition", "literal", "operators_for", "quote"]

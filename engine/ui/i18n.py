@@ -1,0 +1,72 @@
+"""Languages of the web UI.
+
+Two sources of text, kept apart on purpose: labels of entities, fields, options, sections and
+transitions come from the metadata (``{en: ..., zh: ...}``, read with ``Label.get(lang)``), and the
+interface's own strings come from Babel catalogs (``translations/<lang>/LC_MESSAGES/messages.po``,
+extracted from the templates and views with ``pybabel extract -F babel.cfg``). The catalogs are read
+once when the app is made; a string without a translation shows in English.
+
+The language of a request: the one the user chose (kept in the session), else the best match of
+the browser's ``Accept-Language``, else English.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from babel.messages.pofile import read_po
+from flask import Flask, g, request, session
+
+LANGUAGES = {"en": "English", "zh": "简体中文"}
+DEFAULT = "en"
+CATALOGS = Path(__file__).parent / "translations"
+
+
+def load_catalogs(folder: Path = CATALOGS) -> dict[str, dict[str, str]]:
+    """{language: {English text: translation}} from every ``messages.po`` (fuzzy entries skipped)."""
+    found: dict[str, dict[str, str]] = {}
+    for lang in LANGUAGES:
+        path = folder / lang / "LC_MESSAGES" / "messages.po"
+        if not path.exists():
+            continue
+        with path.open("rb") as handle:
+            catalog = read_po(handle, locale=lang)
+        found[lang] = {m.id: m.string for m in catalog if m.id and m.string and not m.fuzzy
+                       and isinstance(m.id, str)}
+    return found
+
+
+def install_i18n(app: Flask) -> None:
+    """``_()`` in templates (newstyle gettext: ``_("Hello %(name)s", name=x)``, escaped) and in views."""
+    catalogs = load_catalogs()
+    app.extensions["crm.catalogs"] = catalogs
+    app.jinja_env.add_extension("jinja2.ext.i18n")
+    app.jinja_env.install_gettext_callables(gettext=lambda text: translate(text),
+                                            ngettext=lambda s, p, n: translate(s if n == 1 else p),
+                                            newstyle=True)
+    app.jinja_env.globals.update(current_lang=current_lang, LANGUAGES=LANGUAGES)
+
+
+def current_lang() -> str:
+    """The language of this request."""
+    lang = getattr(g, "lang", None)
+    if lang is None:
+        chosen = session.get("lang")
+        lang = chosen if chosen in LANGUAGES else (request.accept_languages.best_match(LANGUAGES) or DEFAULT)
+        g.lang = lang
+    return lang
+
+
+def translate(text: str) -> str:
+    """``text`` in the request's language (English when the catalog has no translation)."""
+    from flask import current_app
+
+    lang = current_lang()
+    if lang == DEFAULT:
+        return text
+    return current_app.extensions["crm.catalogs"].get(lang, {}).get(text, text)
+
+
+_ = translate
+
+__all__ = ["LANGUAGES", "current_lang", "install_i18n", "load_catalogs", "translate"]

@@ -1,0 +1,172 @@
+"""How records look in the web UI: the fields a screen shows, their labels, widgets and display
+text. Everything here is derived from the model and the field-type registry (each type names its
+widget); no entity is known by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Iterable
+
+from babel.numbers import format_decimal
+
+from engine.metadata.model import Entity, Field
+from engine.storage.query import SYSTEM_TYPES, system_field
+
+from .i18n import translate as _
+
+#: English labels of the system columns (translated through the catalog when shown).
+SYSTEM_LABELS = {"id": "ID", "created_at": "Created", "updated_at": "Last modified", "created_by": "Created by",
+                 "updated_by": "Last modified by", "owner_id": "Owner", "version": "Version"}
+#: Locales Babel formats numbers with, per UI language.
+LOCALES = {"en": "en_US", "zh": "zh_Hans_CN"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One field as a screen shows it (a declared field, or a system column)."""
+
+    name: str
+    field: Field
+    system: bool
+
+    def label(self, lang: str) -> str:
+        return _(SYSTEM_LABELS[self.name]) if self.system else self.field.label.get(lang)
+
+    @property
+    def widget(self) -> str:
+        return self.field.type.widget
+
+    @property
+    def kind(self) -> str:
+        """The type a value displays as (a formula shows as the type it returns)."""
+        if self.field.type_name == "formula":
+            return str(self.field.prop("returns") or "text")
+        if self.field.type_name == "rollup":
+            return "currency" if (self.field.source is not None and self.field.source.type_name == "currency") else "number"
+        return self.field.type_name
+
+    @property
+    def target(self) -> str | None:
+        return "user" if self.system and SYSTEM_TYPES[self.name] == "user" else self.field.target
+
+    @property
+    def sortable(self) -> bool:
+        return self.system or (self.field.stored and not self.field.prop("encrypted"))
+
+
+def column(ent: Entity, name: str) -> Column | None:
+    """The column ``name`` of ``ent``, or None when it has no such field."""
+    if name in ent.fields:
+        return Column(name, ent.fields[name], False)
+    if name in SYSTEM_TYPES:
+        return Column(name, system_field(name), True)
+    return None
+
+
+def columns(ent: Entity, names: Iterable[str], hidden: frozenset[str] = frozenset()) -> list[Column]:
+    """The columns named, in order, without those the user may not read (or that do not exist)."""
+    return [c for n in names if n not in hidden and (c := column(ent, n)) is not None]
+
+
+def list_columns(ent: Entity, hidden: frozenset[str]) -> list[Column]:
+    layout = ent.layouts.get("list") or {}
+    names = layout.get("columns") or [ent.title, "owner_id", "updated_at"]
+    return columns(ent, names, hidden)
+
+
+def form_sections(ent: Entity, hidden: frozenset[str]) -> list[dict]:
+    """[{label, columns, fields: [Column]}] from the ``form`` layout (every field when none is declared)."""
+    declared = ent.layouts.get("form") or [{"fields": list(ent.fields)}]
+    sections = []
+    for section in declared:
+        cols = columns(ent, section.get("fields", ()), hidden)
+        if cols:
+            sections.append({"label": section.get("section"), "columns": int(section.get("columns") or 1),
+                             "fields": cols})
+    return sections
+
+
+def title_of(ent: Entity, record: dict | None) -> str:
+    if record is None:
+        return ""
+    value = record.get(ent.title)
+    return str(value) if value not in (None, "") else f"{ent.label.get('en')} #{record.get('id')}"
+
+
+def lookup_titles(records_svc, ent: Entity, cols: list[Column], rows: list[dict], context) -> dict:
+    """{(target entity, id): title} for every lookup value shown, read with the user's rights (a
+    record the user may not see keeps only its id)."""
+    titles: dict[tuple[str, int], str] = {}
+    for col in cols:
+        if col.target is None:
+            continue
+        ids = {r.get(col.name) for r in rows} - {None}
+        if not ids:
+            continue
+        target = records_svc.model.entity(col.target)
+        found = records_svc.fetch_many(target.name, ids, context=context)
+        titles.update({(target.name, rid): title_of(target, rec) for rid, rec in found.items()})
+    for col in cols:
+        if col.kind == "reference":
+            for row in rows:
+                ref = row.get(col.name)
+                if ref is not None and (ref.entity, ref.id) not in titles and ref.entity in records_svc.model.entities:
+                    target = records_svc.model.entity(ref.entity)
+                    found = records_svc.fetch_many(target.name, [ref.id], context=context)
+                    if ref.id in found:
+                        titles[(target.name, ref.id)] = title_of(target, found[ref.id])
+    return titles
+
+
+def display(col: Column, value: Any, lang: str, titles: dict | None = None) -> str:
+    """The text a value shows as (blank as an empty string)."""
+    if value is None or value == "" or value == []:
+        return ""
+    kind = col.kind
+    locale = LOCALES.get(lang, "en_US")
+    if kind in ("lookup", "user") or (col.target and isinstance(value, int)):
+        return (titles or {}).get((col.target, value)) or f"#{value}"
+    if kind == "reference":
+        return (titles or {}).get((value.entity, value.id)) or f"{value.entity} #{value.id}"
+    if kind == "picklist":
+        return next((o.label.get(lang) for o in col.field.options if o.value == value), str(value))
+    if kind == "multipicklist":
+        labels = {o.value: o.label.get(lang) for o in col.field.options}
+        return ", ".join(labels.get(v, str(v)) for v in value)
+    if kind == "boolean":
+        return _("Yes") if value else _("No")
+    if kind == "currency" and isinstance(value, (int, Decimal, float)):
+        code = col.field.prop("currency")
+        text = format_decimal(value, format="#,##0.00", locale=locale)
+        return f"{code} {text}" if code else text
+    if kind == "percent" and isinstance(value, (int, Decimal, float)):
+        return f"{format_decimal(value, locale=locale)}%"
+    if kind in ("number", "integer") and isinstance(value, (int, Decimal, float)):
+        return format_decimal(value, locale=locale)
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def input_value(col: Column, value: Any) -> Any:
+    """A value as a form input holds it (text for most widgets; a list for multi-select)."""
+    if value is None:
+        return [] if col.widget == "multiselect" else ""
+    if col.widget == "multiselect":
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M")
+    if isinstance(value, date):
+        return value.isoformat()
+    if col.kind == "reference" and hasattr(value, "entity"):
+        return f"{value.entity}:{value.id}"
+    return str(value)
+
+
+__all__ = ["Column", "column", "columns", "display", "form_sections", "input_value", "list_columns",
+           "lookup_titles", "title_of"]
