@@ -367,31 +367,26 @@ def _bulk(entity: str):
     back = _back(url_for("ui.list", entity=ent.name))
     if not ids:
         return _with_message(back, _("Select at least one record."), "warning")
-    failed: list[str] = []
     if action == "delete":
         _entity(entity, "delete")
-        for record_id in ids:
-            try:
-                _rt().records.delete(ent.name, record_id, context=g.context)
-            except RecordError as exc:
-                failed.append(f"#{record_id}: {exc}")
-        done = len(ids) - len(failed)
-        message = _("Deleted %(n)s record(s).") % {"n": done}
+        write, done = (lambda rid: _rt().records.delete(ent.name, rid, context=g.context)), _("Deleted %(n)s record(s).")
     elif action == "update":
         _entity(entity, "update")
         col = column(ent, request.form.get("field", ""))
         if col is None or col not in _editable(ent, [col]):
             return _with_message(back, _("Choose a field you may change."), "danger")
         value = _parse_input(col, MultiDict({col.name: request.form.get("value", "")}))
-        result = _rt().records.bulk(ent.name, [{"id": i, col.name: value} for i in ids], mode="update",
-                                    atomic=False, context=g.context)
-        for item in result.items:
-            if item.get("status") not in (200, 201, "ok", "updated", "created") and item.get("errors"):
-                failed.append(f"#{item.get('id', '?')}: " + "; ".join(
-                    f"{e.get('field') or ''} {e.get('message')}".strip() for e in item["errors"]))
-        message = _("Updated %(n)s record(s).") % {"n": len(ids) - len(failed)}
+        write = lambda rid: _rt().records.update(ent.name, rid, {col.name: value}, context=g.context)  # noqa: E731
+        done = _("Updated %(n)s record(s).")
     else:
         return _with_message(back, _("Unknown action."), "danger")
+    failed: list[str] = []
+    for record_id in ids:   # one write per record, each through the record service (not an import)
+        try:
+            write(record_id)
+        except RecordError as exc:
+            failed.append(f"#{record_id}: {exc}")
+    message = done % {"n": len(ids) - len(failed)}
     if failed:
         message += " " + _("Not done:") + " " + "; ".join(failed[:10])
     return _with_message(back, message, "warning" if failed else "success")
@@ -480,8 +475,10 @@ def _new(entity: str):
             return _form(ent, None, raw, [FieldError(None, "error", str(exc))]), 422
         return _with_message(url_for("ui.record", entity=ent.name, record_id=record["id"]),
                              _("%(thing)s created.") % {"thing": ent.label.get(current_lang())}, "success")
+    defaults = {f.name: input_value(column(ent, f.name), f.default) for f in ent.fields.values()
+                if f.default is not None and f.default_formula is None}
     prefill = {k: v for k, v in request.args.items() if k in ent.fields or k == "owner_id"}
-    return _form(ent, None, prefill, [])
+    return _form(ent, None, {**defaults, **prefill}, [])
 
 
 def _edit(entity: str, record_id: int):
