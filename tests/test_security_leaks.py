@@ -152,3 +152,67 @@ def test_sql_injection_in_every_filter_and_sort_parameter_does_nothing(api, atta
     with api.rt.db.read() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM account")).scalar() == 2
         assert conn.execute(sa.text("SELECT COUNT(*) FROM _crm_credential")).scalar() >= 0
+
+
+def _ui_login(rt, client, email):
+    import re
+
+    from engine.security.passwords import set_password
+
+    user_id = rt.records.query("user", where={"email": email})[0]["id"]
+    set_password(rt.records, user_id, "a-long-test-password")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+    assert client.post("/login", data={"email": email, "password": "a-long-test-password",
+                                       "csrf_token": token}).status_code == 302
+    # the login starts a new session with a new CSRF token: every page carries it
+    return re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+
+
+def test_the_web_ui_never_shows_the_hidden_field_or_the_other_record(spy):
+    rt, client, _auth, mine, theirs, contract = spy
+    csrf = _ui_login(rt, client, "spy@example.com")
+    account = mine["account"]
+    seen = []
+
+    def fetch(url, method="get", **kwargs):
+        r = getattr(client, method)(url, **kwargs)
+        seen.append((url, r.status_code, r.get_data(as_text=True)))
+        return r
+
+    for url in ("/", "/ui/opportunity", f"/ui/opportunity/{mine['id']}", f"/ui/opportunity/{mine['id']}/edit",
+                "/ui/opportunity/new", "/ui/opportunity/kanban", f"/ui/account/{account}", f"/ui/contract/{contract['id']}",
+                "/ui/contract", "/ui/dashboards/sales", "/ui/search?q=My deal"):
+        assert fetch(url).status_code == 200, url
+    assert "My deal" in seen[1][2]
+    for url in (f"/ui/opportunity/{theirs['id']}", f"/ui/opportunity/{theirs['id']}/edit"):
+        assert fetch(url).status_code == 404, url
+    # looking for them through search, filters, sorts, the filter builder and the type-ahead: these
+    # pages echo what the user typed, so they are checked for what they found, not for the words
+    probes = {f"/ui/search?q={SECRET[:8]}": "Nothing found", f"/ui/search?q={OUTSIDE[:10]}": "Nothing found",
+              f"/ui/opportunity?where=secret_note = '{SECRET}'": "not permitted",
+              "/ui/opportunity?where=LEN(secret_note) > 3": "not permitted",
+              "/ui/opportunity?sort=secret_note": "not permitted",
+              f"/ui/opportunity?where=name = '{OUTSIDE}'": "No records."}
+    for url, expected in probes.items():
+        r = client.get(url)
+        body = r.get_data(as_text=True)
+        assert r.status_code == 200 and expected in body, (url, body[-2000:])
+        assert "My deal" not in body and f"/ui/opportunity/{theirs['id']}" not in body, url
+    built = client.get("/ui/opportunity?ff=secret_note&fo=eq&fv=x")
+    assert built.status_code == 302 and "secret_note" not in built.location.split("problem=")[0], built.location
+    assert fetch(f"/ui/opportunity/_lookup?q={OUTSIDE[:10]}").json == []
+    state = fetch("/ui/opportunity/_form_state", "post", json={"id": mine["id"], "values": {"secret_note": SECRET}},
+                  headers={"X-CSRF-Token": csrf})
+    assert state.status_code == 200
+    # a hidden field sent in a form is not written; the other user's record cannot be changed
+    fetch(f"/ui/opportunity/{mine['id']}/edit", "post",
+          data={"csrf_token": csrf, "version": "2", "name": "My deal", "secret_note": "overwritten"})
+    assert rt.records.get("opportunity", mine["id"])["secret_note"] == SECRET
+    fetch("/ui/opportunity/_bulk", "post", data={"csrf_token": csrf, "action": "update", "field": "next_step",
+                                                  "value": "hijacked", "ids": [str(theirs["id"])]})
+    assert rt.records.get("opportunity", theirs["id"])["next_step"] == OUTSIDE
+    assert fetch(f"/ui/opportunity/{theirs['id']}/_move", "post", json={"to": "qualification"},
+                 headers={"X-CSRF-Token": csrf}).status_code == 404
+    for url, status, body in seen:
+        assert SECRET not in body and OUTSIDE not in body, (url, status, body[:300])
+        assert "secret_note" not in body and "Secret note" not in body, (url, body[:300])
