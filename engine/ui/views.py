@@ -623,7 +623,8 @@ def _record(entity: str, record_id: int):
     state = _conditions(ent, record, record)
     return render_template("ui/record.html", ent=ent, record=record, title=title_of(ent, record), sections=sections,
                            shown=shown, state=state, transitions=_transitions(ent, record),
-                           related=_related(ent, record_id), timeline=_timeline(ent, record), can=_can(ent))
+                           related=_related(ent, record_id), timeline=_timeline(ent, record),
+                           history=_field_history(ent, record), can=_can(ent))
 
 
 def _transitions(ent, record: dict) -> list:
@@ -663,8 +664,8 @@ def _related(ent, record_id: int) -> list[dict]:
 
 
 def _timeline(ent, record: dict) -> list[dict]:
-    """Activity on the record, newest first: records attached to it through a reference field
-    (activities, notes) and the changes of its tracked fields."""
+    """Activity on the record, newest first: the records attached to it through a reference field
+    (activities, notes, e-mails: whatever the model declares)."""
     model, svc = _rt().model, _rt().records
     lang = current_lang()
     items: list[dict] = []
@@ -682,15 +683,22 @@ def _timeline(ent, record: dict) -> list[dict]:
             for r in svc.list(q, context=g.context).records:
                 items.append({"at": r.get("created_at"), "kind": child.label.get(lang), "text": title_of(child, r),
                               "url": url_for("ui.record", entity=child.name, record_id=r["id"])})
-    for h in svc.history_of(ent.name, record["id"], context=g.context)[-50:]:
-        col = column(ent, h["field"])
-        if col is None or h["field"] in g.access.hidden(ent.name):
-            continue
-        items.append({"at": h["changed_at"], "kind": _("Change"), "url": None,
-                      "text": f"{col.label(lang)}: {_history_text(col, h['old_value'], lang)} → "
-                              f"{_history_text(col, h['new_value'], lang)}"})
     items.sort(key=lambda i: i["at"] or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
     return items[:50]
+
+
+def _field_history(ent, record: dict) -> list[dict]:
+    """The changes of the record's tracked fields the user may read, newest first."""
+    svc, lang = _rt().records, current_lang()
+    rows = [h for h in svc.history_of(ent.name, record["id"], context=g.context)[-100:]
+            if h["field"] not in g.access.hidden(ent.name) and column(ent, h["field"]) is not None]
+    people = svc.fetch_many("user", {h["changed_by"] for h in rows} - {None}, context=g.context) \
+        if g.access.can("user", "read") else {}
+    return [{"at": h["changed_at"], "field": column(ent, h["field"]).label(lang),
+             "old": _history_text(column(ent, h["field"]), h["old_value"], lang),
+             "new": _history_text(column(ent, h["field"]), h["new_value"], lang),
+             "by": (people.get(h["changed_by"]) or {}).get("name") or (f"#{h['changed_by']}" if h["changed_by"] else "")}
+            for h in reversed(rows)]
 
 
 def _history_text(col: Column, value: Any, lang: str) -> str:
