@@ -167,7 +167,8 @@ def up(records: int, host: str, port: int) -> None:
         click.echo(f"Demo data: {sum(counts.values())} records in {len(counts)} entities.")
     login = ensure_admin(rt, "admin@example.com", "Administrator")
     _scheduler_thread(rt)
-    click.echo("\n" + login + f"\nServing on http://{host}:{port}\n")
+    click.echo("\n" + login + f"\nWeb UI: http://{host}:{port}/ (sign in with the login above)"
+               f"\nAPI docs: http://{host}:{port}/api/docs\n")
     create_app(rt.settings, runtime=rt).run(host=host, port=port)
 
 

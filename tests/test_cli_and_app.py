@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import socket
 import subprocess
 import sys
+import re
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -68,8 +71,8 @@ def test_health_reports_ok_only_when_the_model_is_applied(make_runtime):
     response = client.get("/health")
     assert response.status_code == 200 and response.json["status"] == "ok"
     assert response.json["model_digest"] == rt.model.digest
-    page = client.get("/")
-    assert page.status_code == 200 and "商机" in page.get_data(as_text=True)
+    page = client.get("/")   # the UI needs a login; /health does not
+    assert page.status_code == 302 and page.location.startswith("/login")
 
 
 def _free_port() -> int:
@@ -90,7 +93,7 @@ def test_crm_up_migrates_seeds_prints_a_login_and_serves(tmp_path):
     try:
         output = ""
         deadline = time.time() + 60
-        while "Serving on" not in output and time.time() < deadline:
+        while "Web UI: " not in output and time.time() < deadline:
             line = proc.stdout.readline()
             if not line and proc.poll() is not None:
                 break
@@ -105,6 +108,14 @@ def test_crm_up_migrates_seeds_prints_a_login_and_serves(tmp_path):
             except OSError:
                 time.sleep(0.2)
         assert body and body["status"] == "ok"
+        # the printed login opens the web UI
+        password = re.search(r"password: (\S+)", output).group(1)
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        form = opener.open(f"http://127.0.0.1:{port}/login", timeout=5).read().decode()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        data = urllib.parse.urlencode({"email": "admin@example.com", "password": password, "csrf_token": token})
+        home = opener.open(f"http://127.0.0.1:{port}/login", data=data.encode(), timeout=5).read().decode()
+        assert "Welcome, Administrator" in home and "/ui/opportunity" in home, home[:500]
         engine = sa.create_engine(env["DATABASE_URL"])
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT COUNT(*) FROM account")).scalar() == 5
