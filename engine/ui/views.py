@@ -786,9 +786,7 @@ def _kanban(entity: str):
                                  "lines": [(c, display(c, r.get(c.name), lang, titles)) for c in cards]}
                                 for r in page.records]})
     return render_template("ui/kanban.html", ent=ent, group=group, lanes=lanes, error=error, where=where,
-                           can_move=g.access.can(ent.name, "update") and group.name not in
-                           (g.access.policy.entities.get(ent.name).readonly if not g.access.admin and
-                            g.access.policy.entities.get(ent.name) else frozenset()))
+                           can_move=g.access.can(ent.name, "update") and bool(_editable(ent, [group])))
 
 
 def _move(entity: str, record_id: int):
