@@ -6,6 +6,7 @@ types is always data, never syntax.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -92,9 +93,13 @@ def quote(text: str) -> str:
 
 
 def _coerce(col: Column, raw: str) -> Any:
+    if col.kind in ("lookup", "user"):
+        if not raw.isdigit():
+            raise FilterError(f"{col.name}: expected a record id (a number)")
+        return int(raw)
+    if col.kind == "datetime":
+        raw = _utc_if_naive(raw)
     try:
-        if col.kind in ("lookup", "user"):
-            return int(raw)
         if col.field.type_name in ("formula", "rollup"):
             from engine.storage.query import system_field
 
@@ -102,6 +107,16 @@ def _coerce(col: Column, raw: str) -> Any:
         return col.field.coerce(raw)
     except (FieldValueError, ValueError) as exc:
         raise FilterError(f"{col.name}: {getattr(exc, 'message', exc)}") from None
+
+
+def _utc_if_naive(raw: str) -> str:
+    """A date and time typed without an offset (``2026-01-31``, ``2026-01-31 09:00``) is UTC, the
+    time zone the UI shows date-times in; with an offset it stays as typed."""
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        return raw   # the field type names the problem
+    return (value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value).isoformat()
 
 
 __all__ = ["FilterError", "OPERATORS", "combine", "condition", "literal", "operators_for", "quote"]

@@ -81,7 +81,8 @@ def _sign_in():
     if identity is None:
         if request.endpoint in JSON_ENDPOINTS:
             return jsonify(error=_("Your session has ended; sign in again.")), 401
-        return redirect(url_for("web.login_form", next=request.full_path if request.method == "GET" else None))
+        return redirect(url_for("web.login_form", next=(request.full_path if request.query_string else request.path)
+                                        if request.method == "GET" else None))
     g.identity = identity
     g.access = access_for(records, identity.user_id, identity.role or "")
     g.context = Context(user_id=identity.user_id, access=g.access)
@@ -126,6 +127,12 @@ def _entity(name: str, op: str = "read"):
 
 def _hidden(ent) -> frozenset[str]:
     return g.access.hidden(ent.name)
+
+
+def _json_body() -> dict:
+    """The request's JSON object ({} when the body is not one: a list, a number, not JSON)."""
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else {}
 
 
 def _back(default: str) -> str:
@@ -583,7 +590,7 @@ def _conditions(ent, record: dict, old: dict | None) -> dict[str, dict[str, bool
 
 def _form_state(entity: str):
     ent = _entity(entity)
-    body = request.get_json(silent=True) or {}
+    body = _json_body()
     old = None
     if isinstance(body.get("id"), int):
         try:
@@ -795,7 +802,7 @@ def _move(entity: str, record_id: int):
     ent = _entity(entity, "update")
     layout = ent.layouts.get("kanban") or {}
     group = layout.get("group_by")
-    body = request.get_json(silent=True) or {}
+    body = _json_body()
     to = body.get("to")
     if not group or not isinstance(to, str):
         return jsonify(error=_("Nothing to move.")), 400
