@@ -153,6 +153,22 @@ def test_keyset_pages_walk_every_row_once_in_order(api):
     assert [(d["last_name"], d["company"]) for d in offset] == expected[10:20]
 
 
+@pytest.mark.parametrize("sort", ["city,company", "-city,company", "-city,-company", "employees,-company"])
+def test_keyset_pages_with_blanks_in_the_sort_keys_match_the_offset_order(api, sort):
+    rows = [{"last_name": "L", "company": f"C{i:02}", "city": None if i % 4 == 0 else f"T{i % 5}",
+             "employees": None if i % 3 == 0 else i % 6} for i in range(41)]
+    assert api.post("/api/v1/lead/_bulk", json={"records": rows}).status_code == 200
+    walked, cursor = [], None
+    while True:
+        r = api.get(f"/api/v1/lead?sort={sort}&limit=7&fields=company" + (f"&cursor={cursor}" if cursor else ""))
+        walked += [d["company"] for d in r.json["data"]]
+        cursor = r.json["next_cursor"]
+        if not cursor:
+            break
+    by_offset = [d["company"] for d in api.get(f"/api/v1/lead?sort={sort}&limit=100&fields=company").json["data"]]
+    assert walked == by_offset and len(set(walked)) == 41
+
+
 def test_count_beyond_the_cap_is_marked_as_an_estimate(api, monkeypatch):
     import engine.storage.query as query
     monkeypatch.setattr(query, "COUNT_CAP", 5)
