@@ -517,8 +517,9 @@ def _form(ent, record: dict | None, raw: dict | None, errors: list[FieldError]) 
     general = []
     shown = {c.name for s in sections for c in s["fields"]}
     for e in errors:
+        message = _rule_message(ent, e, lang)
         (by_field.setdefault(e.field, []) if e.field in shown else general).append(
-            e.message if e.field in shown else str(e))
+            message if e.field in shown else (f"{e.field}: {message}" if e.field else message))
     state = _conditions(ent, {**(record or {}), **_coerced(ent, raw or {})}, record)
     values = {}
     for s in sections:
@@ -531,6 +532,17 @@ def _form(ent, record: dict | None, raw: dict | None, errors: list[FieldError]) 
     return render_template("ui/form.html", ent=ent, record=record, sections=sections, values=values,
                            errors=by_field, general=general, editable=editable, state=state,
                            lookup_text=lookup_text, title=title_of(ent, record) if record else None)
+
+
+def _rule_message(ent, error: FieldError, lang: str) -> str:
+    """An error's message; a validation rule's (code ``rule:<name>``) in the request's language
+    when the rule declares one (the record service reports the English text)."""
+    if error.code.startswith("rule:"):
+        rule = next((v for v in ent.validations if v.get("name") == error.code[5:]), None)
+        message = (rule or {}).get("message")
+        if isinstance(message, dict) and message.get(lang):
+            return str(message[lang])
+    return error.message
 
 
 def _as_int(value: Any) -> Any:
