@@ -476,6 +476,22 @@ def test_bulk_delete_and_update_work_and_respect_permissions(site, admin):
     assert sales.post("/ui/case/_bulk", {"action": "delete", "ids": "1"}).status_code == 403
 
 
+@pytest.mark.parametrize("typed, stored", [("yes", True), ("true", True), ("1", True), ("no", False),
+                                           ("false", False), ("", False), ("maybe", None)])
+def test_bulk_update_of_a_yes_no_field_reads_what_was_typed(site, admin, typed, stored):
+    contacts = [c["id"] for c in site.records.query("contact", order_by=("id",), limit=2)]
+    for cid, start in zip(contacts, (True, False)):
+        site.records.update("contact", cid, {"do_not_call": start}, context=SYSTEM)
+    r = admin.post("/ui/contact/_bulk", [("action", "update"), ("field", "do_not_call"), ("value", typed),
+                                        *(("ids", str(i)) for i in contacts)])
+    message = flash(admin, r)
+    after = [site.records.get("contact", i)["do_not_call"] for i in contacts]
+    if stored is None:   # not a yes or no: refused, nothing changed
+        assert message.startswith("Updated 0 record(s). Not done:") and after == [True, False], message
+    else:
+        assert message == "Updated 2 record(s)." and after == [stored, stored]
+
+
 def test_the_export_link_downloads_the_filtered_list_as_csv_with_the_session(site, admin, deals):
     page = text(admin.get("/ui/opportunity?where=stage+%3D+%27won%27&sort=-close_date"))
     link = html.unescape(re.search(r'id="export" href="([^"]+)"', page).group(1))

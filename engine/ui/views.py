@@ -382,7 +382,10 @@ def _bulk(entity: str):
         col = column(ent, request.form.get("field", ""))
         if col is None or col not in _editable(ent, [col]):
             return _with_message(back, _("Choose a field you may change."), "danger")
-        value = _parse_input(col, MultiDict({col.name: request.form.get("value", "")}))
+        typed = request.form.get("value", "")
+        # a yes/no field is typed here as text (yes, true, 1, no, ...): its field type reads it, and
+        # blank is "no" as an unticked box in the form
+        value = (typed.strip() or False) if col.widget == "checkbox" else _parse_input(col, MultiDict({col.name: typed}))
         write = lambda rid: _rt().records.update(ent.name, rid, {col.name: value}, context=g.context)  # noqa: E731
         done = _("Updated %(n)s record(s).")
     else:
