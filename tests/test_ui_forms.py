@@ -195,3 +195,30 @@ def test_delete_from_the_record_page(site, admin):
     assert r.status_code == 302 and r.location == f"/ui/account/{account['id']}"
     assert 'class="alert alert-danger" role="status" id="flash"' in text(admin.get(r.location))
     assert site.records.get("account", account["id"])["version"] == account["version"]
+
+
+def test_an_untouched_form_keeps_seconds_and_line_breaks_as_stored(site, admin):
+    """What a browser does to a form's values (a datetime picker holds minutes; a textarea drops a
+    leading newline and sends CRLF) must not change the record when the user changed nothing."""
+    from datetime import datetime, timezone
+
+    activity = site.records.query("activity", order_by=("id",), limit=1)[0]
+    stored = datetime(2026, 12, 5, 14, 30, 45, 123000, tzinfo=timezone.utc)
+    text_ = "\nstarts with a newline\nsecond line\n\nafter a blank line"
+    site.records.update("activity", activity["id"], {"start_at": stored, "description": text_}, context=SYSTEM)
+    before = site.records.get("activity", activity["id"])
+    page = text(admin.get(f"/ui/activity/{activity['id']}/edit"))
+    assert input_value(page, "start_at") == "2026-12-05T14:30"
+    assert textarea_value(page, "description") == text_
+    r = admin.post(f"/ui/activity/{activity['id']}/edit", form_fields(page))
+    assert r.status_code == 302
+    assert site.records.get("activity", activity["id"]) == before
+    assert "2026-12-05 14:30 UTC" in text(admin.get(f"/ui/activity/{activity['id']}"))
+    # a changed minute and typed lines are saved (line breaks as LF, as the API stores them)
+    sent = [(k, {"start_at": "2026-12-05T15:00"}.get(k, v)) for k, v in form_fields(page)]
+    sent = [(k, "one\r\ntwo" if k == "description" else v) for k, v in sent]
+    r = admin.post(f"/ui/activity/{activity['id']}/edit", sent)
+    assert r.status_code == 302
+    after = site.records.get("activity", activity["id"])
+    assert after["start_at"] == datetime(2026, 12, 5, 15, 0, tzinfo=timezone.utc)
+    assert after["description"] == "one\ntwo"

@@ -183,7 +183,10 @@ def input_value(page: str, name: str) -> str | None:
 
 def textarea_value(page: str, name: str) -> str | None:
     m = re.search(r'<textarea[^>]*\bname="%s"[^>]*>(.*?)</textarea>' % re.escape(name), page, re.S)
-    return html.unescape(m.group(1)) if m else None
+    if not m:
+        return None
+    value = html.unescape(m.group(1))
+    return value[1:] if value.startswith("\n") else value   # as the HTML parser reads it
 
 
 def selected_option(page: str, name: str) -> str | None:
@@ -252,7 +255,9 @@ class _FormParser:
                     state["select"] = None
                 elif tag == "textarea" and state["textarea"]:
                     value = "".join(state["buf"])
-                    fields.append((state["textarea"], value[1:] if value.startswith("\n") else value))
+                    value = value[1:] if value.startswith("\n") else value   # the parser drops one leading newline
+                    # and a browser sends a textarea's line breaks as CRLF
+                    fields.append((state["textarea"], value.replace("\r\n", "\n").replace("\n", "\r\n")))
                     state["textarea"] = None
 
             def handle_data(self, data):

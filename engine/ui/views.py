@@ -433,6 +433,8 @@ def _parse_input(col: Column, form) -> Any:
     if widget == "multiselect":
         return [v for v in form.getlist(col.name) if v]
     raw = form.get(col.name, "")
+    if widget == "textarea":
+        raw = raw.replace("\r\n", "\n")   # browsers send a textarea's line breaks as CRLF
     if widget in ("text", "textarea", "email", "phone", "url"):
         return raw if raw.strip() else None
     raw = raw.strip()
@@ -468,9 +470,13 @@ def _same(col: Column, value: Any, current: Any) -> bool:
     if value is None or current is None:
         return value is None and current in (None, "", [])
     try:
-        return col.field.coerce(value) == current
+        given = col.field.coerce(value)
     except Exception:   # noqa: BLE001 - an unreadable value differs; the record service reports it
         return False
+    if col.widget == "datetime" and isinstance(current, datetime):
+        # the picker holds minutes: the minute it showed keeps the stored seconds
+        return given == current.replace(second=0, microsecond=0) or given == current
+    return given == current
 
 
 def _new(entity: str):
