@@ -14,7 +14,7 @@ import pytest
 
 from engine.storage.query import ListQuery
 
-from .ui_kit import (SYSTEM, admin, form_fields, input_value, selected_option, site, text,  # noqa: F401
+from .ui_kit import (SYSTEM, admin, esc, form_fields, input_value, selected_option, site, text,  # noqa: F401
                      textarea_value)
 
 TYPED = {"name": "", "type": "upsell", "lead_source": "web", "stage": "prospecting", "probability": "20",
@@ -62,7 +62,7 @@ def test_a_missing_required_field_is_named_beside_it_and_every_typed_value_stays
     for lookup in ("account", "contact"):   # lookups keep the id and show the title
         assert input_value(page, lookup) == typed[lookup]
     account = site.records.get("account", int(typed["account"]))
-    assert f'id="f-account" autocomplete="off" value="{html.escape(account["name"])}"' in page
+    assert f'id="f-account" autocomplete="off" value="{esc(account["name"])}"' in page
     assert len(site.records.query("opportunity", limit=10_000)) == before
     # fixing it creates the record and goes to its page
     r = admin.post("/ui/opportunity/new", {**typed, "name": "Fixed deal"})

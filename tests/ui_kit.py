@@ -71,6 +71,8 @@ class Site:
     admin: dict
     sales: dict
     counts: dict
+    team: str = "north"
+    users: dict = None   # role -> a user of that role (admin and sales; shared_site: every role)
 
     @property
     def records(self):
@@ -94,9 +96,10 @@ def make_site(rt, *, seeded: bool = True) -> Site:
     counts = seed(rt.records, UNIT) if seeded else {}
     seeded_users = rt.records.query("user", order_by=("id",), limit=100)
     team = next((u["team"] for u in seeded_users if u.get("role") == "sales" and u.get("team")), None) or "north"
-    site = Site(rt, create_app(runtime=rt), {}, {}, counts)
+    site = Site(rt, create_app(runtime=rt), {}, {}, counts, team)
     site.admin = site.user("admin@example.com", "admin", name="Ada Admin")
     site.sales = site.user("sales@example.com", "sales", team=team, name="Sam Sales")
+    site.users = {"admin": site.admin, "sales": site.sales}
     return site
 
 
@@ -135,7 +138,11 @@ def shared_site(tmp_path_factory, worker_id):
                                entry_point_plugins=False, secret_key="test"))
     try:
         rt.migrate()
-        yield make_site(rt)
+        site = make_site(rt)
+        for role in sorted(rt.model.roles):
+            if role not in site.users:
+                site.users[role] = site.user(f"{role}.walker@example.com", role, team=site.team)
+        yield site
     finally:
         rt.close()
         if admin_engine is not None:
@@ -163,6 +170,13 @@ def base_entities() -> list[str]:
 
 
 # -- reading pages -------------------------------------------------------------------------------
+
+def esc(value) -> str:
+    """``value`` as the templates escape it (Jinja's autoescape: ' is &#39;)."""
+    from markupsafe import escape
+
+    return str(escape(str(value)))
+
 
 def text(response) -> str:
     return response.get_data(as_text=True)

@@ -100,8 +100,13 @@ def lookup_titles(records_svc, ent: Entity, cols: list[Column], rows: list[dict]
     """{(target entity, id): title} for every lookup value shown, read with the user's rights (a
     record the user may not see keeps only its id)."""
     titles: dict[tuple[str, int], str] = {}
+    access = getattr(context, "access", None)
+
+    def readable(entity: str) -> bool:   # an entity the role may not read at all keeps ids only
+        return access is None or access.can(entity, "read")
+
     for col in cols:
-        if col.target is None:
+        if col.target is None or not readable(col.target):
             continue
         ids = {r.get(col.name) for r in rows} - {None}
         if not ids:
@@ -113,7 +118,8 @@ def lookup_titles(records_svc, ent: Entity, cols: list[Column], rows: list[dict]
         if col.kind == "reference":
             for row in rows:
                 ref = row.get(col.name)
-                if ref is not None and (ref.entity, ref.id) not in titles and ref.entity in records_svc.model.entities:
+                if ref is not None and (ref.entity, ref.id) not in titles and ref.entity in records_svc.model.entities \
+                        and readable(ref.entity):
                     target = records_svc.model.entity(ref.entity)
                     found = records_svc.fetch_many(target.name, [ref.id], context=context)
                     if ref.id in found:
