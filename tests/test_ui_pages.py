@@ -165,6 +165,32 @@ def test_home_search_notifications_and_every_dashboard_render(shared_site, role)
         assert browser.get("/ui/no_such_entity").status_code == 404
 
 
+def test_notifications_are_the_users_own_and_can_be_marked_read(site):
+    account = site.records.query("account", order_by=("id",), limit=1)[0]
+    case = site.records.query("case", order_by=("id",), limit=1)[0]
+
+    def notify(user, message, record=None):   # as the notify action makes them: owned by the recipient
+        return site.records.create("notification", {"user": user["id"], "owner_id": user["id"], "message": message,
+                                                    "record": record}, context=SYSTEM)
+
+    about_account = notify(site.sales, "About an account", {"entity": "account", "id": account["id"]})
+    notify(site.sales, "About a case", {"entity": "case", "id": case["id"]})
+    theirs = notify(site.admin, "For the admin only")
+    sales = site.browser(site.sales)
+    page = text(sales.get("/ui/notifications"))
+    assert re.findall(r'<div class="me-auto"><div>([^<]*)', page) == ["About a case", "About an account"]
+    assert re.search(r'id="nav-notifications">[^<]*<span class="badge bg-danger">2</span>', page)
+    # a link to the account; the case (sales may not read cases) is named, not linked
+    assert f'<a href="/ui/account/{account["id"]}">{esc(account["name"])}</a>' in page
+    assert f'href="/ui/case/{case["id"]}"' not in page
+    r = sales.post(f"/ui/notifications/{about_account['id']}/read", {})
+    assert r.status_code == 302 and r.location == "/ui/notifications"
+    assert site.records.get("notification", about_account["id"])["read"] is True
+    assert re.search(r'id="nav-notifications">[^<]*<span class="badge bg-danger">1</span>', text(sales.get("/")))
+    assert sales.post(f"/ui/notifications/{theirs['id']}/read", {}).status_code == 404
+    assert site.records.get("notification", theirs["id"])["read"] is False
+
+
 # -- 2. escaping ------------------------------------------------------------------------------------
 
 def _poison(site) -> dict[str, int]:

@@ -195,7 +195,8 @@ def _notifications():
     cols = columns(ent, ["record"])
     titles = lookup_titles(_rt().records, ent, cols, rows, g.context)
     items = [{"id": r["id"], "message": r.get("message"), "read": r.get("read"), "at": r.get("created_at"),
-              "record": r.get("record"), "about": display(cols[0], r.get("record"), current_lang(), titles)}
+              "record": r.get("record"), "about": display(cols[0], r.get("record"), current_lang(), titles),
+              "url": _link(cols[0], r.get("record"))}
              for r in rows]
     return render_template("ui/notifications.html", items=items)
 
@@ -307,7 +308,7 @@ def _link(col: Column, value: Any) -> str | None:
     if value is None:
         return None
     if col.kind == "reference" and hasattr(value, "entity"):
-        return url_for("ui.record", entity=value.entity, record_id=value.id)
+        return url_for("ui.record", entity=value.entity, record_id=value.id) if g.access.can(value.entity, "read") else None
     if col.target and isinstance(value, int) and g.access.can(col.target, "read"):
         return url_for("ui.record", entity=col.target, record_id=value)
     return None
