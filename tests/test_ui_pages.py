@@ -594,6 +594,26 @@ def test_related_lists_show_the_children_and_their_new_link_prefills_the_lookup(
     assert 'data-entity="contact"' in page and "/ui/contact/new?" not in page
 
 
+def test_every_show_all_link_of_a_related_list_lists_all_the_children(site, admin):
+    account = site.records.query("account", order_by=("id",), limit=1)[0]
+    for i in range(12):
+        site.records.create("contact", {"last_name": f"Child {i}", "account": account["id"]}, context=SYSTEM)
+        site.records.create("activity", {"subject": f"Call {i}", "related_to": {"entity": "account", "id": account["id"]}},
+                            context=SYSTEM)
+    page = text(admin.get(f"/ui/account/{account['id']}"))
+    sections = dict(re.findall(r'<section class="card mb-3 related" data-entity="([^"]+)">(.*?)</section>', page, re.S))
+    assert len(re.findall(r'<tr><td><a href="/ui/activity/', sections["activity"])) == 10
+    links = [html.unescape(u) for u in re.findall(r'<a class="small" href="([^"]+)">Show all</a>', page)]
+    assert "/ui/contact?where=account+%3D+" + str(account["id"]) in links
+    for link in links:
+        listed = text(admin.get(link + "&size=100"))
+        assert 'id="list-error"' not in listed, (link, re.search(r'id="list-error">([^<]*)', listed).group(1))
+        entity = link.split("?")[0].rsplit("/", 1)[1]
+        field = query_of(link)["where"][0].split(" = ")[0]
+        children = [r["id"] for r in site.records.query(entity, limit=10_000) if r.get(field) == account["id"]]
+        assert sorted(row_ids(listed)) == sorted(children), link
+
+
 @pytest.mark.parametrize("role", ["admin", "sales", "manager"])
 def test_transition_buttons_are_those_the_engine_allows(site, role):
     user = site.admin if role == "admin" else (site.sales if role == "sales" else site.user("boss@example.com", "manager", team="north"))
