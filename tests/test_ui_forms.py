@@ -44,7 +44,7 @@ def shown_values(page: str) -> dict[str, str]:
 def _opportunity_form(site) -> dict[str, str]:
     account = site.records.query("account", order_by=("id",), limit=1)[0]
     contact = site.records.query("contact", order_by=("id",), limit=1)[0]
-    return {**TYPED, "account": str(account["id"]), "contact": str(contact["id"]),
+    return {**TYPED, "account": str(account["id"]), "contact": str(contact["id"]), "owner_id": str(site.sales["id"]),
             "close_date": (date.today() + timedelta(days=40)).isoformat()}
 
 
@@ -59,10 +59,11 @@ def test_a_missing_required_field_is_named_beside_it_and_every_typed_value_stays
     assert re.search(r'id="f-name" name="name" value=""', page) and 'class="form-control is-invalid" id="f-name"' in page
     shown = shown_values(page)
     assert shown == {k: v for k, v in typed.items() if k in TYPED}, shown
-    for lookup in ("account", "contact"):   # lookups keep the id and show the title
+    for lookup in ("account", "contact", "owner_id"):   # lookups keep the id and show the title
         assert input_value(page, lookup) == typed[lookup]
     account = site.records.get("account", int(typed["account"]))
     assert f'id="f-account" autocomplete="off" value="{esc(account["name"])}"' in page
+    assert f'id="f-owner_id" autocomplete="off" value="{esc(site.sales["name"])}"' in page
     assert len(site.records.query("opportunity", limit=10_000)) == before
     # fixing it creates the record and goes to its page
     r = admin.post("/ui/opportunity/new", {**typed, "name": "Fixed deal"})
@@ -71,6 +72,7 @@ def test_a_missing_required_field_is_named_beside_it_and_every_typed_value_stays
     assert (made["name"], str(made["amount"]), made["next_step"], made["description"], made["competitor"]) == \
            ("Fixed deal", "12345.50", typed["next_step"], typed["description"], typed["competitor"])
     assert made["account"] == int(typed["account"]) and made["stage"] == "prospecting"
+    assert made["owner_id"] == site.sales["id"]
     assert "Opportunity created." in text(admin.get(r.location))
 
 
@@ -222,3 +224,20 @@ def test_an_untouched_form_keeps_seconds_and_line_breaks_as_stored(site, admin):
     after = site.records.get("activity", activity["id"])
     assert after["start_at"] == datetime(2026, 12, 5, 15, 0, tzinfo=timezone.utc)
     assert after["description"] == "one\ntwo"
+
+
+@pytest.mark.parametrize("owner", ["as rendered", "blanked"])
+def test_a_new_record_belongs_to_its_creator_who_sees_it(site, owner):
+    """The owner field of the new form shows the creator; left so or blanked, the record is theirs
+    (not nobody's: a team-scoped role would then not see what it just made)."""
+    sales = site.browser(site.sales)
+    page = text(sales.get("/ui/account/new"))
+    assert input_value(page, "owner_id") == str(site.sales["id"])
+    assert f'id="f-owner_id" autocomplete="off" value="{esc(site.sales["name"])}"' in page
+    sent = [(k, "" if (k == "owner_id" and owner == "blanked") else v) for k, v in form_fields(page) if k != "name"]
+    r = sales.post("/ui/account/new", [*sent, ("name", "Made by sales")])
+    assert r.status_code == 302, errors_of(text(r))
+    made = site.records.get("account", int(r.location.rsplit("/", 1)[1]))
+    assert made["owner_id"] == site.sales["id"]
+    assert sales.get(r.location).status_code == 200
+    assert "Made by sales" in text(sales.get("/ui/account"))

@@ -484,6 +484,8 @@ def _new(entity: str):
     ent = _entity(entity, "create")
     if request.method == "POST":
         values, raw = _submitted(ent, None)
+        if values.get("owner_id") is None:
+            values.pop("owner_id", None)   # a blank owner is the creator, as in the API (not "nobody's")
         try:
             record = _rt().records.create(ent.name, values, context=g.context)
         except ValidationFailed as exc:
@@ -494,6 +496,7 @@ def _new(entity: str):
                              _("%(thing)s created.") % {"thing": ent.label.get(current_lang())}, "success")
     defaults = {f.name: input_value(column(ent, f.name), f.default) for f in ent.fields.values()
                 if f.default is not None and f.default_formula is None}
+    defaults["owner_id"] = str(g.identity.user_id)   # the record service's default: its creator
     prefill = {k: v for k, v in request.args.items() if k in ent.fields or k == "owner_id"}
     return _form(ent, None, {**defaults, **prefill}, [])
 
@@ -564,7 +567,7 @@ def _coerced(ent, raw: dict) -> dict:
     out = {}
     for name, value in raw.items():
         col = column(ent, name)
-        if col is None or col.system:
+        if col is None or (col.system and name != "owner_id"):   # the owner is the one system column a form writes
             continue
         if value in ("", None, []):
             out[name] = None
