@@ -363,8 +363,9 @@ def _save_view(entity: str):
 def _delete_view(entity: str, view_id: int):
     ent = _entity(entity)
     table = _rt().records.metadata.tables["_crm_saved_view"]
-    with _rt().db.write() as conn:
-        conn.execute(table.delete().where(table.c.id == view_id, table.c.user_id == g.identity.user_id))
+    if view_id < 2**63:   # a larger id (a made-up URL) is no view; the database would refuse the number
+        with _rt().db.write() as conn:
+            conn.execute(table.delete().where(table.c.id == view_id, table.c.user_id == g.identity.user_id))
     return redirect(url_for("ui.list", entity=ent.name))
 
 
