@@ -18,7 +18,9 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/crm up
 
+# The browser tests (tests/ui) drive Debian's Chromium: install it (and the CJK font) if missing.
 test: install
+	@bash tests/ui/install_browser.sh
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: install
