@@ -30,6 +30,8 @@ from . import runtime as rt
 from .errors import NotInSQLError
 from .schema import NUMERIC, TEXTUAL, FieldInfo
 
+INT64 = 2**63 - 1
+
 _NOLIT = object()
 NUMBERISH = NUMERIC | {"id"}
 
@@ -93,7 +95,7 @@ class SqliteNum(_Num):
 
     def literal(self, value: Decimal):
         scale = max(0, -value.as_tuple().exponent) if value.is_finite() else 0
-        return sa.literal(int(value.scaleb(scale)), sa.BigInteger()), scale
+        return sa.literal(self.sc.int64(int(value.scaleb(scale))), sa.BigInteger()), scale
 
     def from_int(self, expr, nullable=False):
         return self.sv(expr, 0, nullable)
@@ -367,6 +369,14 @@ class SqlCompiler:
     def const(self, value: int):
         return _Num.const(value)
 
+    def int64(self, value: int) -> int:
+        """``value`` if the database's integers hold it; else a clear error (SQLite's driver would
+        raise OverflowError, and a PostgreSQL id column could never equal it)."""
+        if -INT64 <= value <= INT64:
+            return value
+        self.no_sql(f"the number {value} is too large for the database (integers up to {INT64:,}; "
+                    "decimals up to 18 significant digits)")
+
     def literal_text(self, value: str):
         return sa.literal(value, sa.String())
 
@@ -448,7 +458,7 @@ class SqlCompiler:
             return self.null(type_)
         if type_ in NUMERIC or (type_ == "id" and not isinstance(value, bool)):
             if type_ == "id":
-                return SqlValue("id", sa.literal(int(value), sa.BigInteger()), False, 0, literal=value)
+                return SqlValue("id", sa.literal(self.int64(int(value)), sa.BigInteger()), False, 0, literal=value)
             expr, scale = self.num.literal(rt.dec(value))
             return SqlValue(type_, expr, False, scale, literal=value)
         if type_ in TEXTUAL:

@@ -146,7 +146,7 @@ class RecordService:
             scope = None
             if compiled is not None:
                 scope = self._scope(conn, ent, compiled, context)
-                condition = compiled.where(scope)
+                condition = self._where(ent, compiled, scope)
                 q = replace(q, where=condition if q.where is None else sa.and_(q.where, condition))
             stmt, keys = build_select(table, q, self._list_columns(ent, table, q))
             if q.cursor:
@@ -185,9 +185,19 @@ class RecordService:
             if not compiled.sql_capable:
                 raise rules.NotInSQLError(compiled.sql_problem or "this condition cannot run in the database")
         except rules.RuleError as exc:
-            where = f" at column {exc.column}" if exc.column else ""
-            raise QueryError([FieldError("where", exc.kind, f"{exc.message}{where}")], ent.name) from None
+            raise _where_error(ent, exc) from None
         return compiled
+
+    @staticmethod
+    def _where(ent: Entity, compiled, scope):
+        """The condition in SQL; what only the SQL back end finds (a number the database cannot
+        hold) is a QueryError too."""
+        from engine import rules
+
+        try:
+            return compiled.where(scope)
+        except rules.RuleError as exc:
+            raise _where_error(ent, exc) from None
 
     def _scope(self, conn: Connection, ent: Entity, compiled, context: Context):
         from engine import rules
@@ -784,6 +794,13 @@ class BulkResult:
         for item in self.items:
             out[item["status"]] = out.get(item["status"], 0) + 1
         return out
+
+
+def _where_error(ent: Entity, exc) -> "ValidationFailed":
+    from .query import QueryError
+
+    where = f" at column {exc.column}" if exc.column else ""
+    return QueryError([FieldError("where", exc.kind, f"{exc.message}{where}")], ent.name)
 
 
 def unique_violation(ent: Entity, exc: Exception) -> FieldError:
