@@ -120,7 +120,11 @@ def _entity(name: str, op: str = "read"):
     if not g.access.can(ent.name, op):
         try:
             g.access.require(ent.name, op)   # audits the denial
-        except PermissionDenied:
+        except PermissionDenied as exc:
+            if request.endpoint in JSON_ENDPOINTS:   # the page's script shows the answer's error
+                answer = jsonify(error=str(exc))
+                answer.status_code = 403
+                abort(answer)
             abort(403)
     return ent
 
