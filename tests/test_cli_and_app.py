@@ -5,9 +5,11 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import re
 import time
 import urllib.parse
@@ -90,14 +92,16 @@ def test_crm_up_migrates_seeds_prints_a_login_and_serves(tmp_path):
     crm = Path(sys.executable).with_name("crm")
     proc = subprocess.Popen([str(crm), "up", "--records", "5", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue = queue.Queue()   # read in a thread: a silent server must not block the test past its deadline
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
         output = ""
         deadline = time.time() + 60
-        while "Web UI: " not in output and time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                break
-            output += line
+        while "Web UI: " not in output and time.time() < deadline and proc.poll() is None:
+            try:
+                output += lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
         assert "Admin login: admin@example.com  password: " in output, output
         body = None
         while time.time() < deadline:
