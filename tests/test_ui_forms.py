@@ -115,6 +115,34 @@ def test_an_edit_with_a_stale_version_shows_the_conflict_and_loses_nothing_typed
     assert (after["name"], after["version"], str(after["probability"])) == ("Mine", 2, "55.00")
 
 
+def test_saving_again_after_a_conflict_keeps_the_other_users_change(site, admin):
+    """The conflict form shows the user's own changes over the record as it is now; saving it
+    writes those changes and leaves what the other user changed alone."""
+    typed = _opportunity_form(site)
+    made = admin.post("/ui/opportunity/new", {**typed, "name": "Shared deal", "next_step": "call them"})
+    record_id = int(made.location.rsplit("/", 1)[1])
+    form = text(admin.get(f"/ui/opportunity/{record_id}/edit"))
+    site.records.update("opportunity", record_id, {"next_step": "meeting on Friday"}, context=SYSTEM)
+    sent = dict(form_fields(form))
+    sent.update(amount="4321.00")                                  # this user changes the amount only
+    page = text(admin.post(f"/ui/opportunity/{record_id}/edit", sent))
+    assert input_value(page, "amount") == "4321.00"               # theirs, kept
+    assert input_value(page, "next_step") == "meeting on Friday"  # the other user's, shown
+    assert input_value(page, "version") == "2"
+    again = admin.post(f"/ui/opportunity/{record_id}/edit", dict(form_fields(page)))
+    assert again.status_code == 302
+    after = site.records.get("opportunity", record_id)
+    assert (str(after["amount"]), after["next_step"], after["version"]) == ("4321.00", "meeting on Friday", 3)
+    # and without any conflict, a field the user did not touch is never written back
+    form = text(admin.get(f"/ui/opportunity/{record_id}/edit"))
+    site.records.update("opportunity", record_id, {"next_step": "signed"}, context=SYSTEM)
+    sent = dict(form_fields(form))
+    sent.update(version="4", name="Shared deal (renamed)")        # as if the version had been refreshed
+    assert admin.post(f"/ui/opportunity/{record_id}/edit", sent).status_code == 302
+    after = site.records.get("opportunity", record_id)
+    assert (after["name"], after["next_step"]) == ("Shared deal (renamed)", "signed")
+
+
 def test_conditional_fields_are_decided_by_the_server(site, admin):
     lost = admin.post_json("/ui/opportunity/_form_state", {"values": {"stage": "lost"}})
     assert lost.status_code == 200

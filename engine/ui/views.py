@@ -8,6 +8,7 @@ while typing, lookup type-ahead, kanban moves) call small JSON endpoints of this
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -455,9 +456,12 @@ def _parse_input(col: Column, form) -> Any:
 
 def _submitted(ent, record: dict | None) -> tuple[dict, dict]:
     """(values to write, raw inputs to show again): only editable fields of the form, and on an
-    update only those that changed."""
+    update only those the user changed. "Changed" is against the values the form was loaded with
+    (``_loaded``), not the record as it is now: a field someone else changed meanwhile, and this
+    user did not touch, is not written back with the old value."""
     sections = form_sections(ent, _hidden(ent))
     cols = _editable(ent, [c for s in sections for c in s["fields"]])
+    loaded = _loaded_values(ent, cols) if record is not None else {}
     values, raw = {}, {}
     for col in cols:
         if col.name not in request.form and col.widget not in ("checkbox", "multiselect"):
@@ -466,10 +470,43 @@ def _submitted(ent, record: dict | None) -> tuple[dict, dict]:
             continue
         value = _parse_input(col, request.form)
         raw[col.name] = request.form.getlist(col.name) if col.widget == "multiselect" else request.form.get(col.name, "")
-        if record is not None and _same(col, value, record.get(col.name)):
+        baseline = loaded[col.name] if col.name in loaded else (record or {}).get(col.name)
+        if record is not None and _same(col, value, baseline):
             continue
         values[col.name] = value
     return values, raw
+
+
+def _loaded_form(ent, record: dict) -> str:
+    """The editable values as the form shows them, for ``_submitted`` to tell what the user changed."""
+    sections = form_sections(ent, _hidden(ent))
+    cols = _editable(ent, [c for s in sections for c in s["fields"]])
+    return json.dumps({c.name: input_value(c, record.get(c.name)) for c in cols}, separators=(",", ":"))
+
+
+def _loaded_values(ent, cols: list[Column]) -> dict:
+    """``_loaded`` read back as stored values (fields whose loaded text does not read are left out:
+    they count as changed when they differ from the record)."""
+    try:
+        shown = json.loads(request.form.get("_loaded") or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(shown, dict):
+        return {}
+    out = {}
+    for col in cols:
+        if col.name not in shown:
+            continue
+        text = shown[col.name]
+        form = MultiDict([(col.name, v) for v in text] if isinstance(text, list) else
+                         [(col.name, "1")] if col.widget == "checkbox" and text in ("True", "true", "1") else
+                         [] if col.widget == "checkbox" else [(col.name, str(text))])
+        parsed = _parse_input(col, form)
+        try:
+            out[col.name] = None if parsed is None else col.field.coerce(parsed)
+        except Exception:   # noqa: BLE001 - not a value this field holds: compare with the record instead
+            continue
+    return out
 
 
 def _same(col: Column, value: Any, current: Any) -> bool:
@@ -516,12 +553,13 @@ def _edit(entity: str, record_id: int):
             if values:
                 _rt().records.update(ent.name, record_id, values, version=int(version) if version.isdigit() else None,
                                      context=g.context)
-        except ValidationFailed as exc:
-            return _form(ent, record, raw, exc.errors), 422
-        except Conflict as exc:
-            return _form(ent, record, raw, [FieldError(None, "conflict", str(exc))]), 409
-        except RecordError as exc:
-            return _form(ent, record, raw, [FieldError(None, "error", str(exc))]), 422
+        except (ValidationFailed, Conflict, RecordError) as exc:
+            # the form comes back with the user's changes over the record as it is now (with its
+            # version): saving again writes those changes and nothing else
+            errors = exc.errors if isinstance(exc, ValidationFailed) else [
+                FieldError(None, "conflict" if isinstance(exc, Conflict) else "error", str(exc))]
+            mine = {k: v for k, v in raw.items() if k in values}
+            return _form(ent, record, mine, errors), 409 if isinstance(exc, Conflict) else 422
         return _with_message(url_for("ui.record", entity=ent.name, record_id=record_id), _("Saved."), "success")
     return _form(ent, record, None, [])
 
@@ -548,6 +586,7 @@ def _form(ent, record: dict | None, raw: dict | None, errors: list[FieldError]) 
     titles = lookup_titles(_rt().records, ent, lookups, [{**(record or {}), **_coerced(ent, raw or {})}], g.context)
     lookup_text = {c.name: display(c, _as_int(values.get(c.name)), lang, titles) for c in lookups}
     return render_template("ui/form.html", ent=ent, record=record, sections=sections, values=values,
+                           loaded=_loaded_form(ent, record) if record else None,
                            errors=by_field, general=general, editable=editable, state=state,
                            lookup_text=lookup_text, title=title_of(ent, record) if record else None)
 

@@ -33,7 +33,7 @@
       const out = {};
       form.querySelectorAll("[name]").forEach((el) => {
         const name = el.name;
-        if (name === "csrf_token" || name === "version" || name.startsWith("_present_")) return;
+        if (name === "csrf_token" || name === "version" || name.startsWith("_")) return;
         if (el.type === "checkbox") out[name] = el.checked;
         else if (el.multiple) out[name] = Array.from(el.selectedOptions).map((o) => o.value);
         else out[name] = el.value === "" ? null : el.value;
