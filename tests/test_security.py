@@ -88,6 +88,12 @@ def test_session_login_csrf_and_logout(api):
     assert "login" in kinds and "logout" in kinds
 
 
+def test_pages_and_api_answers_carry_protective_headers(api):
+    for r in (api.client.get("/login"), api.get("/api/v1/account"), api.client.get("/ui/account")):
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["X-Frame-Options"] == "DENY" and r.headers["Referrer-Policy"] == "same-origin"
+
+
 def test_login_is_throttled_after_repeated_failures(api):
     _user(api.rt, "bob@example.com", "sales", "right password")
     client = api.app.test_client()

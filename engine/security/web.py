@@ -41,6 +41,7 @@ def install_web(app: Flask, runtime, *, secure_cookies: bool = False) -> None:
                       SESSION_COOKIE_SECURE=secure_cookies, PERMANENT_SESSION_LIFETIME=timedelta(hours=12))
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.before_request(_check_csrf)
+    app.after_request(_protective_headers)
     app.register_blueprint(_blueprint())
 
 
@@ -109,6 +110,15 @@ def _attempt(records, email: str, ip: str, ok: bool) -> None:
     with records.db.write() as conn:
         conn.execute(attempts.insert().values(email=email[:255], ip=ip[:64], at=now, ok=ok))
         conn.execute(attempts.delete().where(attempts.c.at < now - 4 * WINDOW))   # keep the table small
+
+
+def _protective_headers(response):
+    """No MIME sniffing, no framing of our pages by other sites (clickjacking), no full URLs (with
+    their filters) sent to other sites as the referrer."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
 
 
 def _check_csrf():
