@@ -263,8 +263,9 @@ def _list(entity: str):
     titles = lookup_titles(_rt().records, ent, cols, rows, g.context)
     table = [{"id": r["id"], "cells": [(c, display(c, r.get(c.name), lang, titles), _link(c, r.get(c.name)))
                                        for c in cols]} for r in rows]
-    filterable = [c for c in columns(ent, ["id", *ent.fields, "owner_id", "created_at", "updated_at"], hidden)
-                  if c.sortable and c.kind not in ("json", "reference")]
+    offered = (ent.layouts.get("list") or {}).get("filters") or []   # the layout's filter fields first
+    names = dict.fromkeys([*offered, "id", *ent.fields, "owner_id", "created_at", "updated_at"])
+    filterable = [c for c in columns(ent, names, hidden) if c.sortable and c.kind not in ("json", "reference")]
     editable = [c for c in _editable(ent, [column(ent, n) for n in ent.fields]) if c.widget not in ("json", "reference")]
     return render_template(
         "ui/list.html", ent=ent, cols=cols, table=table, page=page, error=error, where=where, sort=sort, size=size,
