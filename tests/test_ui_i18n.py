@@ -34,6 +34,7 @@ from babel.messages.pofile import read_po, write_po
 
 from engine.fields import FieldTypeRegistry, builtin_types
 from engine.metadata import load_model
+from engine.security.web import MESSAGES as LOGIN_MESSAGES
 from engine.settings import ROOT, SYSTEM_LAYER
 from engine.ui.filters import OPERATORS
 from engine.ui.i18n import CATALOGS, load_catalogs
@@ -44,9 +45,9 @@ BABEL_CFG = ROOT / "babel.cfg"
 POT = CATALOGS / "messages.pot"
 ZH_PO = CATALOGS / "zh" / "LC_MESSAGES" / "messages.po"
 INDUSTRIES = ROOT / "configs" / "industries"
-#: Names the views call the translation function by (``translate as _`` in views.py and present.py).
+#: Names the views call the translation function by (``translate as _`` in the engine/ui modules).
 GETTEXT_NAMES = {"_", "translate", "gettext"}
-#: The module of an entity without one, as the navigation shows it (``ent.module or "other"`` in views.py).
+#: The module of an entity without one, as the navigation shows it (``ent.module or "other"`` in engine/ui/views.py).
 FALLBACK_MODULE = "other"
 RUNTIME_COMMENT = "run-time string"
 UNSEEN_COMMENT = "a _() call pybabel extract does not see (in an f-string); kept by tests/test_ui_i18n.py"
@@ -112,6 +113,8 @@ def runtime_strings(modules: set[str] | None = None) -> dict[str, str]:
         found.setdefault(label, f"engine/ui/present.py SYSTEM_LABELS[{name!r}]")
     for op, (label, _formula) in OPERATORS.items():
         found.setdefault(label, f"engine/ui/filters.py OPERATORS[{op!r}]")
+    for message in LOGIN_MESSAGES:
+        found.setdefault(message, "engine/security/web.py MESSAGES (login.html shows _(error))")
     return found
 
 

@@ -29,6 +29,12 @@ MAX_FAILURES = 5
 WINDOW = timedelta(minutes=15)
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+WRONG_LOGIN = "Wrong e-mail or password."
+THROTTLED = (f"Too many failed logins for this account from your address; "
+             f"try again in {int(WINDOW.total_seconds() // 60)} minutes.")
+CSRF_REFUSED = "CSRF token missing or invalid: reload the page and send the form again"
+#: What these pages tell people; login.html shows them through the UI's catalogs (translated).
+MESSAGES = (WRONG_LOGIN, THROTTLED, CSRF_REFUSED)
 
 
 class CsrfError(Exception):
@@ -72,8 +78,7 @@ def login(records, email: str, password: str, ip: str) -> tuple[int | None, str 
     email = (email or "").strip().lower()
     if throttled(records, email, ip):
         audit(records, "login_throttled", detail={"email": email}, ip=ip)
-        return None, (f"Too many failed logins for this account from your address; "
-                      f"try again in {int(WINDOW.total_seconds() // 60)} minutes.")
+        return None, THROTTLED
     users, creds = records.metadata.tables["user"], records.metadata.tables["_crm_credential"]
     with records.db.read() as conn:
         row = conn.execute(sa.select(users.c.id, users.c.active, creds.c.password_hash)
@@ -82,7 +87,7 @@ def login(records, email: str, password: str, ip: str) -> tuple[int | None, str 
     _attempt(records, email, ip, ok)
     if not ok:
         audit(records, "login_failed", detail={"email": email}, ip=ip)
-        return None, "Wrong e-mail or password."
+        return None, WRONG_LOGIN
     audit(records, "login", user_id=row.id, ip=ip)
     return row.id, None
 
@@ -130,7 +135,7 @@ def _check_csrf():
     sent = request.headers.get("X-CSRF-Token") or (request.form.get("csrf_token") if is_form else None)
     expected = session.get("csrf")
     if not sent or not expected or not hmac.compare_digest(str(sent), str(expected)):
-        detail = "CSRF token missing or invalid: reload the page and send the form again"
+        detail = CSRF_REFUSED
         if request.path.startswith("/api/"):
             from engine.api.errors import problem
 
@@ -159,7 +164,7 @@ def _blueprint() -> Blueprint:
         email = request.form.get("email", "")
         user_id, error = login(records, email, request.form.get("password", ""), request.remote_addr or "")
         if user_id is None:
-            status = 429 if error and error.startswith("Too many") else 401
+            status = 429 if error == THROTTLED else 401
             return render_template("login.html", error=error, email=email,
                                    next=_safe_next(request.form.get("next"))), status
         lang = session.get("lang")

@@ -1,0 +1,186 @@
+"""The list screen: columns from the ``list`` layout, sorting, the filter builder (rows -> a ``where=``
+condition), saved views, keyset pages, bulk actions and the CSV export link."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+from flask import g, redirect, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
+
+from engine.storage.errors import RecordError, ValidationFailed
+from engine.storage.query import COUNT_CAP, ListQuery, QueryError, check_sort
+
+from . import filters as fb
+from .common import (
+    allowed_ops,
+    back_to,
+    editable_columns,
+    entity_of,
+    hidden_of,
+    link_to,
+    parse_input,
+    runtime,
+    url_with,
+    with_message,
+)
+from .i18n import current_lang
+from .i18n import translate as _
+from .present import column, columns, display, list_columns, lookup_titles
+
+PAGE_SIZES = (25, 50, 100)
+
+
+def list_page(entity: str):
+    ent = entity_of(entity)
+    hidden = hidden_of(ent)
+    args = request.args
+    if "ff" in args:   # the filter builder was submitted: turn its rows into where= and come back
+        return _apply_builder(ent, hidden)
+    cols = list_columns(ent, hidden)
+    size = int(args.get("size")) if args.get("size", "").isdigit() and int(args["size"]) in PAGE_SIZES else PAGE_SIZES[0]
+    q = ListQuery(ent.name, limit=size, cursor=args.get("cursor") or None, count=True)
+    sort = args.get("sort") or (ent.layouts.get("list") or {}).get("sort") or "-id"
+    where = args.get("where", "").strip()
+    error, page = None, None
+    try:
+        q.sort = check_sort(ent, sort, hidden)
+        q.formula = where or None
+        q.columns = tuple(dict.fromkeys(("id", "version", *(c.name for c in cols))))
+        page = runtime().records.list(q, timeout_ms=5_000, context=g.context)
+    except (QueryError, ValidationFailed) as exc:
+        error = "; ".join(str(e) for e in exc.errors)
+    except RecordError as exc:
+        error = str(exc)
+    rows = page.records if page else []
+    lang = current_lang()
+    titles = lookup_titles(runtime().records, ent, cols, rows, g.context)
+    table = [{"id": r["id"], "cells": [(c, display(c, r.get(c.name), lang, titles), link_to(c, r.get(c.name)))
+                                       for c in cols]} for r in rows]
+    offered = (ent.layouts.get("list") or {}).get("filters") or []   # the layout's filter fields first
+    names = dict.fromkeys([*offered, "id", *ent.fields, "owner_id", "created_at", "updated_at"])
+    filterable = [c for c in columns(ent, names, hidden) if c.sortable and c.kind not in ("json", "reference")]
+    editable = [c for c in editable_columns(ent, [column(ent, n) for n in ent.fields]) if c.widget not in ("json", "reference")]
+    return render_template(
+        "ui/list.html", ent=ent, cols=cols, table=table, page=page, error=error, where=where, sort=sort, size=size,
+        sizes=PAGE_SIZES, count_cap=COUNT_CAP, filterable=filterable, operators=fb.OPERATORS,
+        operators_for=fb.operators_for, views=_views(ent), editable=editable,
+        export_url=_export_url(ent, cols, where, sort), can=allowed_ops(ent),
+        sort_url=lambda name: url_with(sort=_toggle(sort, name), cursor=None),
+        next_url=url_with(cursor=page.next_cursor) if page and page.next_cursor else None,
+        first_url=url_with(cursor=None) if args.get("cursor") else None)
+
+
+def _apply_builder(ent, hidden):
+    args = request.args
+    parts = [args.get("where", "").strip()] if args.get("keep") else []
+    problems = []
+    for name, op, value in zip(args.getlist("ff"), args.getlist("fo"), args.getlist("fv")):
+        if not name:
+            continue
+        col = column(ent, name)
+        if col is None or name in hidden:
+            problems.append(f"{name}: unknown field")
+            continue
+        try:
+            parts.append(fb.condition(col, op, value))
+        except fb.FilterError as exc:
+            problems.append(str(exc))
+    where = fb.combine(parts)
+    params = {"where": where, "sort": args.get("sort", "")}
+    if problems:
+        params["problem"] = "; ".join(problems)
+    return redirect(f"{url_for('ui.list', entity=ent.name)}?{urlencode({k: v for k, v in params.items() if v})}")
+
+
+def _toggle(sort: str, name: str) -> str:
+    first = sort.split(",")[0]
+    return f"-{name}" if first == name else name
+
+
+def _export_url(ent, cols, where: str, sort: str) -> str | None:
+    if not g.access.can(ent.name, "export"):
+        return None
+    params = {"fields": ",".join(c.name for c in cols if c.field.stored or c.system or c.field.computed_on_read),
+              "sort": sort}
+    if where:
+        params["where"] = where
+    return f"/api/v1/{ent.name}/_export?{urlencode(params)}"
+
+
+def _views(ent) -> list[dict]:
+    table = runtime().records.metadata.tables["_crm_saved_view"]
+    with runtime().db.read() as conn:
+        rows = conn.execute(sa.select(table).where(table.c.user_id == g.identity.user_id, table.c.entity == ent.name)
+                            .order_by(table.c.name)).mappings().all()
+    return [{"id": r["id"], "name": r["name"],
+             "url": f"{url_for('ui.list', entity=ent.name)}?{urlencode({k: v for k, v in (('where', r['where_text']), ('sort', r['sort']), ('view', r['id'])) if v})}"}
+            for r in rows]
+
+
+def save_view(entity: str):
+    ent = entity_of(entity)
+    name = request.form.get("name", "").strip()[:120]
+    where, sort = request.form.get("where", "").strip(), request.form.get("sort", "").strip()[:255]
+    if not name:
+        return redirect(f"{url_for('ui.list', entity=ent.name)}?{urlencode({'where': where, 'sort': sort, 'problem': _('Give the view a name.')})}")
+    try:   # a view is saved only if it runs
+        check_sort(ent, sort, hidden_of(ent)) if sort else None
+        runtime().records.list(ListQuery(ent.name, limit=1, formula=where or None), context=g.context)
+    except (QueryError, ValidationFailed) as exc:
+        return redirect(f"{url_for('ui.list', entity=ent.name)}?{urlencode({'where': where, 'sort': sort, 'problem': '; '.join(map(str, exc.errors))})}")
+    table = runtime().records.metadata.tables["_crm_saved_view"]
+    with runtime().db.write() as conn:
+        conn.execute(table.delete().where(table.c.user_id == g.identity.user_id, table.c.entity == ent.name,
+                                          table.c.name == name))
+        view_id = conn.execute(table.insert().values(user_id=g.identity.user_id, entity=ent.name, name=name,
+                                                     where_text=where or None, sort=sort or None,
+                                                     created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
+    params = {k: v for k, v in (("where", where), ("sort", sort), ("view", view_id)) if v}
+    return redirect(f"{url_for('ui.list', entity=ent.name)}?{urlencode(params)}")
+
+
+def delete_view(entity: str, view_id: int):
+    ent = entity_of(entity)
+    table = runtime().records.metadata.tables["_crm_saved_view"]
+    if view_id < 2**63:   # a larger id (a made-up URL) is no view; the database would refuse the number
+        with runtime().db.write() as conn:
+            conn.execute(table.delete().where(table.c.id == view_id, table.c.user_id == g.identity.user_id))
+    return redirect(url_for("ui.list", entity=ent.name))
+
+
+def bulk(entity: str):
+    ent = entity_of(entity)
+    ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()][:500]
+    action = request.form.get("action")
+    back = back_to(url_for("ui.list", entity=ent.name))
+    if not ids:
+        return with_message(back, _("Select at least one record."), "warning")
+    if action == "delete":
+        entity_of(entity, "delete")
+        write, done = (lambda rid: runtime().records.delete(ent.name, rid, context=g.context)), _("Deleted %(n)s record(s).")
+    elif action == "update":
+        entity_of(entity, "update")
+        col = column(ent, request.form.get("field", ""))
+        if col is None or col not in editable_columns(ent, [col]):
+            return with_message(back, _("Choose a field you may change."), "danger")
+        typed = request.form.get("value", "")
+        # a yes/no field is typed here as text (yes, true, 1, no, ...): its field type reads it, and
+        # blank is "no" as an unticked box in the form
+        value = (typed.strip() or False) if col.widget == "checkbox" else parse_input(col, MultiDict({col.name: typed}))
+        write = lambda rid: runtime().records.update(ent.name, rid, {col.name: value}, context=g.context)  # noqa: E731
+        done = _("Updated %(n)s record(s).")
+    else:
+        return with_message(back, _("Unknown action."), "danger")
+    failed: list[str] = []
+    for record_id in ids:   # one write per record, each through the record service (not an import)
+        try:
+            write(record_id)
+        except RecordError as exc:
+            failed.append(f"#{record_id}: {exc}")
+    message = done % {"n": len(ids) - len(failed)}
+    if failed:
+        message += " " + _("Not done:") + " " + "; ".join(failed[:10])
+    return with_message(back, message, "warning" if failed else "success")

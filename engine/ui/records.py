@@ -1,0 +1,251 @@
+"""The record page (fields, related lists, timeline, field history, transition buttons), taking a
+workflow transition, deleting, and the kanban board whose moves are transitions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import abort, g, jsonify, render_template, request, url_for
+
+from engine.storage.errors import (
+    Conflict,
+    DeleteRestricted,
+    NotFound,
+    RecordError,
+    ValidationFailed,
+)
+from engine.storage.query import Filter, ListQuery, QueryError, check_sort
+
+from .common import (
+    allowed_ops,
+    editable_columns,
+    entity_of,
+    hidden_of,
+    json_body,
+    link_to,
+    load_record,
+    parse_input,
+    runtime,
+    with_message,
+)
+from .forms import field_states
+from .i18n import current_lang
+from .i18n import translate as _
+from .present import (
+    Column,
+    column,
+    columns,
+    display,
+    form_sections,
+    input_value,
+    list_columns,
+    lookup_titles,
+    title_of,
+)
+
+RELATED_ROWS = 10
+KANBAN_CARDS = 50
+
+
+def record_page(entity: str, record_id: int):
+    ent = entity_of(entity)
+    record = load_record(ent, record_id)
+    lang = current_lang()
+    sections = form_sections(ent, hidden_of(ent))
+    cols = [c for s in sections for c in s["fields"]]
+    titles = lookup_titles(runtime().records, ent, cols, [record], g.context)
+    shown = {c.name: (display(c, record.get(c.name), lang, titles), link_to(c, record.get(c.name))) for c in cols}
+    state = field_states(ent, record, record)
+    return render_template("ui/record.html", ent=ent, record=record, title=title_of(ent, record), sections=sections,
+                           shown=shown, state=state, transitions=transitions_of(ent, record),
+                           related=_related(ent, record_id), timeline=_timeline(ent, record),
+                           history=_field_history(ent, record), can=allowed_ops(ent))
+
+
+def transitions_of(ent, record: dict) -> list:
+    wf = runtime().workflow
+    if wf is None or ent.name not in wf.specs.workflows or not g.access.can(ent.name, "update"):
+        return []
+    with runtime().db.read() as conn:
+        return wf.available(conn, ent, record, g.context)
+
+
+def _related(ent, record_id: int) -> list[dict]:
+    """The related lists: the layout's ``related`` entries (entity.field), else every lookup here."""
+    model = runtime().model
+    declared = (ent.layouts.get("related") or
+                [f"{e.name}.{f.name}" for e, f in model.references_to(ent.name) if f.type_name == "lookup"])
+    lang = current_lang()
+    out = []
+    for item in declared:
+        child_name, _dot, field_name = item.partition(".")
+        child = model.entities.get(child_name)
+        if child is None or field_name not in child.fields or not g.access.can(child.name, "read") \
+                or field_name in g.access.hidden(child.name):
+            continue
+        field = child.fields[field_name]
+        value = f"{ent.name}:{record_id}" if field.type_name == "reference" else record_id
+        q = ListQuery(child.name, limit=RELATED_ROWS, count=True, filters=[Filter(field_name, "eq", field.coerce(value))])
+        q.sort = check_sort(child, (child.layouts.get("list") or {}).get("sort") or "-id")
+        page = runtime().records.list(q, context=g.context)
+        cols = [c for c in list_columns(child, g.access.hidden(child.name)) if c.name != field_name][:5]
+        titles = lookup_titles(runtime().records, child, cols, page.records, g.context)
+        out.append({"entity": child, "field": field, "total": page.total, "cols": cols,
+                    "rows": [{"id": r["id"], "cells": [display(c, r.get(c.name), lang, titles) for c in cols]}
+                             for r in page.records],
+                    "new_url": (f"{url_for('ui.new', entity=child.name)}?{urlencode({field_name: value})}"
+                                if g.access.can(child.name, "create") else None)})
+    return out
+
+
+def _timeline(ent, record: dict) -> list[dict]:
+    """Activity on the record, newest first: the records attached to it through a reference field
+    (activities, notes, e-mails: whatever the model declares)."""
+    model, svc = runtime().model, runtime().records
+    lang = current_lang()
+    items: list[dict] = []
+    for child in model.entities.values():
+        if not g.access.can(child.name, "read"):
+            continue
+        for field in child.fields.values():
+            if field.type_name != "reference" or field.name in g.access.hidden(child.name):
+                continue
+            allowed = field.prop("to")
+            if allowed and ent.name not in allowed:
+                continue
+            q = ListQuery(child.name, limit=20, filters=[Filter(field.name, "eq", field.coerce(f"{ent.name}:{record['id']}"))])
+            q.sort = check_sort(child, "-created_at")
+            for r in svc.list(q, context=g.context).records:
+                items.append({"at": r.get("created_at"), "kind": child.label.get(lang), "text": title_of(child, r),
+                              "url": url_for("ui.record", entity=child.name, record_id=r["id"])})
+    items.sort(key=lambda i: i["at"] or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+    return items[:50]
+
+
+def _field_history(ent, record: dict) -> list[dict]:
+    """The changes of the record's tracked fields the user may read, newest first."""
+    svc, lang = runtime().records, current_lang()
+    rows = [h for h in svc.history_of(ent.name, record["id"], context=g.context)[-100:]
+            if h["field"] not in g.access.hidden(ent.name) and column(ent, h["field"]) is not None]
+    people = svc.fetch_many("user", {h["changed_by"] for h in rows} - {None}, context=g.context) \
+        if g.access.can("user", "read") else {}
+    return [{"at": h["changed_at"], "field": column(ent, h["field"]).label(lang),
+             "old": _history_text(column(ent, h["field"]), h["old_value"], lang),
+             "new": _history_text(column(ent, h["field"]), h["new_value"], lang),
+             "by": (people.get(h["changed_by"]) or {}).get("name") or (f"#{h['changed_by']}" if h["changed_by"] else "")}
+            for h in reversed(rows)]
+
+
+def _history_text(col: Column, value: Any, lang: str) -> str:
+    if value is None:
+        return "—"
+    if col.kind == "picklist":
+        return display(col, value, lang)
+    return str(value)
+
+
+def delete(entity: str, record_id: int):
+    ent = entity_of(entity, "delete")
+    version = request.form.get("version", "")
+    try:
+        runtime().records.delete(ent.name, record_id, version=int(version) if version.isdigit() else None,
+                             context=g.context)
+    except (DeleteRestricted, Conflict, ValidationFailed) as exc:
+        return with_message(url_for("ui.record", entity=ent.name, record_id=record_id), str(exc), "danger")
+    except NotFound:
+        abort(404)
+    return with_message(url_for("ui.list", entity=ent.name), _("Deleted."), "success")
+
+
+def transition(entity: str, record_id: int, name: str):
+    """Take a transition; one that requires fields first asks for them."""
+    ent = entity_of(entity, "update")
+    record = load_record(ent, record_id)
+    wf = runtime().workflow.specs.workflows.get(ent.name) if runtime().workflow else None
+    t = wf.named(name) if wf else None
+    if t is None:
+        abort(404)
+    cols = editable_columns(ent, [column(ent, n) for n in t.requires])
+    if request.method == "GET":
+        return render_template("ui/transition.html", ent=ent, record=record, t=t, cols=cols, errors={},
+                               values={c.name: input_value(c, record.get(c.name)) for c in cols},
+                               title=title_of(ent, record))
+    values = {c.name: parse_input(c, request.form) for c in cols if c.name in request.form or c.widget == "checkbox"}
+    version = request.form.get("version", "")
+    try:
+        runtime().records.transition(ent.name, record_id, name, values,
+                                 version=int(version) if version.isdigit() else None, context=g.context)
+    except ValidationFailed as exc:
+        if cols:
+            errors: dict[str, list[str]] = {}
+            for e in exc.errors:
+                errors.setdefault(e.field if e.field in t.requires else "", []).append(e.message if e.field in t.requires else str(e))
+            return render_template("ui/transition.html", ent=ent, record=record, t=t, cols=cols, errors=errors,
+                                   values={c.name: request.form.get(c.name, "") for c in cols},
+                                   title=title_of(ent, record)), 422
+        return with_message(url_for("ui.record", entity=ent.name, record_id=record_id),
+                             "; ".join(str(e) for e in exc.errors), "danger")
+    except RecordError as exc:
+        return with_message(url_for("ui.record", entity=ent.name, record_id=record_id), str(exc), "danger")
+    return with_message(url_for("ui.record", entity=ent.name, record_id=record_id),
+                         _("Done: %(name)s.") % {"name": t.label.get(current_lang())}, "success")
+
+
+def kanban(entity: str):
+    ent = entity_of(entity)
+    layout = ent.layouts.get("kanban")
+    if not layout:
+        abort(404)
+    hidden = hidden_of(ent)
+    group = column(ent, layout["group_by"])
+    if group is None or group.name in hidden:
+        abort(403)
+    lang = current_lang()
+    cards = columns(ent, layout.get("card") or [ent.title], hidden)
+    where = request.args.get("where", "").strip()
+    lanes, error = [], None
+    for option in group.field.options:
+        q = ListQuery(ent.name, limit=KANBAN_CARDS, count=True, filters=[Filter(group.name, "eq", option.value)],
+                      formula=where or None)
+        q.sort = check_sort(ent, (ent.layouts.get("list") or {}).get("sort") or "-id", hidden)
+        try:
+            page = runtime().records.list(q, timeout_ms=5_000, context=g.context)
+        except (QueryError, ValidationFailed) as exc:
+            error = "; ".join(str(e) for e in exc.errors)
+            break
+        titles = lookup_titles(runtime().records, ent, cards, page.records, g.context)
+        lanes.append({"value": option.value, "label": option.label.get(lang), "total": page.total,
+                      "cards": [{"id": r["id"], "version": r["version"],
+                                 "lines": [(c, display(c, r.get(c.name), lang, titles)) for c in cards]}
+                                for r in page.records]})
+    return render_template("ui/kanban.html", ent=ent, group=group, lanes=lanes, error=error, where=where,
+                           can_move=g.access.can(ent.name, "update") and bool(editable_columns(ent, [group])))
+
+
+def move(entity: str, record_id: int):
+    """A kanban card dropped in another column: the workflow transition to that value if the user
+    may take one now, else a plain change of the field (which the workflow refuses with its reason)."""
+    ent = entity_of(entity, "update")
+    layout = ent.layouts.get("kanban") or {}
+    group = layout.get("group_by")
+    body = json_body()
+    to = body.get("to")
+    if not group or not isinstance(to, str):
+        return jsonify(error=_("Nothing to move.")), 400
+    try:
+        record = runtime().records.get(ent.name, record_id, context=g.context)
+        taken = next((t for t in transitions_of(ent, record) if t.target == to), None)
+        version = body.get("version") if isinstance(body.get("version"), int) else None
+        if taken is not None:
+            record = runtime().records.transition(ent.name, record_id, taken.name, {}, version=version, context=g.context)
+        else:
+            record = runtime().records.update(ent.name, record_id, {group: to}, version=version, context=g.context)
+    except ValidationFailed as exc:
+        return jsonify(error="; ".join(str(e) for e in exc.errors)), 422
+    except NotFound:
+        return jsonify(error=_("This record no longer exists.")), 404
+    except RecordError as exc:
+        return jsonify(error=str(exc)), 409
+    return jsonify(id=record["id"], version=record["version"], value=record.get(group))
