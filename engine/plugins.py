@@ -48,6 +48,12 @@ class Hooks:
     def crm_action_functions(self) -> dict:
         """Return ``{name: function}`` for the ``call`` action: ``function(act, **args)``."""
 
+    @hookspec
+    def crm_template_dirs(self) -> list:
+        """Return folders of Jinja templates for the web UI: ``ui/widgets/<widget>.html`` draws the
+        input of a field type whose ``widget`` is that name; a template with the path of one of the
+        engine's replaces it."""
+
     # -- record lifecycle (called by the record service, inside or after its transaction) ------
     @hookspec
     def crm_before_write(self, event: str, entity: Any, record: dict, old: dict | None, context: Any) -> None:

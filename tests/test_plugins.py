@@ -34,6 +34,36 @@ def test_a_folder_plugin_adds_a_field_type_and_a_field_on_account(with_colour):
     assert info.value.errors[0].field == "brand_colour" and "colour like" in info.value.errors[0].message
 
 
+def test_a_plugin_widget_draws_its_field_types_input_in_the_web_ui(make_runtime, write_tree):
+    """crm_template_dirs: the form includes ui/widgets/<widget>.html from the plugin's folder; what it
+    posts is checked by the field type like any value."""
+    import re as re_
+
+    from engine.app import create_app
+    from engine.security.passwords import set_password
+    from engine.storage.records import Context
+
+    site = write_tree("site", {"account.yaml": """
+        entity: account
+        layouts:
+          form: [{section: Brand, columns: 2, fields: [name, brand_colour]}]
+    """})
+    rt = make_runtime(plugin_dirs=(PLUGINS,), site_dir=site)
+    user = rt.records.create("user", {"name": "Ad", "email": "ad@example.com", "role": "admin"},
+                             context=Context(system=True))
+    set_password(rt.records, user["id"], "a-long-password")
+    client = create_app(runtime=rt).test_client()
+    token = re_.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+    client.post("/login", data={"email": "ad@example.com", "password": "a-long-password", "csrf_token": token})
+    form = client.get("/ui/account/new").get_data(as_text=True)
+    assert re_.search(r'<input type="color"[^>]*name="brand_colour" value="#000000"[^>]*data-widget="colour">', form)
+    assert '<input type="text" class="form-control" id="f-name" name="name"' in form   # built-in widgets stay
+    token = re_.search(r'name="csrf-token" content="([^"]+)"', form).group(1)
+    made = client.post("/ui/account/new", data={"csrf_token": token, "name": "Painted", "brand_colour": "#A1B2C3"})
+    assert made.status_code == 302
+    assert rt.records.query("account", where={"name": "Painted"})[0]["brand_colour"] == "#a1b2c3"
+
+
 def test_builtin_types_are_registered_by_the_core_plugin_through_the_same_hook():
     pm = make_plugin_manager(entry_point_plugins=False)
     [core_impl] = [i for i in pm.hook.crm_field_types.get_hookimpls() if i.plugin_name == "core"]

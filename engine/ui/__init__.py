@@ -1,6 +1,8 @@
 """The generated web UI: ``install_ui(app, runtime)`` mounts the screens (``views``), the interface
 languages (``i18n``) and the static assets. Bootstrap 5 comes from the Bootstrap-Flask package and is
 served by this app, so the UI works with no internet; our own script and styles are in ``static/``.
+A field's input is the template ``templates/ui/widgets/<widget>.html`` of its type's widget; plugins
+add widgets (and replace templates) through ``crm_template_dirs``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ def install_ui(app: Flask, runtime) -> None:
     from .i18n import install_i18n
     from .views import ui_blueprint
 
+    plugin_dirs = [str(d) for found in runtime.pm.hook.crm_template_dirs() for d in found or ()]
+    if plugin_dirs:   # plugins' templates first: their widgets, and any template they replace
+        from jinja2 import ChoiceLoader, FileSystemLoader
+
+        app.jinja_loader = ChoiceLoader([FileSystemLoader(plugin_dirs), app.jinja_loader])
     app.config.setdefault("BOOTSTRAP_SERVE_LOCAL", True)
     Bootstrap5(app)
     install_i18n(app)

@@ -1,4 +1,4 @@
-"""A test plugin: a ``colour`` field type and a ``brand_colour`` field on account."""
+"""A test plugin: a ``colour`` field type with its own UI widget, and a ``brand_colour`` field on account."""
 
 from __future__ import annotations
 
@@ -34,3 +34,8 @@ def crm_field_types():
 @hookimpl
 def crm_metadata_dirs():
     return [Path(__file__).parent / "metadata"]
+
+
+@hookimpl
+def crm_template_dirs():
+    return [Path(__file__).parent / "templates"]
