@@ -13,7 +13,7 @@ from datetime import date, timedelta
 import pytest
 
 pytest.register_assert_rewrite("tests.ui_kit")   # before its import: helpers assert too
-from .ui_kit import SYSTEM, esc, form_fields, input_value, selected_option, text, textarea_value  # noqa: E402
+from .ui_kit import SYSTEM, esc, form_fields, input_value, query_of, selected_option, text, textarea_value  # noqa: E402
 
 pytest_plugins = ("tests.ui_kit",)   # the fixtures site and admin
 
@@ -269,3 +269,30 @@ def test_a_new_record_belongs_to_its_creator_who_sees_it(site, owner):
     assert made["owner_id"] == site.sales["id"]
     assert sales.get(r.location).status_code == 200
     assert "Made by sales" in text(sales.get("/ui/account"))
+
+
+def test_date_times_are_shown_typed_and_filtered_in_the_browsers_time_zone(site, admin):
+    """The page's script keeps the browser's zone in the tz cookie; without it (or with nonsense)
+    date-times are UTC. Stored values are always UTC."""
+    from datetime import datetime, timezone
+
+    account = site.records.query("account", order_by=("id",), limit=1)[0]
+    made = site.records.create("activity", {"subject": "Call in Shanghai", "type": "call",
+                                            "related_to": f"account:{account['id']}",
+                                            "start_at": "2026-03-01T01:30:00+00:00"}, context=SYSTEM)
+    field = site.rt.model.entity("activity").fields["start_at"]
+    admin.client.set_cookie("tz", "Asia%2FShanghai")
+    page = text(admin.get(f"/ui/activity/{made['id']}/edit"))
+    assert input_value(page, field.name) == "2026-03-01T09:30"                 # 01:30 UTC is 09:30 in Shanghai
+    assert "Asia/Shanghai" in page
+    shown = text(admin.get(f"/ui/activity/{made['id']}"))
+    assert "2026-03-01 09:30 Asia/Shanghai" in shown
+    sent = dict(form_fields(page))
+    sent[field.name] = "2026-03-02T08:00"                                        # typed in Shanghai time
+    assert admin.post(f"/ui/activity/{made['id']}/edit", sent).status_code == 302
+    assert site.records.get("activity", made["id"])[field.name] == datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
+    r = admin.get("/ui/activity", query_string={"ff": field.name, "fo": "gte", "fv": "2026-03-02 08:00"})
+    assert "DATETIMEVALUE('2026-03-02 00:00:00')" in query_of(r.location)["where"][0]
+    for nonsense in ("Mars/Olympus", "../../etc/passwd", "UTC"):
+        admin.client.set_cookie("tz", nonsense)
+        assert input_value(text(admin.get(f"/ui/activity/{made['id']}/edit")), field.name) == "2026-03-02T00:00"

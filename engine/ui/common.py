@@ -120,8 +120,8 @@ def parse_input(col: Column, form) -> Any:
         return None
     if widget in ("lookup", "user"):
         return int(raw) if raw.isdigit() else raw
-    if widget == "datetime" and len(raw) == 16:
-        return raw + ":00+00:00"   # the picker gives minutes in UTC (the time zone the UI shows)
+    if widget == "datetime":
+        return in_zone(raw)   # the picker gives a time without a zone: the one the page shows
     return raw
 
 
@@ -138,3 +138,18 @@ def label_text(value: Any) -> str:
         texts = value.texts if hasattr(value, "texts") else value
         return texts.get(current_lang()) or texts.get("en") or next(iter(texts.values()), "")
     return str(value or "")
+
+
+def in_zone(raw: str) -> str:
+    """A date and time typed without an offset (``2026-01-31T09:00``) is in the request's time zone
+    (the one the page shows); with an offset it stays as typed. Unreadable text is left for the
+    field type to name the problem."""
+    from datetime import datetime
+
+    from .i18n import current_zone
+
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        return raw
+    return (value.replace(tzinfo=current_zone()) if value.tzinfo is None else value).isoformat()

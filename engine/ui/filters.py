@@ -6,12 +6,13 @@ types is always data, never syntax.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import timezone
 from decimal import Decimal
 from typing import Any
 
 from engine.fields import FieldValueError
 
+from .common import in_zone
 from .present import Column
 
 #: operator -> (English label, template); {f} is the field, {v} the literal.
@@ -78,8 +79,8 @@ def literal(col: Column, raw: str) -> str:
     value = _coerce(col, raw)
     if kind == "date":
         return f"DATE({value.year}, {value.month}, {value.day})"
-    if kind == "datetime":
-        return f"DATETIMEVALUE({quote(value.strftime('%Y-%m-%d %H:%M:%S'))})"
+    if kind == "datetime":   # the formula language reads a date-time text as GMT
+        return f"DATETIMEVALUE({quote(value.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S'))})"
     if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
         return str(value)
     raise FilterError(f"{col.name}: a {kind} field cannot be filtered here; write the condition in the formula box")
@@ -98,7 +99,7 @@ def _coerce(col: Column, raw: str) -> Any:
             raise FilterError(f"{col.name}: expected a record id (a number)")
         return int(raw)
     if col.kind == "datetime":
-        raw = _utc_if_naive(raw)
+        raw = in_zone(raw)
     try:
         if col.field.type_name in ("formula", "rollup"):
             from engine.storage.query import system_field
@@ -107,16 +108,6 @@ def _coerce(col: Column, raw: str) -> Any:
         return col.field.coerce(raw)
     except (FieldValueError, ValueError) as exc:
         raise FilterError(f"{col.name}: {getattr(exc, 'message', exc)}") from None
-
-
-def _utc_if_naive(raw: str) -> str:
-    """A date and time typed without an offset (``2026-01-31``, ``2026-01-31 09:00``) is UTC, the
-    time zone the UI shows date-times in; with an offset it stays as typed."""
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        return raw   # the field type names the problem
-    return (value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value).isoformat()
 
 
 __all__ = ["FilterError", "OPERATORS", "combine", "condition", "literal", "operators_for", "quote"]

@@ -8,11 +8,17 @@ once when the app is made; a string without a translation shows in English.
 
 The language of a request: the one the user chose (kept in the session), else the best match of
 the browser's ``Accept-Language``, else English.
+
+The time zone of a request: the browser's own (``Intl``'s zone, which the page's script keeps in the
+``tz`` cookie), else UTC. Date-times are stored in UTC; they are shown, typed and filtered in this zone.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
+from urllib.parse import unquote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.messages.pofile import read_po
 from flask import Flask, g, request, session
@@ -44,7 +50,8 @@ def install_i18n(app: Flask) -> None:
     app.jinja_env.install_gettext_callables(gettext=lambda text: translate(text),
                                             ngettext=lambda s, p, n: translate(s if n == 1 else p),
                                             newstyle=True)
-    app.jinja_env.globals.update(current_lang=current_lang, LANGUAGES=LANGUAGES)
+    app.jinja_env.globals.update(current_lang=current_lang, LANGUAGES=LANGUAGES, zone_name=zone_name)
+    app.jinja_env.filters["when"] = lambda value: local(value).strftime("%Y-%m-%d %H:%M") if value else ""
 
 
 def current_lang() -> str:
@@ -55,6 +62,29 @@ def current_lang() -> str:
         lang = chosen if chosen in LANGUAGES else (request.accept_languages.best_match(LANGUAGES) or DEFAULT)
         g.lang = lang
     return lang
+
+
+def current_zone() -> tzinfo:
+    """The time zone of this request (UTC unless the browser said otherwise)."""
+    zone = getattr(g, "zone", None)
+    if zone is None:
+        name = unquote(request.cookies.get("tz") or "")[:64]
+        try:
+            zone = ZoneInfo(name) if name and name != "UTC" else timezone.utc
+        except (ZoneInfoNotFoundError, ValueError):   # unknown, or not a zone name at all
+            zone = timezone.utc
+        g.zone = zone
+    return zone
+
+
+def local(value: datetime) -> datetime:
+    """An aware date-time in the request's time zone."""
+    return value.astimezone(current_zone())
+
+
+def zone_name() -> str:
+    zone = current_zone()
+    return "UTC" if zone is timezone.utc else str(zone)
 
 
 def translate(text: str) -> str:
@@ -69,4 +99,5 @@ def translate(text: str) -> str:
 
 _ = translate
 
-__all__ = ["LANGUAGES", "current_lang", "install_i18n", "load_catalogs", "translate"]
+__all__ = ["LANGUAGES", "current_lang", "current_zone", "install_i18n", "load_catalogs", "local", "translate",
+           "zone_name"]

@@ -15,6 +15,7 @@ from babel.numbers import format_decimal
 from engine.metadata.model import Entity, Field
 from engine.storage.query import SYSTEM_TYPES, system_field
 
+from .i18n import local, zone_name
 from .i18n import translate as _
 
 #: English labels of the system columns (translated through the catalog when shown).
@@ -153,7 +154,7 @@ def display(col: Column, value: Any, lang: str, titles: dict | None = None) -> s
     if kind in ("number", "integer") and isinstance(value, (int, Decimal, float)):
         return format_decimal(value, locale=locale)
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M UTC")
+        return f"{local(value).strftime('%Y-%m-%d %H:%M')} {zone_name()}"
     if isinstance(value, date):
         return value.isoformat()
     return str(value)
@@ -166,7 +167,7 @@ def input_value(col: Column, value: Any) -> Any:
     if col.widget == "multiselect":
         return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%dT%H:%M")
+        return local(value).strftime("%Y-%m-%dT%H:%M")
     if isinstance(value, date):
         return value.isoformat()
     if col.kind == "reference" and hasattr(value, "entity"):

@@ -1,19 +1,20 @@
 """What business users do all day, in a real Chromium against a live server: create records through
 the forms (with a validation error fixed on the way), conditional fields, lists filtered, sorted and
 saved as a view, kanban moves the workflow allows or refuses, a dashboard, the Chinese interface,
-a CSV export, and the shell at phone width. Every test leaves screenshots in var/screenshots/."""
+a CSV export, the shell at phone width, and date-times in the browser's time zone. Every test leaves screenshots in var/screenshots/."""
 
 from __future__ import annotations
 
 import csv
 import io
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 
 from engine.storage.query import Filter, ListQuery
+from engine.storage.records import Context
 
 from .conftest import login, shot
 
@@ -231,3 +232,20 @@ def test_the_shell_works_at_phone_width(make_page, live_server):
     page.wait_for_url(re.compile(r"/ui/opportunity$"))
     assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1   # the page itself does not overflow
     shot(page, "phone-list")
+
+
+def test_date_times_follow_the_browsers_time_zone(make_page, live_server):
+    rt = live_server.runtime
+    account = rt.records.query("account", limit=1)[0]
+    made = rt.records.create("activity", {"subject": "Morning call", "type": "call",
+                                          "related_to": f"account:{account['id']}",
+                                          "start_at": "2026-03-01T01:30:00+00:00"}, context=Context(system=True))
+    page = make_page(timezone_id="Asia/Shanghai", locale="zh-CN")
+    _signed_in(page, live_server)                # the first page tells the server the browser's zone
+    page.goto(f"/ui/activity/{made['id']}/edit")
+    assert page.input_value("#f-start_at") == "2026-03-01T09:30"
+    page.fill("#f-start_at", "2026-03-02T08:15")
+    page.click("#save")
+    page.wait_for_url(re.compile(rf"/ui/activity/{made['id']}$"))
+    assert rt.records.get("activity", made["id"])["start_at"] == datetime(2026, 3, 2, 0, 15, tzinfo=timezone.utc)
+    assert "2026-03-02 08:15 Asia/Shanghai" in page.locator('[data-field="start_at"]').inner_text()

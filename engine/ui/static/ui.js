@@ -5,6 +5,14 @@
   "use strict";
   const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
 
+  // The browser's time zone, for the server to show and read date-times in (UTC until it knows).
+  try {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && !document.cookie.split("; ").includes(`tz=${encodeURIComponent(zone)}`)) {
+      document.cookie = `tz=${encodeURIComponent(zone)}; path=/; SameSite=Lax; max-age=31536000`;
+    }
+  } catch (e) { /* no Intl: date-times stay in UTC */ }
+
   function debounce(fn, ms) {
     let timer;
     return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
