@@ -296,3 +296,6 @@ def test_date_times_are_shown_typed_and_filtered_in_the_browsers_time_zone(site,
     for nonsense in ("Mars/Olympus", "../../etc/passwd", "UTC"):
         admin.client.set_cookie("tz", nonsense)
         assert input_value(text(admin.get(f"/ui/activity/{made['id']}/edit")), field.name) == "2026-03-02T00:00"
+    history = text(admin.get(f"/ui/activity/{made['id']}"))
+    assert re.search(r"<td>2026-03-01 01:30 UTC</td><td>2026-03-02 00:00 UTC</td>", history), \
+        "the field history shows values as the field does (here in UTC: the last cookie was 'UTC')"

@@ -139,11 +139,15 @@ def _field_history(ent, record: dict) -> list[dict]:
 
 
 def _history_text(col: Column, value: Any, lang: str) -> str:
+    """A value of the history (its JSON form) shown as the field shows it: labels, numbers and
+    date-times in the user's language and time zone."""
     if value is None:
         return "—"
-    if col.kind == "picklist":
-        return display(col, value, lang)
-    return str(value)
+    try:
+        shown = display(col, col.field.coerce(value) if not col.target else value, lang)
+    except Exception:   # noqa: BLE001 - a value the field no longer reads (the type changed): as stored
+        return str(value)
+    return shown or "—"
 
 
 def delete(entity: str, record_id: int):
