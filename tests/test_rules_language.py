@@ -581,3 +581,9 @@ def test_every_function_gives_blank_for_a_blank_argument(spec):
             assert result is None, call
         checked += 1
     assert checked or not spec.args
+
+
+@pytest.mark.parametrize("text", ["plain", "it's", 'say "hi"', "back\\slash", "line\nbreak\tand\rreturn",
+                                  "'); DROP TABLE x; --", "", "中文 ü"])
+def test_a_text_literal_reads_back_as_the_same_text(text):
+    assert rules.evaluate(rules.text_literal(text), {}) == text

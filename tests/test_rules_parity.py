@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine.rules as rules
+from engine.rules import text_literal
 
 from .test_rules_sql import NOW, fill, load_things, python_value, scope_for, write_entities
 
@@ -25,10 +26,6 @@ NUMBER_FIELDS = ["n", "c", "p", "i", "ref.amount", "ref.rank"]
 TEXT_FIELDS = ["t", "t2", "ref.name"]
 TEXT_CONSTANTS = ["", "a", "l", "Ab", "He", "x'y", "%_", "b a", " "]
 OPTIONS = ["a", "b", "c"]
-
-
-def quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 # -- expressions -----------------------------------------------------------------------------------------------
@@ -98,7 +95,7 @@ def number(draw, depth=2):
 @st.composite
 def text(draw, depth=2):
     if depth <= 0 or draw(st.integers(0, 3)) == 0:
-        return draw(st.one_of(st.sampled_from(TEXT_FIELDS), st.sampled_from(TEXT_CONSTANTS).map(quote)))
+        return draw(st.one_of(st.sampled_from(TEXT_FIELDS), st.sampled_from(TEXT_CONSTANTS).map(text_literal)))
     d = depth - 1
     choice = draw(st.integers(0, 14))
     a = lambda: draw(text(d))  # noqa: E731
@@ -164,13 +161,13 @@ def boolean(draw, depth=2):
     if choice == 2:
         return f"({draw(date_(d))} {draw(ops)} {draw(date_(d))})"
     if choice == 3:
-        return f"(s {draw(st.sampled_from(['=', '<>']))} {quote(draw(st.sampled_from(OPTIONS + [''])))})"
+        return f"(s {draw(st.sampled_from(['=', '<>']))} {text_literal(draw(st.sampled_from(OPTIONS + [''])))})"
     if choice == 4:
         return draw(st.sampled_from(["b", "NOT b", "TRUE", "FALSE", "ISNEW() = FALSE" if False else "b = FALSE"]))
     if choice == 5:
         return f"ISBLANK({draw(st.sampled_from(NUMBER_FIELDS + TEXT_FIELDS + ['d', 's', 'm', 'ref', 'dt']))})"
     if choice == 6:
-        return f"INCLUDES(m, {quote(draw(st.sampled_from(['x', 'y', 'z'])))})"
+        return f"INCLUDES(m, {text_literal(draw(st.sampled_from(['x', 'y', 'z'])))})"
     if choice == 7:
         return f"({draw(boolean(d))} AND {draw(boolean(d))})"
     if choice == 8:
@@ -180,9 +177,9 @@ def boolean(draw, depth=2):
     if choice == 10:
         return f"{draw(st.sampled_from(['CONTAINS', 'BEGINS']))}({draw(text(d))}, {draw(text(0))})"
     if choice == 11:
-        return f"ISPICKVAL(s, {quote(draw(st.sampled_from(OPTIONS)))})"
+        return f"ISPICKVAL(s, {text_literal(draw(st.sampled_from(OPTIONS)))})"
     if choice == 12:
-        items = ", ".join(quote(v) for v in draw(st.lists(st.sampled_from(OPTIONS + ['']), min_size=1, max_size=3)))
+        items = ", ".join(text_literal(v) for v in draw(st.lists(st.sampled_from(OPTIONS + ['']), min_size=1, max_size=3)))
         return f"(s {draw(st.sampled_from(['IN', 'NOT IN']))} ({items}))"
     if choice == 13:
         items = ", ".join(draw(st.lists(number_literal(), min_size=1, max_size=3)))

@@ -21,7 +21,7 @@ from .compiler import CompiledRule, compile, compile_with, evaluate
 from .errors import (NotInSQLError, Position, RuleError, RuleRuntimeError, RuleSyntaxError, RuleTypeError,
                      UnknownFieldError)
 from .functions import Function, FunctionRegistry, builtin_functions, default_registry, registry_from_plugins
-from .parser import parse
+from .parser import parse, text_literal
 from .related import fetch_related
 from .schema import DictSchema, FieldInfo, ModelSchema
 from .to_sql import Scope, SqlCompiler, SqlValue
@@ -31,5 +31,5 @@ __all__ = [
     "Position", "RuleError", "RuleProblem", "RuleRuntimeError", "RuleSyntaxError", "RuleTypeError", "Scope",
     "SqlCompiler", "SqlValue", "UnknownFieldError", "builtin_functions", "check_entity_rules", "compile",
     "compile_with", "default_registry", "evaluate", "expressions_of", "fetch_related", "parse",
-    "registry_from_plugins",
+    "registry_from_plugins", "text_literal",
 ]

@@ -75,6 +75,14 @@ def _expected(names) -> str:
     return ", ".join(words[:8]) + (" ..." if len(words) > 8 else "")
 
 
+def text_literal(text: str) -> str:
+    """``text`` written as a text literal of the language (the inverse of reading one): what a
+    user typed, put into an expression, stays data."""
+    escaped = (text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+               .replace("\r", "\\r").replace("\t", "\\t"))
+    return f"'{escaped}'"
+
+
 def _unquote(raw: str, pos: Position, text: str) -> str:
     body, out, i = raw[1:-1], [], 0
     while i < len(body):

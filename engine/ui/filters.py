@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from engine.fields import FieldValueError
+from engine.rules import text_literal
 
 from .common import in_zone
 from .present import Column
@@ -71,7 +72,7 @@ def literal(col: Column, raw: str) -> str:
     if kind in TEXT_KINDS or kind in ("picklist", "multipicklist"):
         if kind == "picklist" and col.field.option_values and raw not in col.field.option_values:
             raise FilterError(f"{col.name}: {raw!r} is not one of its values")
-        return quote(raw)
+        return text_literal(raw)
     if kind == "boolean":
         if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise FilterError(f"{col.name}: expected yes or no")
@@ -80,17 +81,10 @@ def literal(col: Column, raw: str) -> str:
     if kind == "date":
         return f"DATE({value.year}, {value.month}, {value.day})"
     if kind == "datetime":   # the formula language reads a date-time text as GMT
-        return f"DATETIMEVALUE({quote(value.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S'))})"
+        return f"DATETIMEVALUE({text_literal(value.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S'))})"
     if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
         return str(value)
     raise FilterError(f"{col.name}: a {kind} field cannot be filtered here; write the condition in the formula box")
-
-
-def quote(text: str) -> str:
-    """A text literal of the formula language."""
-    escaped = (text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
-               .replace("\r", "\\r").replace("\t", "\\t"))
-    return f"'{escaped}'"
 
 
 def _coerce(col: Column, raw: str) -> Any:
@@ -110,4 +104,4 @@ def _coerce(col: Column, raw: str) -> Any:
         raise FilterError(f"{col.name}: {getattr(exc, 'message', exc)}") from None
 
 
-__all__ = ["FilterError", "OPERATORS", "combine", "condition", "literal", "operators_for", "quote"]
+__all__ = ["FilterError", "OPERATORS", "combine", "condition", "literal", "operators_for"]
