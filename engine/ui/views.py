@@ -90,8 +90,7 @@ def _shell() -> dict:
     dashboards = [d for d in (runtime().dashboards or {}).values()
                   if any(g.access.can(w.entity, "read") for w in d.widgets)]
     return {"nav_modules": modules, "nav_dashboards": dashboards, "lang": lang, "me": g.access.user,
-            "unread": unread_count(), "label": lambda x: x.get(lang) if hasattr(x, "get") else str(x or ""),
-            "tr": label_text}
+            "unread": unread_count(), "tr": label_text}
 
 
 __all__ = ["ui_blueprint"]
