@@ -1,29 +1,41 @@
 # Two commands on a fresh machine with Python 3.11+: `make run` and `make test`.
-# Each installs what it needs first into .venv (re-installed when pyproject.toml changes).
+# Each installs what it needs first into .venv (re-installed when pyproject.toml changes): `make run`
+# the engine alone, `make test` (and `make bench`) the engine with its test extras. Separate stamp
+# files, so a `make run` never stands for the test install.
+#   make run PORT=5001    serve on another port (default 5000; the variable CRM_PORT works too)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+PORT   ?=
 
-.PHONY: run test bench install clean
+.PHONY: run test bench install install-test clean
 
-$(BIN)/.installed: pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version' 
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(BIN)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(BIN)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
-install: $(BIN)/.installed
+install: $(BIN)/.installed-run
+
+install-test: $(BIN)/.installed-test
 
 run: install
-	$(BIN)/crm up
+	$(BIN)/crm up $(if $(PORT),--port $(PORT))
 
 # The browser tests (tests/ui) drive Debian's Chromium: install it (and the CJK font) if missing.
-test: install
+test: install-test
 	@bash tests/ui/install_browser.sh
 	$(BIN)/python -m pytest -n 2 -q
 
-bench: install
+bench: install-test
 	$(BIN)/python bench/run.py
 
 clean:

@@ -125,19 +125,27 @@ def seed(records: int, seed_value: int, if_empty: bool) -> None:
 @main.command()
 @click.option("--email", default="admin@example.com", show_default=True)
 @click.option("--name", default="Administrator", show_default=True)
-def admin(email: str, name: str) -> None:
-    """Create the admin user if missing, and print its login."""
+@click.option("--reset-password", "reset", is_flag=True,
+              help="Give the admin a new password (CRM_ADMIN_PASSWORD, or a random one) and print it once.")
+def admin(email: str, name: str, reset: bool) -> None:
+    """Create the admin user if missing, and print its login; an existing password changes only with
+    --reset-password (or CRM_ADMIN_PASSWORD)."""
     rt = _runtime()
-    click.echo(ensure_admin(rt, email, name))
+    click.echo(ensure_admin(rt, email, name, reset=reset))
+
+
+PORT_OPTION = click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535), envvar="CRM_PORT",
+                           help="Port to serve on (or CRM_PORT; `make run PORT=5001`).")
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True)
+@PORT_OPTION
 def serve(host: str, port: int) -> None:
     """Serve the web application (development server)."""
     from engine.app import create_app
 
+    _exit_unless_port_free(host, port)
     rt = _runtime()
     create_app(rt.settings, runtime=rt).run(host=host, port=port)
 
@@ -145,7 +153,7 @@ def serve(host: str, port: int) -> None:
 @main.command()
 @click.option("--records", default=50, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True)
+@PORT_OPTION
 def up(records: int, host: str, port: int) -> None:
     """Migrate, seed demo data on an empty database, ensure the admin, and serve: what `make run` does."""
     from engine.app import create_app
@@ -154,8 +162,14 @@ def up(records: int, host: str, port: int) -> None:
     from engine.storage.backup import BackupError
     from engine.storage.migrate import MigrationRefused
 
-    _demo_key()
-    rt = _runtime()
+    _exit_unless_port_free(host, port)
+    made = _demo_key()
+    try:
+        rt = _runtime()
+    except SystemExit:
+        if made:   # a key made just now that cannot start this database: leave nothing behind
+            made.unlink(missing_ok=True)
+        raise
     try:
         applied = rt.migrate()
     except (MigrationRefused, BackupError) as exc:
@@ -474,37 +488,87 @@ def _has_records(rt) -> bool:
     return False
 
 
-def _demo_key() -> None:
-    """`crm up` is the laptop demo: without CRM_ENCRYPTION_KEYS it makes a development key, kept in
-    the var folder (mode 0600) so the demo's encrypted values stay readable, and says so loudly."""
-    from engine.security.crypto import ENV, new_key_line
+def _exit_unless_port_free(host: str, port: int) -> None:
+    """Stop with exit status 2 and a clear message, before anything is done or printed, when no server
+    can listen on ``host:port`` (werkzeug would only say so after `crm up` printed the address)."""
+    import errno
+    import socket
 
-    if os.environ.get(ENV):
-        return
-    note = Path(Settings.from_env().var_dir) / "dev_encryption_key"
-    if not note.exists():
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server((host, port), family=family):   # SO_REUSEADDR, as the server sets it
+            return
+    except socket.gaierror as exc:
+        reason = f"the host {host!r} is not known ({exc.strerror})"
+    except OSError as exc:
+        reason = (f"port {port} is in use (another `crm up`?)" if exc.errno == errno.EADDRINUSE
+                  else f"port {port}: {exc.strerror}")
+    click.echo(f"Cannot serve on {host}:{port}: {reason}. Choose another port: `make run PORT={port + 1}`, "
+               f"`crm up --port {port + 1}` or CRM_PORT={port + 1}.", err=True)
+    sys.exit(2)
+
+
+def _demo_key() -> Path | None:
+    """`crm up` is the laptop demo: without keys in CRM_ENCRYPTION_KEYS or the var folder it makes a
+    development key there (mode 0600), where every `crm` command finds it (Settings), and says so
+    loudly. Returns the file if it was made just now."""
+    from datetime import datetime, timezone
+
+    from engine.security.crypto import ENV, new_key_line
+    from engine.settings import dev_key_file
+
+    settings = Settings.from_env()
+    note, made = dev_key_file(settings.var_dir), None
+    if settings.encryption_keys_from == ENV:
+        return None
+    if not settings.encryption_keys:
         note.parent.mkdir(parents=True, exist_ok=True)
-        note.write_text(new_key_line("dev") + "\n", encoding="utf-8")
-        note.chmod(0o600)
-    os.environ[ENV] = note.read_text(encoding="utf-8").strip()
+        with os.fdopen(os.open(note, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as out:
+            out.write(new_key_line(datetime.now(timezone.utc).strftime("dev%Y%m%d%H%M%S")) + "\n")
+        made = note
     click.echo(f"WARNING: {ENV} is not set; using the DEVELOPMENT key in {note}. "
                f"Never use it in production: set {ENV} (see docs/security.md).", err=True)
+    return made
 
 
-def ensure_admin(rt, email: str, name: str) -> str:
-    """Create the admin user with a fresh password if it does not exist; return the login text.
+RESET_HINT = "Forgot it? `crm admin --reset-password` sets a new one and prints it (or set CRM_ADMIN_PASSWORD)."
 
-    The password and a demo API token are kept in ``var/admin_login.txt`` (mode 0600) so the demo
-    can print them again; set ``CRM_ADMIN_PASSWORD`` to choose the password.
+
+def _password_holds(rt, user_id: int, password: str) -> bool:
+    from engine.security.passwords import verify_password
+
+    creds = rt.records.metadata.tables["_crm_credential"]
+    with rt.db.read() as conn:
+        stored = conn.execute(sa.select(creds.c.password_hash).where(creds.c.user_id == user_id)).scalar()
+    return stored is not None and verify_password(password, stored)
+
+
+def ensure_admin(rt, email: str, name: str, *, reset: bool = False) -> str:
+    """Create the admin user if it does not exist; return the login text.
+
+    A new admin gets ``CRM_ADMIN_PASSWORD`` or a random password; it and a demo API token are kept
+    in ``$CRM_VAR_DIR/admin_login.txt`` (mode 0600) so the demo can print them again. An existing
+    admin's password is never changed, except explicitly: ``reset`` (`crm admin --reset-password`)
+    or a ``CRM_ADMIN_PASSWORD`` that is not its password yet.
     """
+    import re
+
     from engine.security.passwords import new_password, set_password
     from engine.storage.records import Context
 
     note = Path(rt.settings.var_dir) / "admin_login.txt"
     users = rt.records.query("user", where={"email": email}, limit=1)
-    if users and note.exists():
-        return note.read_text(encoding="utf-8").strip()
-    password = os.environ.get("CRM_ADMIN_PASSWORD") or new_password()
+    chosen = os.environ.get("CRM_ADMIN_PASSWORD") or None
+    if users and not reset and (chosen is None or _password_holds(rt, users[0]["id"], chosen)):
+        noted = note.read_text(encoding="utf-8").strip() if note.exists() else ""
+        shown = re.search(r"^Admin login: (\S+)  password: (\S+)", noted)
+        if shown and shown.group(1) == users[0]["email"] and chosen in (None, shown.group(2)) \
+                and _password_holds(rt, users[0]["id"], shown.group(2)):   # the file is this database's
+            return noted
+        if chosen:
+            return f"Admin login: {users[0]['email']}  password: {chosen}"
+        return f"Admin login: {users[0]['email']} (exists; its password was not changed)\n{RESET_HINT}"
+    password = chosen or new_password()
     if users:
         user = users[0]
     else:

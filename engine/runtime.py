@@ -42,12 +42,17 @@ class Runtime:
         functions = rules.registry_from_plugins(pm)
         actions = actions_from_plugins(pm)
         model = load_model(settings.layers(plugin_layers(pm)), registry, functions, actions)
-        from engine.security.crypto import encrypted_fields, keyring
+        from engine.security.crypto import check_keys, encrypted_fields, use_keys
 
-        if encrypted_fields(model):
-            keyring()   # no key for the encrypted fields: a clear EncryptionError now, not at the first write
+        use_keys(settings.encryption_keys, settings.encryption_keys_from)
         db = Database(settings.database_url)
         records = RecordService(model, db, pm)
+        if encrypted_fields(model):
+            try:   # no key, or one that cannot read the stored values: a clear EncryptionError now
+                check_keys(records)
+            except Exception:
+                db.dispose()
+                raise
         records._functions = functions
         specs, _ = compile_specs(model, functions, actions)
         workflow = WorkflowEngine(records, specs, settings)

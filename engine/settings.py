@@ -9,6 +9,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_LAYER = Path(__file__).resolve().parent / "metadata" / "system"
+#: The variable holding the keys of encrypted fields (engine/security/crypto.py reads them from Settings).
+KEYS_ENV = "CRM_ENCRYPTION_KEYS"
+#: The development key that `crm up` makes when the environment has no keys, under CRM_VAR_DIR.
+DEV_KEY_FILE = "dev_encryption_key"
+
+
+def dev_key_file(var_dir: Path) -> Path:
+    """Where `crm up` keeps the development key of ``var_dir`` (mode 0600)."""
+    return Path(var_dir) / DEV_KEY_FILE
+
+
+def _encryption_keys(env, var_dir: Path) -> tuple[str, str]:
+    """(keys, where they come from): the environment wins; else the development key file, if any."""
+    if env.get(KEYS_ENV, "").strip():
+        return env[KEYS_ENV].strip(), KEYS_ENV
+    path = dev_key_file(var_dir)
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip(), str(path)
+    return "", ""
 
 
 def _project_path(value: str | None, default: str) -> Path:
@@ -38,6 +57,10 @@ class Settings:
     mail_url: str = ""
     mail_from: str = "crm@localhost"
     secure_cookies: bool = False   # CRM_SECURE_COOKIES: the session cookie only over https
+    #: Keys of encrypted fields and where they were found (CRM_ENCRYPTION_KEYS, or the development key
+    #: file under var_dir). Empty: the environment is read when a key is needed (docs/security.md).
+    encryption_keys: str = field(default="", repr=False)
+    encryption_keys_from: str = ""
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -63,6 +86,8 @@ class Settings:
         if env.get("SECRET_KEY"):
             values["secret_key"] = env["SECRET_KEY"]
         values.update(overrides)
+        if "encryption_keys" not in overrides:
+            values["encryption_keys"], values["encryption_keys_from"] = _encryption_keys(env, Path(values["var_dir"]))
         return cls(**values)
 
     @property
