@@ -398,7 +398,8 @@ def keys() -> None:
 
 @keys.command("generate")
 def keys_generate() -> None:
-    """Print a new key: put it first in CRM_ENCRYPTION_KEYS, then run `crm keys rotate`."""
+    """Print a new key: put it first in CRM_ENCRYPTION_KEYS with the old keys behind it (a new key
+    alone cannot read what the old ones wrote: the start refuses it), then run `crm keys rotate`."""
     from engine.security.crypto import new_key_line
 
     click.echo(new_key_line())

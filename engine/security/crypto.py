@@ -36,6 +36,10 @@ class EncryptionError(RuntimeError):
     """No usable key, or a stored value that does not decrypt (never shown to API users)."""
 
 
+class NoKeys(EncryptionError):
+    """Neither CRM_ENCRYPTION_KEYS nor a development key file holds a key."""
+
+
 @dataclass(frozen=True)
 class KeyRing:
     keys: tuple[tuple[str, bytes], ...]   # (id, key), newest first
@@ -102,7 +106,7 @@ def parse_keys(text: str, source: str = ENV) -> KeyRing:
             raise EncryptionError(f"{source}: key id {kid!r} appears twice")
         keys.append((kid, key))
     if not keys:
-        raise EncryptionError(f"fields are marked encrypted but {ENV} is not set and there is no development "
+        raise NoKeys(f"fields are marked encrypted but {ENV} is not set and there is no development "
                               f"key ($CRM_VAR_DIR/{DEV_KEY_FILE}, made by `crm up`): set {ENV} (a new key: "
                               "`crm keys generate`), or on a laptop run `crm up` once, whose key every `crm` "
                               "command then finds (see docs/security.md)")
@@ -147,13 +151,15 @@ def check_keys(records) -> None:
     samples = _stored_samples(records)
     try:
         ring = keyring()
-    except EncryptionError as exc:
+    except NoKeys:
         if not samples:
             raise
         where, _aad, envelope = samples[0]
-        raise EncryptionError(f"{where} holds values encrypted with key {_key_id(where, envelope)!r}, and no key "
-                              f"can read them: {exc}. Only that key reads those values: set {ENV} to it "
-                              "(a new key cannot)") from None
+        kid = _key_id(where, envelope)
+        raise EncryptionError(f"{where} holds values encrypted with key {kid!r}, but {ENV} is not set and there is "
+                              f"no development key ($CRM_VAR_DIR/{DEV_KEY_FILE}). Set {ENV} to a list holding key "
+                              f"{kid!r}: only that key reads those values, a new one cannot (a key that `crm up` "
+                              f"made is the line of {DEV_KEY_FILE} in the CRM_VAR_DIR it ran with)") from None
     held = dict(ring.keys)
     for where, aad, envelope in samples:
         kid = _key_id(where, envelope)

@@ -233,6 +233,23 @@ def test_a_key_that_cannot_read_the_stored_values_is_refused_at_start(make_runti
     assert ok.returncode == 0, ok.stderr    # the right key, behind a newer one, is accepted
 
 
+def test_crm_up_with_a_new_var_dir_over_values_of_another_key_stops_and_leaves_no_key(make_runtime, settings,
+                                                                                       tmp_path):
+    """The development key that `crm up` would make in a new CRM_VAR_DIR cannot read the values of the
+    old one: it stops before serving, names the key the values need, and removes the key it made."""
+    from engine.demo import seed
+
+    seed(make_runtime().records, 2)
+    var = tmp_path / "new_var"
+    env = _user_env(DATABASE_URL=settings.database_url, CRM_PLUGIN_DIRS="", CRM_VAR_DIR=str(var),
+                    CRM_BACKUP_DIR=str(tmp_path / "backups"))
+    result = _crm(["up", "--records", "3", "--port", str(_free_port())], tmp_path, env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Cannot start:" in result.stderr and "'test'" in result.stderr, result.stderr
+    assert "Web UI" not in result.stdout and "Traceback" not in result.stderr
+    assert not (var / "dev_encryption_key").exists()
+
+
 def test_crm_up_over_an_existing_database_keeps_the_admins_password(tmp_path, database_url):
     """A second `crm up` with a new CRM_VAR_DIR (no admin_login.txt) over the same database."""
     common = dict(DATABASE_URL=database_url, CRM_PLUGIN_DIRS="", CRM_ENCRYPTION_KEYS=TEST_KEY,
