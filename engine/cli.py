@@ -420,22 +420,35 @@ def keys_rotate() -> None:
 @main.command()
 def backup() -> None:
     """Write a backup of the database into the backup folder."""
+    from engine.storage.backup import BackupError
     from engine.storage.backup import backup as run_backup
 
     rt = _runtime()
-    click.echo(str(run_backup(rt.db, Path(rt.settings.backup_dir), "manual")))
+    try:
+        click.echo(str(run_backup(rt.db, Path(rt.settings.backup_dir), "manual")))
+    except (BackupError, OSError) as exc:
+        click.echo(f"No backup was written: {exc}", err=True)
+        sys.exit(1)
 
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--keep-credentials", is_flag=True,
+              help="Keep the live passwords, API tokens (and revocations), sessions and users' active flags.")
 @click.confirmation_option(prompt="Replace the whole database with this backup?")
-def restore(file: Path) -> None:
-    """Replace the database with a backup."""
+def restore(file: Path, keep_credentials: bool) -> None:
+    """Replace the database with a backup (checked against its manifest first; all or nothing)."""
+    from engine.storage.backup import BackupError
     from engine.storage.backup import restore as run_restore
 
     rt = _runtime()
-    run_restore(rt.db, file)
-    click.echo(f"Restored {file}.")
+    try:
+        manifest = run_restore(rt.db, file, keep_credentials=keep_credentials)
+    except (BackupError, OSError) as exc:
+        click.echo(f"Not restored, the database was not changed: {exc}", err=True)
+        sys.exit(1)
+    kept = "; kept the live credentials" if keep_credentials else ""
+    click.echo(f"Restored {file} (model v{manifest.get('model_version', 0)}, taken {manifest.get('taken_at')}){kept}.")
 
 
 @main.command("eval")
