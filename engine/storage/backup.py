@@ -50,8 +50,6 @@ class BackupError(RuntimeError):
 
 def backup(db: Database, folder: Path, label: str = "backup") -> Path:
     """Write a complete, checked copy of the database into ``folder``; return its path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(folder)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     if db.is_sqlite:
         target = folder / f"{Path(db.url.database or 'memory').stem}-{stamp}-{label}.sqlite"
@@ -59,6 +57,8 @@ def backup(db: Database, folder: Path, label: str = "backup") -> Path:
         target = folder / f"{db.url.database}-{stamp}-{label}.dump"
     partial = folder / f".{target.name}.{os.getpid()}{PARTIAL}"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(folder)
         manifest = {"format": 1, "label": label, "taken_at": stamp, "database": db.dialect}
         if db.is_sqlite:
             _sqlite_backup(db, partial, manifest)
@@ -66,8 +66,13 @@ def backup(db: Database, folder: Path, label: str = "backup") -> Path:
             _pg_backup(db, partial, manifest)
         failpoints.hit("backup:before-rename")
         os.replace(partial, target)
+    except (OSError, sqlite3.Error) as exc:   # a full disk, an unwritable folder: say so, in one line
+        raise BackupError(f"the backup could not be written to {folder}: {exc}") from None
     finally:
-        partial.unlink(missing_ok=True)
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:
+            pass   # no folder to clean: the error above says why
     return target
 
 

@@ -228,3 +228,18 @@ def test_keep_credentials_keeps_a_token_revoked_after_the_backup_revoked(base, e
     assert authenticate(base.records, revoked) is not None
     assert authenticate(base.records, newer) is None
     assert authenticate(base.records, bobs) is not None
+
+
+def test_a_migration_whose_backup_cannot_be_written_changes_nothing_and_says_so(base, config_root, env,
+                                                                              monkeypatch, tmp_path):
+    before = state(base)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the backup folder should be")
+    monkeypatch.setenv("CRM_BACKUP_DIR", str(blocker))
+    (config_root / "base" / "ticket.yaml").write_text(TICKET.lstrip(), encoding="utf-8")
+    refused = crm("migrate")
+    assert refused.exit_code == 1
+    assert "No backup could be taken, so nothing was changed" in refused.output and str(blocker) in refused.output
+    assert state(base) == before
+    made = crm("backup")
+    assert made.exit_code == 1 and made.output.startswith("No backup was written")
