@@ -80,8 +80,8 @@ def remove_leftovers(folder: Path, suffix: str = PARTIAL) -> list[Path]:
     """Delete the partial files (``.<name>.<pid><suffix>``) of backups or restores whose process is
     gone (killed midway); return them."""
     removed = []
-    for path in folder.glob(f".*{suffix}"):
-        pid = path.name[: -len(suffix)].rsplit(".", 1)[-1]
+    for path in folder.glob(f".*{suffix}*"):     # with SQLite's -journal, -wal and -shm companions
+        pid = path.name.rsplit(suffix, 1)[0].rsplit(".", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             path.unlink(missing_ok=True)
             removed.append(path)
