@@ -38,7 +38,8 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append({"path": self.path, "headers": self.headers, "body": body})
+                receiver.requests.append({"path": self.path, "headers": self.headers, "body": body,
+                                          "at": time.time()})
                 status = 500 if self.path == "/fail" and receiver.failing else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "2")

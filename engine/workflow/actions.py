@@ -53,6 +53,7 @@ class ActionRun:
     key: str = ""
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     attempt: int = 1
+    deleted: bool = False           # the record was deleted: ``record`` is what it held then
 
     @property
     def svc(self):
@@ -338,10 +339,15 @@ class Notify(ActionType):
         # Notifications belong to the engine: whoever started the run may notify the recipient,
         # though no role may create notification records itself.
         system = replace(act.writer, system=True, access=None)
+        message = str(act.value(act.step.compiled["message"]) or "")
+        about: str | None = f"{act.ent.name}:{act.record['id']}"
+        if act.deleted:   # no link to a record that is gone (it could not be saved); say what it was
+            title = act.record.get(act.ent.title)
+            gone = f" ({act.ent.label} {title if title not in (None, '') else '#' + str(act.record['id'])}, deleted)"
+            message, about = message[:max(0, 1000 - len(gone))] + gone, None
         made = act.svc.create("notification", {
-            "user": user, "message": str(act.value(act.step.compiled["message"]) or "")[:1000],
-            "record": f"{act.ent.name}:{act.record['id']}", "automation": act.automation.name, "owner_id": user},
-            context=system, conn=act.conn)
+            "user": user, "message": message[:1000], "record": about, "automation": act.automation.name,
+            "owner_id": user}, context=system, conn=act.conn)
         return {"id": made["id"]}
 
 

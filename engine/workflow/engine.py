@@ -19,6 +19,7 @@ it), and records the outcome: done, retrying (exponential backoff) or dead.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -35,6 +36,7 @@ from engine.storage.tables import USER_ENTITY
 from .actions import ActionError, ActionRun
 from .spec import Automation, Specs, Transition, Workflow
 
+log = logging.getLogger("crm.jobs")
 ADMIN_ROLE = "admin"
 #: Run states. queued -> running -> done | retrying -> ... -> dead; stopped: refused (depth limit).
 STATUSES = ("queued", "running", "retrying", "done", "dead", "stopped")
@@ -364,8 +366,16 @@ class WorkflowEngine:
 
     # -- jobs ----------------------------------------------------------------------------------------
     def submit(self, run_ids: list[int], delay: float = 0.0) -> None:
-        if self.runner is not None and run_ids:
+        """Hand runs to the runner. It runs after their rows committed (the outbox), so a hand-off
+        that fails (Redis unreachable) must not fail the write that made them: it is logged, the
+        runs stay queued or retrying, and the scheduler's next pass hands them over again."""
+        if self.runner is None or not run_ids:
+            return
+        try:
             self.runner.submit(list(run_ids), delay)
+        except Exception as exc:  # noqa: BLE001 - any runner failure: the outbox row still holds the run
+            log.warning("could not hand runs %s to the job runner (%s); they stay in the outbox and the "
+                        "scheduler's next pass hands them over again", run_ids, exc)
 
     def next_turn(self, conn, name: str) -> int:
         """The next number of a counter (round-robin turns), in this transaction."""
@@ -388,7 +398,11 @@ class WorkflowEngine:
             claimed = conn.execute(runs.update().where(runs.c.id == run_id, claimable).values(
                 status="running", attempts=runs.c.attempts + 1, started_at=now,
                 lease_until=now + timedelta(seconds=self.settings.job_lease))).rowcount
-            if claimed != 1:
+            if claimed != 1:   # taken, finished, or a retry handed over before its time (waits for it)
+                early = conn.execute(sa.select(runs.c.due_at).where(
+                    runs.c.id == run_id, runs.c.status == "retrying")).scalar()
+                if early is not None:
+                    self.db.on_commit(conn, lambda: self._resubmit_early(run_id, early, now))
                 return None
             run = dict(conn.execute(sa.select(runs).where(runs.c.id == run_id)).one()._mapping)
             done = {row.action for row in conn.execute(sa.select(self.done.c.action).where(self.done.c.run_id == run_id))}
@@ -408,7 +422,7 @@ class WorkflowEngine:
             for n, step in enumerate(pending):
                 last = n == len(pending) - 1
                 act = ActionRun(self, auto, step, ent, record, None, context, None, run_id=run_id, key=run["key"],
-                                attempt=run["attempts"])
+                                attempt=run["attempts"], deleted="record" in (run["payload"] or {}))
                 result = step.impl.run(act) if step.impl.external else None
                 with self.db.write() as conn:   # the action's writes, its done marker (and the outcome) together
                     if not step.impl.external:
@@ -429,6 +443,12 @@ class WorkflowEngine:
             self._finish(run_id, "retrying", message, started, due=utcnow() + timedelta(seconds=delay))
             self.submit([run_id], delay)
             return "retrying"
+
+    def _resubmit_early(self, run_id: int, due: datetime, now: datetime) -> None:
+        """rq scores scheduled jobs in whole seconds, so a retry may arrive up to a second before its
+        ``due_at`` (or a worker's clock may run ahead): hand it over again for the time left."""
+        due = due if due.tzinfo else due.replace(tzinfo=timezone.utc)
+        self.submit([run_id], max((due - now).total_seconds(), 0.001))
 
     def _job_context(self, auto: Automation, run: dict) -> Context:
         """Whose rights a job writes with: the user whose write started it (their roles, scopes and
@@ -477,10 +497,12 @@ class WorkflowEngine:
         return status
 
     def rerun(self, run_ids: list[int] | None = None, *, dead: bool = False) -> list[int]:
-        """Queue dead (or failed) runs again from their first action not done, attempts reset."""
+        """Queue runs again from their first action not done, attempts reset: those named (dead, or
+        retrying: run now rather than wait for the backoff), or with ``dead`` every dead run (a run still
+        retrying is left to its backoff)."""
         runs = self.runs
         with self.db.write() as conn:
-            stmt = sa.select(runs.c.id).where(runs.c.status.in_(("dead", "retrying")))
+            stmt = sa.select(runs.c.id).where(runs.c.status.in_(("dead", "retrying") if run_ids else ("dead",)))
             if run_ids:
                 stmt = stmt.where(runs.c.id.in_(run_ids))
             elif not dead:

@@ -17,7 +17,7 @@ import itertools
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 log = logging.getLogger("crm.jobs")
@@ -85,7 +85,9 @@ class InProcessRunner:
 
 
 class RqRunner:
-    """Jobs on an rq queue in Redis; delayed jobs (retries) wait in rq's scheduler."""
+    """Jobs on an rq queue in Redis; delayed jobs (retries) wait in rq's scheduler (run by ``crm worker``),
+    scheduled at the next whole second after they are due, and a job that still arrives early (a
+    worker's clock ahead of this one) waits again in ``WorkflowEngine.execute`` instead of being dropped."""
 
     JOB = "engine.workflow.worker.run_job"
 
@@ -98,8 +100,9 @@ class RqRunner:
 
     def submit(self, run_ids: list[int], delay: float = 0.0) -> None:
         if delay > 0:
+            at = _whole_second_after(datetime.now(timezone.utc) + timedelta(seconds=delay))
             for rid in run_ids:
-                self.queue.enqueue_in(timedelta(seconds=delay), self.JOB, rid, result_ttl=0, failure_ttl=86400)
+                self.queue.enqueue_at(at, self.JOB, rid, result_ttl=0, failure_ttl=86400)
             return
         jobs = [self.queue.prepare_data(self.JOB, args=(rid,), result_ttl=0, failure_ttl=86400) for rid in run_ids]
         with self.redis.pipeline() as pipe:
@@ -108,6 +111,13 @@ class RqRunner:
 
     def close(self) -> None:
         self.redis.close()
+
+
+def _whole_second_after(moment: datetime) -> datetime:
+    """``moment`` rounded up to a whole second: rq scores scheduled jobs in whole seconds (it drops the
+    fraction), so a job scheduled for 12:00:00.7 would run at 12:00:00, before it is due."""
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + timedelta(seconds=1)
 
 
 def make_runner(settings, execute: Callable[[int], object]):

@@ -46,6 +46,8 @@ def plan_record(engine: "WorkflowEngine", conn, ent, dated: list["Automation"], 
         if event != "delete":
             when = auto.schedule.fire_at(record.get(auto.schedule.field))
             if when is not None and only_future and when <= now:
+                if _due_row(conn, sched, auto, rid, now):
+                    continue   # planned by a write and due while no scheduler ran: it fires, see replan
                 when = None
             if when is not None and not engine._holds(conn, ent, auto, record, None, context, now):
                 when = None
@@ -58,6 +60,11 @@ def plan_record(engine: "WorkflowEngine", conn, ent, dated: list["Automation"], 
             conn.execute(sched.insert().values(automation=auto.name, record_id=rid, fire_at=when))
             planned += 1
     return planned
+
+
+def _due_row(conn, sched, auto: "Automation", record_id: int, now: datetime) -> bool:
+    return conn.execute(sa.select(sched.c.record_id).where(
+        sched.c.automation == auto.name, sched.c.record_id == record_id, sched.c.fire_at <= now)).first() is not None
 
 
 class Scheduler:
@@ -174,7 +181,10 @@ class Scheduler:
     # -- planning for records saved before an automation existed -----------------------------------
     def replan(self, now: datetime | None = None) -> dict[str, int]:
         """Plan the future fire times of date-relative automations that are new or changed since the
-        last pass (records saved before them have no schedule yet). Past dates are not fired."""
+        last pass (records saved before them have no schedule yet). A past fire time is skipped for a
+        record that has none planned (adding a rule does not fire for every past date); one that a
+        write planned and that fell due before any scheduler ran is kept and fires on this pass,
+        like any missed fire time."""
         engine, timers = self.engine, self.engine.timers
         now = now or engine.clock()
         out = {}

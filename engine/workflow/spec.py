@@ -59,7 +59,11 @@ class Schedule:
             moment = datetime.combine(value, self.at, tzinfo=timezone.utc)
         else:
             return None
-        return moment + self.offset
+        try:
+            return moment + self.offset
+        except OverflowError:   # past year 1 or 9999: the earliest (due at once, like any past date) or latest time
+            edge = datetime.min if self.offset < timedelta(0) else datetime.max
+            return edge.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
