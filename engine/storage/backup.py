@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -55,7 +56,7 @@ def backup(db: Database, folder: Path, label: str = "backup") -> Path:
         target = folder / f"{Path(db.url.database or 'memory').stem}-{stamp}-{label}.sqlite"
     else:
         target = folder / f"{db.url.database}-{stamp}-{label}.dump"
-    partial = folder / f".{target.name}.{os.getpid()}{PARTIAL}"
+    partial = folder / f".{target.name}.{_owner()}{PARTIAL}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         remove_leftovers(folder)
@@ -77,12 +78,14 @@ def backup(db: Database, folder: Path, label: str = "backup") -> Path:
 
 
 def remove_leftovers(folder: Path, suffix: str = PARTIAL) -> list[Path]:
-    """Delete the partial files (``.<name>.<pid><suffix>``) of backups or restores whose process is
-    gone (killed midway); return them."""
+    """Delete the partial files (``.<name>.<host>-<pid><suffix>``) that processes of this host left
+    when they were killed midway (a folder shared by several hosts keeps the others'); return them."""
     removed = []
+    host = _owner().split("-")[0]
     for path in folder.glob(f".*{suffix}*"):     # with SQLite's -journal, -wal and -shm companions
-        pid = path.name.rsplit(suffix, 1)[0].rsplit(".", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        owner = path.name.rsplit(suffix, 1)[0].rsplit(".", 1)[-1]
+        made_on, _, pid = owner.partition("-")
+        if made_on == host and pid.isdigit() and not _alive(int(pid)):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
@@ -165,7 +168,7 @@ def _sqlite_verify(source: Path) -> dict:
 def _sqlite_restore(db: Database, source: Path, manifest: dict, keep_credentials: bool) -> None:
     live = Path(db.url.database)
     remove_leftovers(live.parent, STAGING)
-    staging = live.with_name(f".{live.name}.{os.getpid()}{STAGING}")
+    staging = live.with_name(f".{live.name}.{_owner()}{STAGING}")
     try:
         src, stage = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True), sqlite3.connect(staging)
         try:
@@ -457,6 +460,11 @@ def _sha256(path: Path, limit: int | None = None) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def _owner() -> str:
+    """``<host>-<pid>`` of this process, for the names of its partial files (host: 8 hex digits)."""
+    return f"{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]}-{os.getpid()}"
 
 
 def _alive(pid: int) -> bool:
