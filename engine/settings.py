@@ -57,6 +57,7 @@ class Settings:
     mail_url: str = ""
     mail_from: str = "crm@localhost"
     secure_cookies: bool = False   # CRM_SECURE_COOKIES: the session cookie only over https
+    require_if_match: bool = False   # CRM_REQUIRE_IF_MATCH: API writes to a record need If-Match (else 428)
     #: Keys of encrypted fields and where they were found (CRM_ENCRYPTION_KEYS, or the development key
     #: file under var_dir). Empty: the environment is read when a key is needed (docs/security.md).
     encryption_keys: str = field(default="", repr=False)
@@ -82,6 +83,7 @@ class Settings:
             mail_url=env.get("CRM_MAIL_URL", ""),
             mail_from=env.get("CRM_MAIL_FROM", "crm@localhost"),
             secure_cookies=env.get("CRM_SECURE_COOKIES", "").lower() in ("1", "true", "yes"),
+            require_if_match=env.get("CRM_REQUIRE_IF_MATCH", "").lower() in ("1", "true", "yes"),
         )
         if env.get("SECRET_KEY"):
             values["secret_key"] = env["SECRET_KEY"]

@@ -137,6 +137,11 @@ def _etag(record: dict) -> str:
 def _if_match(record_id: int) -> int | None:
     """The version an ``If-Match`` header names (None when absent or ``*``)."""
     header = request.headers.get("If-Match")
+    if _rt().settings.require_if_match and (header is None or header.strip() == "*"):
+        raise ApiError(428, "Precondition required", "this server requires If-Match on writes to a record: "
+                       'send the ETag of the version you read (If-Match: "<id>-<version>")',
+                       kind="precondition-required", errors=[{"field": "If-Match", "code": "required",
+                                                              "message": "required by this server (CRM_REQUIRE_IF_MATCH)"}])
     if header is None or header.strip() == "*":
         return None
     for tag in (t.strip().removeprefix("W/").strip('"') for t in header.split(",")):
@@ -276,8 +281,8 @@ def _create(entity: str):
     ent = _entity(entity)
     body = _json_body()
 
-    def run() -> Response:
-        record = _rt().records.create(ent.name, body, context=_context())
+    def run(conn) -> Response:
+        record = _rt().records.create(ent.name, body, context=_context(), conn=conn)
         return _json(_record_json(ent.name, record), 201,
                      {"Location": f"/api/v1/{ent.name}/{record['id']}", "ETag": _etag(record)})
 
@@ -319,8 +324,9 @@ def _bulk(entity: str):
     if key is not None and (not isinstance(key, str) or key not in ent.fields or not ent.fields[key].unique):
         raise ApiError(400, "Bad request", f"key {key!r} is not a unique field of {ent.name}")
 
-    def run() -> Response:
-        result = _rt().records.bulk(ent.name, records, mode=mode, key=key, atomic=atomic, context=_context())
+    def run(conn) -> Response:
+        result = _rt().records.bulk(ent.name, records, mode=mode, key=key, atomic=atomic, context=_context(),
+                                    conn=conn)
         status = 200 if result.ok else (422 if atomic else 207)
         return _json({"items": result.items, "counts": result.counts(), "atomic": atomic}, status)
 

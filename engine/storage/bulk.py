@@ -29,16 +29,18 @@ class _Abort(Exception):
 
 
 def run_bulk(svc: "RecordService", ent: "Entity", rows: list[dict], *, mode: str, key: str | None,
-             atomic: bool, context: "Context") -> "BulkResult":
+             atomic: bool, context: "Context", conn=None) -> "BulkResult":
+    """The bulk call, in its own write transaction or, with ``conn``, in a savepoint of that one
+    (an atomic call with errors then undoes only its own rows)."""
     from .records import BulkResult
 
     _check_call(ent, rows, mode, key)
     items: list[dict | None] = [None] * len(rows)
-    done: list[tuple[str, dict, dict | None]] = []
     seen_keys: set = set()
     try:
-        with svc.db.write() as conn:
+        with svc.db.write(conn) as conn, svc.db.savepoint(conn):
             failed = False
+            done: list[tuple[str, dict, dict | None]] = []
             for start in range(0, len(rows), CHUNK):
                 chunk = _Chunk(svc, conn, ent, mode, key, context, start, rows[start:start + CHUNK], seen_keys)
                 chunk.validate()
@@ -48,16 +50,19 @@ def run_bulk(svc: "RecordService", ent: "Entity", rows: list[dict], *, mode: str
                 chunk.report(items)
             if atomic and failed:
                 raise _Abort
+            if done and svc.hooks.active("crm_after_commit"):
+                svc.db.on_commit(conn, lambda: _after_commit(svc, ent, done, context))
     except _Abort:
         for i, item in enumerate(items):
             if item["status"] != "error":
                 items[i] = {"index": i, "status": "skipped",
                             "errors": [{"field": None, "code": "atomic", "message": "not written: other items failed"}]}
-        done = []
-    if svc.hooks.active("crm_after_commit"):
-        for event, record, old in done:
-            svc.hooks.call("crm_after_commit", event=event, entity=ent, record=record, old=old, context=context)
     return BulkResult(items)
+
+
+def _after_commit(svc: "RecordService", ent: "Entity", done: list, context: "Context") -> None:
+    for event, record, old in done:
+        svc.hooks.call("crm_after_commit", event=event, entity=ent, record=record, old=old, context=context)
 
 
 def _check_call(ent: "Entity", rows: Any, mode: str, key: str | None) -> None:

@@ -76,6 +76,22 @@ class Database:
             callback()
 
     @staticmethod
+    @contextmanager
+    def savepoint(conn: Connection) -> Iterator[Connection]:
+        """A part of the write transaction of ``conn`` that may fail on its own: on error its rows
+        and the callbacks it registered are undone and the transaction goes on (the error is
+        re-raised). Used where one transaction must record the failure of a step it contains."""
+        marks = {key: len(conn.info[key]) for key in ("crm.on_commit", "crm.before_commit")}
+        try:
+            with conn.begin_nested():
+                yield conn
+        except BaseException:
+            for key, mark in marks.items():
+                del conn.info[key][mark:]
+            conn.info["crm.txn"].clear()   # facts read inside may have been rolled back with it
+            raise
+
+    @staticmethod
     def on_commit(conn: Connection, callback) -> None:
         """Run ``callback()`` after the write transaction of ``conn`` commits (never if it rolls back)."""
         conn.info["crm.on_commit"].append(callback)

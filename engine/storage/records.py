@@ -353,14 +353,15 @@ class RecordService:
                                                             record=record, old=old, context=context))
 
     def bulk(self, entity: str, rows: list[dict], *, mode: str = "create", key: str | None = None,
-             atomic: bool = True, context: Context = Context()) -> "BulkResult":
-        """Create, update (rows carry ``id`` or ``key``) or upsert (by the unique field ``key``) many rows."""
+             atomic: bool = True, context: Context = Context(), conn: Connection | None = None) -> "BulkResult":
+        """Create, update (rows carry ``id`` or ``key``) or upsert (by the unique field ``key``) many rows;
+        with ``conn`` inside that write transaction (after-commit work waits for it)."""
         from .bulk import run_bulk
 
         ent = self._entity(entity)
         for op in ("import", *{"create": ("create",), "update": ("update",)}.get(mode, ("create", "update"))):
             _guard_write(context, ent, op, None)
-        return run_bulk(self, ent, rows, mode=mode, key=key, atomic=atomic, context=context)
+        return run_bulk(self, ent, rows, mode=mode, key=key, atomic=atomic, context=context, conn=conn)
 
     # -- the steps, shared with the bulk path ------------------------------------------------------
     def plan(self, ent: Entity) -> "WritePlan":
@@ -499,7 +500,7 @@ class RecordService:
         return record
 
     def _update(self, conn, ent, record_id, values, version, context):
-        old = self._load(conn, ent, record_id)
+        old = self._load(conn, ent, record_id, lock=True)   # a blind write waits for a concurrent one, then reads its result
         if version is not None and version != old["version"]:
             raise Conflict(ent.name, record_id, version, old["version"])
         errors: list[FieldError] = []
@@ -542,7 +543,7 @@ class RecordService:
         """Delete one record and apply on_delete to its referrers; ``doomed`` holds the records this
         delete is already removing, so cycles (a record pointing at itself or round a loop) end."""
         doomed.add((ent.name, record_id))
-        old = self._load(conn, ent, record_id)
+        old = self._load(conn, ent, record_id, lock=True)
         if version is not None and version != old["version"]:
             raise Conflict(ent.name, record_id, version, old["version"])
         errors: list[FieldError] = []
@@ -626,11 +627,15 @@ class RecordService:
                     out.append((other, name, rule, ids, count))
         return out
 
-    def _load(self, conn: Connection, ent: Entity, record_id: Any) -> dict:
+    def _load(self, conn: Connection, ent: Entity, record_id: Any, *, lock: bool = False) -> dict:
+        """The stored row; with ``lock`` locked until the write transaction ends (FOR UPDATE on
+        PostgreSQL; SQLite's write transaction already holds the whole database), so the version
+        read is still the stored one when the UPDATE runs."""
         if isinstance(record_id, bool) or not isinstance(record_id, int) or not 0 < record_id < 2**63:
             raise NotFound(ent.name, record_id)
         table = self.table(ent.name)
-        result = conn.execute(sa.select(table).where(table.c.id == record_id))
+        stmt = sa.select(table).where(table.c.id == record_id)
+        result = conn.execute(stmt.with_for_update() if lock and not self.db.is_sqlite else stmt)
         row = result.first()
         if row is None:
             raise NotFound(ent.name, record_id)

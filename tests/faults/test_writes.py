@@ -1,0 +1,247 @@
+"""Faults of writes and retries: a server killed between the commit and the answer, blind writes
+racing each other, and a deployment that requires ``If-Match``.
+
+The crash tests run a real ``crm serve`` subprocess armed with a fail point (``CRM_FAILPOINTS``,
+engine/failpoints.py) that exits with 137 right after the idempotent write commits, before the
+answer leaves; the retry goes to a fresh server on the same database.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from engine.app import create_app
+from engine.failpoints import KILLED
+from engine.security.tokens import create_token
+from engine.settings import Settings
+from engine.storage.records import Context
+
+from ..conftest import ApiClient
+
+CRASH_POINT = "after_commit:idempotent-write"
+BOOT_SECONDS = 90
+
+
+# -- a real server, killed at a fail point --------------------------------------------------------
+
+@pytest.fixture
+def served(crm, database_url, tmp_path):
+    """``start(failpoints)`` -> (base url, process): ``crm serve`` on this test's database, with an
+    admin's token in ``served.headers``."""
+    user = crm.records.create("user", {"name": "Retry", "email": "retry@example.com", "role": "admin"},
+                              context=Context(system=True))
+    _, token = create_token(crm.records, user["id"], "faults")
+    procs: list[subprocess.Popen] = []
+
+    def start(failpoints: str = "") -> tuple[str, subprocess.Popen]:
+        port = _free_port()
+        env = {**os.environ, "DATABASE_URL": database_url, "CRM_PLUGIN_DIRS": "", "CRM_VAR_DIR": str(tmp_path),
+               "CRM_BACKUP_DIR": str(tmp_path / "backups"), "SECRET_KEY": "test", "CRM_FAILPOINTS": failpoints}
+        crm_command = Path(sys.executable).with_name("crm")
+        proc = subprocess.Popen([str(crm_command), "serve", "--port", str(port)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs.append(proc)
+        _wait_until_serving(proc)
+        return f"http://127.0.0.1:{port}", proc
+
+    start.headers = {"Authorization": f"Bearer {token}"}
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_serving(proc: subprocess.Popen) -> None:
+    """Block until the server prints that it listens (an event, not a guess), or fail with its output."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    output, deadline = "", time.monotonic() + BOOT_SECONDS
+    while "Running on" not in output:
+        try:
+            output += lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            pytest.fail(f"the server did not start in {BOOT_SECONDS} s:\n{output}")
+        if proc.poll() is not None and lines.empty():
+            pytest.fail(f"the server exited with {proc.returncode}:\n{output}")
+
+
+def _count(database_url: str, sql: str) -> int:
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql)).scalar()
+    finally:
+        engine.dispose()
+
+
+def _crash_then_retry(served, path: str, body: dict, key: str) -> httpx.Response:
+    """POST with ``key`` to a server that dies after committing; then the same request to a new one."""
+    headers = {**served.headers, "Idempotency-Key": key}
+    base, proc = served(CRASH_POINT)
+    try:
+        answer = httpx.post(base + path, json=body, headers=headers, timeout=120)
+        pytest.fail(f"the server answered instead of dying at the fail point: {answer.status_code} {answer.text[:500]}")
+    except httpx.TransportError:   # no answer: the server died
+        pass
+    assert proc.wait(timeout=30) == KILLED   # it died at the fail point, not before
+    base, _ = served()
+    retry = httpx.post(base + path, json=body, headers=headers, timeout=120)
+    assert httpx.get(base + "/health", timeout=10).json()["status"] == "ok"
+    return retry
+
+
+def test_a_create_killed_after_its_commit_is_answered_from_the_commit_on_retry(served, database_url):
+    body = {"name": "Crash Ltd", "account_number": "CRASH-1"}
+    retry = _crash_then_retry(served, "/api/v1/account", body, "crash-create-1")
+    assert retry.status_code == 201, retry.text
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert _count(database_url, "SELECT COUNT(*) FROM account") == 1
+    stored = _count(database_url, "SELECT id FROM account")
+    assert retry.json()["id"] == stored and retry.headers["Location"] == f"/api/v1/account/{stored}"
+
+
+def test_a_bulk_killed_after_its_commit_writes_once(served, database_url):
+    rows = [{"name": f"Bulk {i}", "account_number": f"BULK-{i}"} for i in range(500)]
+    retry = _crash_then_retry(served, "/api/v1/account/_bulk", {"records": rows}, "crash-bulk-1")
+    assert retry.status_code == 200, retry.text[:2000]
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json()["counts"] == {"created": 500}
+    assert _count(database_url, "SELECT COUNT(*) FROM account") == 500
+    ids = sorted(item["id"] for item in retry.json()["items"])
+    assert ids[0] == _count(database_url, "SELECT MIN(id) FROM account")
+    assert ids[-1] == _count(database_url, "SELECT MAX(id) FROM account")
+
+
+def test_concurrent_duplicates_of_one_idempotent_create_write_once_and_share_its_answer(api):
+    """Five clients send the same request with the same key at once: one writes, the others wait
+    for it and get its answer (not a 409, not a second record)."""
+    clients, start = 5, threading.Barrier(5)
+    answers: list = []
+
+    def client() -> None:
+        test_client = api.app.test_client()
+        start.wait()
+        answers.append(test_client.post("/api/v1/account", json={"name": "Once Ltd"},
+                                        headers={**api.headers, "Idempotency-Key": "same-key"}))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(a.status_code for a in answers) == [201] * clients, [a.get_data(as_text=True) for a in answers]
+    assert len({a.json["id"] for a in answers}) == 1
+    assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == clients - 1
+    assert len(api.rt.records.query("account")) == 1
+
+
+# -- blind writes racing each other ---------------------------------------------------------------
+
+def test_concurrent_patches_without_if_match_all_apply_and_none_is_refused(api):
+    """20 clients PATCH one record at once with no precondition: no 412 (a version nobody sent),
+    and every write is applied: the version rose once per write, each left its history row."""
+    made = api.post("/api/v1/account", json={"name": "Contended Ltd"})
+    assert made.status_code == 201
+    record_id, clients, rounds = made.json["id"], 20, 5
+    start = threading.Barrier(clients)
+    answers: list[tuple[int, str]] = []
+
+    def writer(n: int) -> None:
+        client = api.app.test_client()
+        start.wait()
+        for r in range(rounds):
+            answer = client.patch(f"/api/v1/account/{record_id}", json={"name": f"Writer {n} round {r}"},
+                                  headers=api.headers)
+            answers.append((answer.status_code, answer.get_data(as_text=True)))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refused = [a for a in answers if a[0] != 200]
+    assert not refused, f"{len(refused)} of {len(answers)} blind writes refused, e.g. {refused[0]}"
+    record = api.get(f"/api/v1/account/{record_id}").json
+    assert record["version"] == 1 + clients * rounds
+    history = api.get(f"/api/v1/account/{record_id}/history").json["data"]
+    assert len([h for h in history if h["field"] == "name"]) == clients * rounds
+
+
+def test_a_stale_if_match_still_answers_412_and_writes_nothing(api):
+    made = api.post("/api/v1/account", json={"name": "Careful Ltd"})
+    etag = made.headers["ETag"]
+    assert api.patch(f"/api/v1/account/{made.json['id']}", json={"name": "First"},
+                     headers={"If-Match": etag}).status_code == 200
+    stale = api.patch(f"/api/v1/account/{made.json['id']}", json={"name": "Second"}, headers={"If-Match": etag})
+    assert stale.status_code == 412 and stale.json["current_version"] == 2
+    assert stale.headers["Content-Type"] == "application/problem+json"
+    assert api.get(f"/api/v1/account/{made.json['id']}").json["name"] == "First"
+
+
+# -- a deployment that requires If-Match ----------------------------------------------------------
+
+@pytest.fixture
+def careful_api(make_runtime):
+    """The API of a deployment with CRM_REQUIRE_IF_MATCH on, and an admin's token."""
+    rt = make_runtime(require_if_match=True)
+    user = rt.records.create("user", {"name": "Careful", "email": "careful@example.com", "role": "admin"},
+                             context=Context(system=True))
+    _, token = create_token(rt.records, user["id"], "faults")
+    app = create_app(runtime=rt)
+    return ApiClient(app.test_client(), {"Authorization": f"Bearer {token}"}, rt, user, token, app)
+
+
+def test_the_setting_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CRM_REQUIRE_IF_MATCH", "true")
+    assert Settings.from_env().require_if_match
+    monkeypatch.delenv("CRM_REQUIRE_IF_MATCH")
+    assert not Settings.from_env().require_if_match
+
+
+@pytest.mark.parametrize("if_match", [None, "*"])
+def test_required_if_match_missing_is_428_naming_it_and_nothing_changes(careful_api, if_match):
+    api = careful_api
+    made = api.post("/api/v1/account", json={"name": "Strict Ltd"})
+    record_id = made.json["id"]
+    headers = {} if if_match is None else {"If-Match": if_match}
+    for answer in (api.patch(f"/api/v1/account/{record_id}", json={"name": "Blind"}, headers=headers),
+                   api.delete(f"/api/v1/account/{record_id}", headers=headers)):
+        assert answer.status_code == 428, answer.get_data(as_text=True)
+        assert answer.headers["Content-Type"] == "application/problem+json"
+        assert answer.json["type"].endswith("/precondition-required")
+        assert "If-Match" in answer.json["detail"]
+        assert [e["field"] for e in answer.json["errors"]] == ["If-Match"]
+    kept = api.get(f"/api/v1/account/{record_id}")
+    assert kept.status_code == 200 and kept.json["name"] == "Strict Ltd" and kept.json["version"] == 1
+    assert api.get("/health").json["status"] == "ok"
+
+
+def test_required_if_match_present_lets_the_write_through(careful_api):
+    api = careful_api
+    made = api.post("/api/v1/account", json={"name": "Strict Ltd"})   # a create needs no If-Match
+    assert made.status_code == 201
+    path = f"/api/v1/account/{made.json['id']}"
+    changed = api.patch(path, json={"name": "Checked"}, headers={"If-Match": made.headers["ETag"]})
+    assert changed.status_code == 200 and changed.json["name"] == "Checked"
+    stale = api.delete(path, headers={"If-Match": made.headers["ETag"]})
+    assert stale.status_code == 412
+    assert api.delete(path, headers={"If-Match": changed.headers["ETag"]}).status_code == 204
+    assert api.get(path).status_code == 404
