@@ -386,6 +386,9 @@ def user_disable(email: str) -> None:
         click.echo(f"There is no user with e-mail {email}.", err=True)
         sys.exit(1)
     rt.records.update("user", found[0]["id"], {"active": False}, context=Context(system=True))
+    from engine.security.web import end_sessions
+
+    end_sessions(rt.records, found[0]["id"])
     audit(rt.records, "user_change", record_id=found[0]["id"], entity="user",
           detail={"event": "disable", "changed": {"active": [found[0]["active"], False]}, "by": "cli"})
     click.echo(f"User {email} disabled.")

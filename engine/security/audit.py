@@ -1,6 +1,8 @@
 """The audit log: logins, permission denials, exports, migrations, user and role changes, admin
 bypass. One row per event in ``_crm_audit``, written in its own transaction so a refused or
-failed request still leaves its trace."""
+failed request still leaves its trace. (Records created and deleted for a user, ``record_created``
+and ``record_deleted``, are written by the record service in the write's own transaction:
+``RecordService.audit_writes``.)"""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 KINDS = ("login", "login_failed", "login_throttled", "logout", "permission_denied", "export", "migration",
-         "user_change", "admin_bypass", "keys_rotated", "restore")
+         "user_change", "admin_bypass", "keys_rotated", "restore", "record_created", "record_deleted")
 #: Fields of a user whose change is audited (who may do what, and whether they may log in).
 USER_FIELDS = ("role", "active", "team", "manager", "email")
 

@@ -38,6 +38,10 @@ def crm_after_commit(event, entity, record, old, context):
         changed = {f: [_plain(old.get(f)), _plain(record.get(f))] for f in USER_FIELDS if old.get(f) != record.get(f)}
         if not changed:
             return
+        if record.get("active") is False and old.get("active") is not False:
+            from .web import end_sessions
+
+            end_sessions(access.records, record["id"])   # enabling the user again must not revive them
         detail = {"event": "update", "changed": changed}
     else:
         detail = {"event": event, **{f: _plain(record.get(f)) for f in ("role", "team", "manager", "active")}}

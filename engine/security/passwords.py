@@ -38,11 +38,15 @@ def _b64(data: bytes) -> str:
 
 
 def set_password(records, user_id: int, password: str) -> None:
-    """Store (replace) the scrypt hash of ``user_id``'s password in ``_crm_credential``."""
+    """Store (replace) the scrypt hash of ``user_id``'s password in ``_crm_credential``; the user's
+    web sessions end (a cookie copied before the change stops working)."""
     from datetime import datetime, timezone
+
+    from .web import end_sessions
 
     credentials = records.metadata.tables["_crm_credential"]
     with records.db.write() as conn:
+        end_sessions(records, user_id, conn=conn)
         conn.execute(credentials.delete().where(credentials.c.user_id == user_id))
         conn.execute(credentials.insert().values(user_id=user_id, password_hash=hash_password(password),
                                                  updated_at=datetime.now(timezone.utc)))

@@ -1,12 +1,17 @@
 """Web login and logout, the session cookie, CSRF protection and login throttling.
 
 - ``GET /login`` shows a minimal form; ``POST /login`` checks e-mail and password (scrypt), clears
-  the session (no fixation), and stores the user id and a fresh CSRF token in Flask's signed,
-  HttpOnly, SameSite=Lax cookie (Secure when ``CRM_SECURE_COOKIES`` is set). ``POST /logout``
-  clears it.
-- CSRF: every POST/PUT/PATCH/DELETE that is a form post, or that a session cookie authenticates,
-  must carry the session's token (form field ``csrf_token`` or header ``X-CSRF-Token``); calls with
-  an ``Authorization`` header (API tokens) are not subject to it. Templates get ``csrf_token()``.
+  the session (no fixation), opens a server-side session (a row of ``_crm_session``, keyed by the
+  hash of a random key) and stores the user id, that key and a fresh CSRF token in Flask's signed,
+  HttpOnly, SameSite=Lax cookie (Secure when ``CRM_SECURE_COOKIES`` is set). Every request needs
+  the row: ``POST /logout`` deletes it, and a password change or disabling the user deletes all of
+  the user's rows (``end_sessions``), so a copy of the cookie stops working too.
+- CSRF is decided by how a request is authenticated, never by a header's presence: every
+  POST/PUT/PATCH/DELETE that is a form post, or that a session cookie authenticates, must carry the
+  session's token (form field ``csrf_token`` or header ``X-CSRF-Token``); only an API call that a
+  valid bearer token authenticates is exempt. Templates get ``csrf_token()``.
+- After the login the browser goes to ``next=`` only when it is a path of this site
+  (``safe_next``), parsed as a browser would read it; anything else goes home.
 - Throttling: after ``MAX_FAILURES`` failed logins for one e-mail from one address within
   ``WINDOW``, further attempts are refused until the window has passed since the last failure.
   Attempts are stored in ``_crm_login_attempt``, so every server process sees them.
@@ -14,19 +19,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from datetime import datetime, timedelta, timezone
+from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 from flask import Blueprint, Flask, current_app, redirect, render_template, request, session
 
 from .audit import audit
 from .passwords import verify_password
-from .tokens import Identity
+from .tokens import Identity, authenticate
 
 MAX_FAILURES = 5
 WINDOW = timedelta(minutes=15)
+SESSION_LIFETIME = timedelta(hours=12)
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 WRONG_LOGIN = "Wrong e-mail or password."
@@ -44,7 +52,7 @@ class CsrfError(Exception):
 def install_web(app: Flask, runtime, *, secure_cookies: bool = False) -> None:
     """Register the login blueprint, the CSRF check and the ``csrf_token()`` template global."""
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-                      SESSION_COOKIE_SECURE=secure_cookies, PERMANENT_SESSION_LIFETIME=timedelta(hours=12))
+                      SESSION_COOKIE_SECURE=secure_cookies, PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.before_request(_check_csrf)
     app.after_request(_protective_headers)
@@ -60,17 +68,72 @@ def csrf_token() -> str:
 
 
 def session_identity(records) -> Identity | None:
-    """The active user the session cookie names, or None."""
-    user_id = session.get("user_id")
-    if not isinstance(user_id, int):
+    """The active user of the session cookie, or None: the cookie must name a server-side session
+    that is still open (not logged out, not ended by a password change or by disabling the user)."""
+    user_id, key = session.get("user_id"), session.get("sid")
+    if not isinstance(user_id, int) or not isinstance(key, str):
         return None
-    users = records.metadata.tables["user"]
+    users, sessions = records.metadata.tables["user"], records.metadata.tables["_crm_session"]
     with records.db.read() as conn:
         row = conn.execute(sa.select(users.c.id, users.c.email, users.c.role, users.c.active)
-                           .where(users.c.id == user_id)).first()
+                           .join(sessions, sessions.c.user_id == users.c.id)
+                           .where(sessions.c.key_hash == _digest(key), sessions.c.user_id == user_id,
+                                  sessions.c.expires_at > datetime.now(timezone.utc))).first()
     if row is None or row.active is False:
         return None
     return Identity(row.id, row.email, row.role)
+
+
+def open_session(records, user_id: int) -> str:
+    """A new server-side session of ``user_id``; returns its key (kept in the signed cookie only)."""
+    key = secrets.token_urlsafe(32)
+    table = records.metadata.tables["_crm_session"]
+    now = datetime.now(timezone.utc)
+    with records.db.write() as conn:
+        conn.execute(table.insert().values(key_hash=_digest(key), user_id=user_id, created_at=now,
+                                           expires_at=now + SESSION_LIFETIME))
+        conn.execute(table.delete().where(table.c.expires_at < now))   # keep the table small
+    return key
+
+
+def end_sessions(records, user_id: int, *, key: str | None = None, conn=None) -> None:
+    """End the session ``key`` of ``user_id``, or all of the user's sessions (password change,
+    disabled user); in ``conn``'s transaction when given."""
+    table = records.metadata.tables["_crm_session"]
+    stmt = table.delete().where(table.c.user_id == user_id)
+    if key is not None:
+        stmt = stmt.where(table.c.key_hash == _digest(key))
+    if conn is not None:
+        conn.execute(stmt)
+        return
+    with records.db.write() as own:
+        own.execute(stmt)
+
+
+def safe_next(target: str | None) -> str | None:
+    """``target`` when it is a path of this site, else None (go home): no open redirect.
+
+    The text is read the way a browser reads a ``Location``: control characters, tabs and newlines
+    are dropped and backslashes count as slashes (``/\\evil`` and ``/<TAB>/evil`` are ``//evil``),
+    percent-encoding is undone for the check, then the URL is parsed: no scheme, no host, a path
+    starting with a single slash."""
+    if not isinstance(target, str) or not target or len(target) > 2000:
+        return None
+    cleaned = _as_browsers_read(target)
+    for text in (cleaned, _as_browsers_read(unquote(cleaned))):
+        try:
+            parts = urlsplit(text)
+        except ValueError:
+            return None
+        if parts.scheme or parts.netloc or not parts.path.startswith("/") or text.startswith("//"):
+            return None   # ("///host" parses as an empty host and the path "/host"; browsers go to host)
+    return cleaned
+
+
+def _as_browsers_read(text: str) -> str:
+    """What a browser makes of a URL: no control characters (tabs, newlines), no leading or trailing
+    spaces, and ``\\`` read as ``/``."""
+    return "".join(ch for ch in text if ch >= " " and ch != "\x7f").replace("\\", "/").strip()
 
 
 def login(records, email: str, password: str, ip: str) -> tuple[int | None, str | None]:
@@ -126,12 +189,30 @@ def _protective_headers(response):
     return response
 
 
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _bearer_authenticated() -> bool:
+    """Whether the API authenticates this request by a valid bearer token (the only way a request
+    escapes the CSRF check: a browser never adds a valid token by itself). Screens always go by the
+    session cookie, whatever the headers say."""
+    if not request.path.startswith("/api/"):
+        return False
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return authenticate(current_app.extensions["crm"].records, token.strip()) is not None
+
+
 def _check_csrf():
-    if request.method not in UNSAFE or request.headers.get("Authorization"):
+    if request.method not in UNSAFE:
         return None
     is_form = (request.mimetype or "") in FORM_TYPES
     if not (is_form or session.get("user_id") is not None or request.endpoint == "web.login"):
         return None   # an anonymous JSON call: the API answers 401
+    if _bearer_authenticated():
+        return None
     sent = request.headers.get("X-CSRF-Token") or (request.form.get("csrf_token") if is_form else None)
     expected = session.get("csrf")
     if not sent or not expected or not hmac.compare_digest(str(sent), str(expected)):
@@ -144,19 +225,12 @@ def _check_csrf():
     return None
 
 
-def _safe_next(target: str | None) -> str | None:
-    """A path on this site to go to after the login (never another host: no open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
-
-
 def _blueprint() -> Blueprint:
     bp = Blueprint("web", __name__)
 
     @bp.get("/login")
     def login_form():
-        return render_template("login.html", error=None, email="", next=_safe_next(request.args.get("next")))
+        return render_template("login.html", error=None, email="", next=safe_next(request.args.get("next")))
 
     @bp.post("/login")
     def login_post():
@@ -166,21 +240,24 @@ def _blueprint() -> Blueprint:
         if user_id is None:
             status = 429 if error == THROTTLED else 401
             return render_template("login.html", error=error, email=email,
-                                   next=_safe_next(request.form.get("next"))), status
+                                   next=safe_next(request.form.get("next"))), status
         lang = session.get("lang")
         session.clear()   # nothing from before the login survives it (session fixation)
         if lang:
             session["lang"] = lang
         session["user_id"] = user_id
+        session["sid"] = open_session(records, user_id)
         session["csrf"] = secrets.token_urlsafe(32)
         session.permanent = True
-        return redirect(_safe_next(request.form.get("next")) or "/")
+        return redirect(safe_next(request.form.get("next")) or "/")
 
     @bp.post("/logout")
     def logout():
-        user_id = session.get("user_id")
-        if user_id is not None:
-            audit(current_app.extensions["crm"].records, "logout", user_id=user_id)
+        user_id, key = session.get("user_id"), session.get("sid")
+        if isinstance(user_id, int) and isinstance(key, str):
+            records = current_app.extensions["crm"].records
+            end_sessions(records, user_id, key=key)
+            audit(records, "logout", user_id=user_id)
         session.clear()
         return redirect("/login")
 

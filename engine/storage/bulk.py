@@ -137,6 +137,7 @@ class _Chunk:
                 except ValidationFailed as exc:  # a rule refused this item, not the whole request
                     self.errors[i].extend(exc.errors)
                     continue
+            svc.clear_hidden(self.conn, ent, record, old, self.context)
             if runner is not None:
                 runner.run(record, old, self.rows[i], self.errors[i])
             svc.check_required(ent, record, self.errors[i])
@@ -203,7 +204,7 @@ class _Chunk:
         live = [i for i, r in enumerate(self.records) if r is not None and not self.errors[i]]
         # New values only: what an update leaves alone was checked when it was written.
         checked = [self.records[i] if self.olds[i] is None else values_of[i] for i in live]
-        for pos, error in self.svc.missing_targets(self.conn, self.ent, checked):
+        for pos, error in self.svc.missing_targets(self.conn, self.ent, checked, self.context):
             self.errors[live[pos]].append(error)
 
     def _check_unique(self) -> None:
@@ -263,6 +264,7 @@ class _Chunk:
                 self.records[i]["id"] = rid
                 self.status[i] = "created"
                 done.append(("create", self.records[i], None))
+            svc.audit_writes(self.conn, ent, "create", [self.records[i] for i in creates], ctx)
         groups: dict[tuple[str, ...], list[int]] = {}
         for i in updates:
             old, record = self.olds[i], self.records[i]

@@ -82,6 +82,7 @@ class RecordService:
         self._functions = None
         self._rules: dict[str, Any] = {}
         self._rollups: dict[str, tuple] = {}
+        self._visible: dict[str, tuple] = {}
         #: The workflow and automation engine (``engine.workflow.Automation``), set at boot.
         self.automation: Any = None
 
@@ -409,8 +410,13 @@ class RecordService:
             if value is None or value == "" or value == []:
                 errors.append(FieldError(name, "required", "is required"))
 
-    def missing_targets(self, conn: Connection, ent: Entity, records: list[dict]) -> list[tuple[int, FieldError]]:
-        """(position, error) for every lookup or reference value whose target record does not exist."""
+    def missing_targets(self, conn: Connection, ent: Entity, records: list[dict],
+                        context: Context = Context()) -> list[tuple[int, FieldError]]:
+        """(position, error) for every lookup or reference value whose target record does not exist,
+        or that the caller may not read (an entity their role cannot read, a record outside their
+        scope): both get the same answer, so a link never confirms that a record exists. One query
+        per target entity and 5000 ids, whatever the number of records."""
+        access = None if context.system else context.access
         problems = []
         for field in self.plan(ent).pointers:
             wanted: dict[tuple[str, int], list[int]] = {}
@@ -428,11 +434,79 @@ class RecordService:
                                          for i in positions]
                     continue
                 ids = [rid for t, rid in wanted if t == target]
-                found = self._existing_ids(conn, target, ids)
+                found = self._existing_ids(conn, target, ids, access)
                 for rid in set(ids) - found:
                     problems += [(i, FieldError(field.name, "lookup", f"there is no {target} with id {rid}"))
                                  for i in wanted[(target, rid)]]
         return problems
+
+    def clear_hidden(self, conn: Connection, ent: Entity, record: dict, old: dict | None, context: Context) -> None:
+        """``visible_when``: after a write by anyone but the engine itself (``system``), a field whose
+        condition is not TRUE on the record being written holds nothing. A value sent for it is
+        ignored (the web form posts its hidden inputs too) and a value it held is cleared when the
+        condition turns false (e.g. ``lost_reason`` once the stage is no longer ``lost``)."""
+        if context.system:
+            return
+        for name, compiled in self._visibility_of(ent):
+            if record.get(name) is None:
+                continue
+            related = None
+            paths = frozenset(p for p in compiled.fields if "." in p)
+            if paths:
+                from engine import rules
+
+                related = rules.fetch_related(conn, self.metadata, self.model, ent.name, record, paths)
+            user = self._writer(conn, context) if "user" in compiled.uses else None
+            try:
+                shown = compiled.evaluate(record, prior=old, is_new=old is None, related=related, user=user,
+                                          now=datetime.now(timezone.utc))
+            except Exception:  # noqa: BLE001 - a condition that cannot be evaluated hides nothing
+                shown = True
+            if shown is not True:
+                record[name] = None
+
+    def _visibility_of(self, ent: Entity) -> tuple:
+        """(field name, compiled ``visible_when``) of ``ent``'s stored fields, compiled once."""
+        found = self._visible.get(ent.name)
+        if found is None:
+            from engine import rules
+
+            found = self._visible[ent.name] = tuple(
+                (f.name, rules.compile(f.prop("visible_when"), ent.name, self.model, registry=self.functions))
+                for f in ent.fields.values() if f.stored and isinstance(f.prop("visible_when"), str))
+        return found
+
+    def _writer(self, conn: Connection, context: Context) -> dict | None:
+        """The writing user's record (for ``$user``), read once per write transaction."""
+        if context.user_id is None:
+            return None
+        cache = self.db.txn_cache(conn)
+        if ("writer", context.user_id) not in cache:
+            try:
+                cache[("writer", context.user_id)] = self._load(conn, self.model.entity(USER_ENTITY), context.user_id)
+            except NotFound:
+                cache[("writer", context.user_id)] = None
+        return cache[("writer", context.user_id)]
+
+    def audit_writes(self, conn: Connection, ent: Entity, event: str, records: list[dict], context: Context) -> None:
+        """Creates and deletes made for a user (a context with ``access``: API, UI, bulk, their
+        automations) go to the audit log (``record_created`` / ``record_deleted``, a delete with the
+        record's last values) in the write's own transaction, one INSERT just before it commits."""
+        if context.access is None or context.system or not records:
+            return
+        cache = self.db.txn_cache(conn)
+        pending = cache.get("audit")
+        if pending is None:
+            pending = cache["audit"] = []
+            table = self.metadata.tables["_crm_audit"]
+            self.db.before_commit(conn, lambda: conn.execute(table.insert(), pending))
+        now = datetime.now(timezone.utc)
+        kind = {"create": "record_created", "delete": "record_deleted"}[event]
+        shown = [f for f in ent.fields.values() if f.stored and not f.prop("encrypted")] if event == "delete" else []
+        for record in records:
+            detail = {"values": {f.name: _jsonable(f, record.get(f.name)) for f in shown}} if shown else {}
+            pending.append(dict(at=now, kind=kind, actor_id=context.user_id, ip=None, entity=ent.name,
+                                record_id=record.get("id"), detail=detail))
 
     def history_rows(self, ent: Entity, record_id: int, old: dict, new: dict) -> list[dict]:
         """Field history of an update: one row per tracked field whose value changed."""
@@ -472,11 +546,12 @@ class RecordService:
             raise ValidationFailed(errors, ent.name)
         triggered = self._automation_before(conn, ent, "create", record, None, context, errors)
         self.hooks.call("crm_before_write", event="create", entity=ent, record=record, old=None, context=context)
+        self.clear_hidden(conn, ent, record, None, context)
         runner = self.rule_runner(conn, ent, context)
         if runner is not None:
             runner.run(record, None, values, errors)
         self.check_required(ent, record, errors)
-        errors += [e for _, e in self.missing_targets(conn, ent, [record])]
+        errors += [e for _, e in self.missing_targets(conn, ent, [record], context)]
         if errors:
             raise ValidationFailed(errors, ent.name)
         for field in self.plan(ent).autonumbers:
@@ -497,6 +572,7 @@ class RecordService:
         if self.automation is not None:
             self.automation.after_write(conn, ent, "create", record, None, context, triggered)
         self.hooks.call("crm_after_write", event="create", entity=ent, record=record, old=None, context=context)
+        self.audit_writes(conn, ent, "create", [record], context)
         return record
 
     def _update(self, conn, ent, record_id, values, version, context):
@@ -510,13 +586,14 @@ class RecordService:
         record = {**old, **changes}
         triggered = self._automation_before(conn, ent, "update", record, old, context, errors)
         self.hooks.call("crm_before_write", event="update", entity=ent, record=record, old=old, context=context)
+        self.clear_hidden(conn, ent, record, old, context)
         runner = self.rule_runner(conn, ent, context)
         if runner is not None:
             runner.run(record, old, changes, errors)
         self.check_required(ent, record, errors)
         changed = {k: v for k, v in record.items()
                    if (k in ent.fields or k == "owner_id") and old.get(k) != v}
-        errors += [e for _, e in self.missing_targets(conn, ent, [changed])]
+        errors += [e for _, e in self.missing_targets(conn, ent, [changed], context)]
         if errors:
             raise ValidationFailed(errors, ent.name)
         if not changed:
@@ -584,6 +661,7 @@ class RecordService:
         if self.automation is not None:
             self.automation.after_write(conn, ent, "delete", old, old, context, triggered)
         self.hooks.call("crm_after_write", event="delete", entity=ent, record=old, old=old, context=context)
+        self.audit_writes(conn, ent, "delete", [old], context)
         events.append(("delete", ent, old, old, context))
 
     def _automation_before(self, conn, ent, event, record, old, context, errors):
@@ -641,13 +719,17 @@ class RecordService:
             raise NotFound(ent.name, record_id)
         return dict(zip(result.keys(), row))
 
-    def _existing_ids(self, conn: Connection, entity: str, ids: list[int]) -> set[int]:
+    def _existing_ids(self, conn: Connection, entity: str, ids: list[int], access: Any = None) -> set[int]:
+        """Which of ``ids`` exist (and, with ``access``, are records the caller may read)."""
+        if access is not None and not access.can(entity, "read"):
+            return set()
         table = self.table(entity)
+        visible = access.visibility(self, entity, table) if access is not None else None
         found: set[int] = set()
         unique = sorted(set(ids))
         for start in range(0, len(unique), 5000):
-            chunk = unique[start:start + 5000]
-            found.update(conn.execute(sa.select(table.c.id).where(table.c.id.in_(chunk))).scalars())
+            stmt = sa.select(table.c.id).where(table.c.id.in_(unique[start:start + 5000]))
+            found.update(conn.execute(stmt if visible is None else stmt.where(visible)).scalars())
         return found
 
     def insert_many(self, conn: Connection, ent: Entity, records: list[dict],

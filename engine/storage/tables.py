@@ -184,8 +184,8 @@ def _automation_tables(md: sa.MetaData) -> None:
 
 
 def _security_tables(md: sa.MetaData) -> None:
-    """The audit log (``actor_id``, not ``user_id``: deleting a user keeps their trail) and the
-    login attempts that throttling counts."""
+    """The audit log (``actor_id``, not ``user_id``: deleting a user keeps their trail), the
+    login attempts that throttling counts and the open web sessions."""
     audit = sa.Table("_crm_audit", md,
                      sa.Column("id", Id, primary_key=True, autoincrement=True),
                      sa.Column("at", UtcDateTime(), nullable=False),
@@ -204,6 +204,12 @@ def _security_tables(md: sa.MetaData) -> None:
                         sa.Column("at", UtcDateTime(), nullable=False),
                         sa.Column("ok", sa.Boolean(), nullable=False))
     sa.Index("ix__crm_login_attempt_email_ip_at", attempts.c.email, attempts.c.ip, attempts.c.at)
+    sessions = sa.Table("_crm_session", md,   # web sessions, so that logout ends copies of the cookie too
+                        sa.Column("key_hash", sa.String(64), primary_key=True),
+                        sa.Column("user_id", sa.BigInteger(), sa.ForeignKey(f"{USER_ENTITY}.id"), nullable=False),
+                        sa.Column("created_at", UtcDateTime(), nullable=False),
+                        sa.Column("expires_at", UtcDateTime(), nullable=False))
+    sa.Index("ix__crm_session_user", sessions.c.user_id)
 
 
 def _ui_tables(md: sa.MetaData) -> None:
