@@ -197,17 +197,26 @@ def test_a_backup_that_lacks_a_table_of_its_model_is_refused(base, env):
 
 
 def test_keep_credentials_keeps_a_token_revoked_after_the_backup_revoked(base, env):
+    """And a user disabled after it disabled, a session ended after it ended."""
     from engine.security.tokens import authenticate, create_token, revoke_token
+    from engine.security.web import end_sessions, open_session
     from engine.storage.records import Context
 
     user = base.records.query("user", limit=1)[0]
     bob = base.records.create("user", {"name": "Bob", "email": "bob@example.com"})
     _, kept = create_token(base.records, user["id"], "kept")
     _, bobs = create_token(base.records, bob["id"], "bob's")
+    open_session(base.records, user["id"])                            # a browser signed in ...
+
+    def sessions() -> int:
+        table = base.records.metadata.tables["_crm_session"]
+        with base.db.read() as conn:
+            return conn.execute(sa.select(sa.func.count()).where(table.c.user_id == user["id"])).scalar()
     revoked_id, revoked = create_token(base.records, user["id"], "revoked later")
     made = crm("backup")
     assert made.exit_code == 0, made.output
     assert revoke_token(base.records, revoked_id)
+    end_sessions(base.records, user["id"])                            # ... and signed out after the backup
     base.records.update("user", bob["id"], {"active": False}, context=Context(system=True))   # disabled after it
     _, newer = create_token(base.records, user["id"], "made after the backup")
     base.records.create("deal", {"name": "after the backup"})
@@ -219,6 +228,7 @@ def test_keep_credentials_keeps_a_token_revoked_after_the_backup_revoked(base, e
     assert authenticate(base.records, newer) is not None
     assert authenticate(base.records, bobs) is None                   # still disabled
     assert base.records.get("user", bob["id"])["active"] is False
+    assert sessions() == 0                                            # still signed out
     assert not base.records.query("deal", where={"name": "after the backup"})   # the data is the backup's
     _, another = create_token(base.records, user["id"], "after the restore")  # ids continue past the kept ones
     assert authenticate(base.records, another) is not None
@@ -228,6 +238,7 @@ def test_keep_credentials_keeps_a_token_revoked_after_the_backup_revoked(base, e
     assert authenticate(base.records, revoked) is not None
     assert authenticate(base.records, newer) is None
     assert authenticate(base.records, bobs) is not None
+    assert sessions() == 1
 
 
 def test_a_migration_whose_backup_cannot_be_written_changes_nothing_and_says_so(base, config_root, env,
