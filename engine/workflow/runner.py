@@ -90,12 +90,16 @@ class RqRunner:
     worker's clock ahead of this one) waits again in ``WorkflowEngine.execute`` instead of being dropped."""
 
     JOB = "engine.workflow.worker.run_job"
+    #: Seconds a hand-off may wait for Redis to connect or answer: a hung Redis must not hang the
+    #: write that committed the runs (they stay in the outbox and the scheduler hands them over).
+    #: Set here rather than left to redis-py, whose default has changed between the versions we accept.
+    TIMEOUT = 5.0
 
     def __init__(self, redis_url: str, queue_name: str = "crm"):
         from redis import Redis
         from rq import Queue
 
-        self.redis = Redis.from_url(redis_url)
+        self.redis = Redis.from_url(redis_url, socket_connect_timeout=self.TIMEOUT, socket_timeout=self.TIMEOUT)
         self.queue = Queue(queue_name, connection=self.redis)
 
     def submit(self, run_ids: list[int], delay: float = 0.0) -> None:

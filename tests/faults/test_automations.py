@@ -140,6 +140,24 @@ def test_a_post_with_redis_down_answers_201_and_the_run_is_delivered_once_when_t
     assert delivery["headers"]["X-CRM-Delivery"] == run["key"]
 
 
+def test_a_post_with_redis_hung_answers_201_within_the_hand_off_timeout(hooks):
+    with socket.socket() as silent:   # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        hung = hooks("/ok", redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        client, headers = _client(hung.rt, _user(hung.rt))
+        answers: list = []
+        post = threading.Thread(target=lambda: answers.append(
+            client.post("/api/v1/contact", json={"last_name": "Doe"}, headers=headers)), daemon=True)
+        post.start()
+        post.join(timeout=15)   # redis-py gives up reading after 5 s (its default socket timeout)
+        assert not post.is_alive(), "the write hung on a Redis that never answers"
+    [r] = answers
+    assert r.status_code == 201, r.get_data(as_text=True)
+    [run] = hung.runs(automation="contact_hook")
+    assert run["status"] == "queued" and run["record_id"] == r.json["id"]
+
+
 # -- retries follow the backoff under rq, with and without the scheduler ------------------------
 
 @pytest.mark.parametrize("kind,with_scheduler", [("rq", False), ("rq", True), ("inprocess", False)])
