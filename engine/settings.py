@@ -1,4 +1,7 @@
-"""Settings from the environment (12-factor): one object, read once, passed everywhere."""
+"""Settings from the environment (12-factor): one object, read once, passed everywhere.
+
+The one file read besides: when ``CRM_ENCRYPTION_KEYS`` is not set, the development key that
+`crm up` keeps in ``$CRM_VAR_DIR/dev_encryption_key``, so every command finds the same key."""
 
 from __future__ import annotations
 

@@ -147,8 +147,12 @@ def check_keys(records) -> None:
     """Refuse keys that cannot read what is stored, at start: for every encrypted field, its first and
     last stored value (by id, two indexed reads) must name a key the ring holds and decrypt with it.
     Raises ``EncryptionError`` naming the field and the key id the values need; tables or columns
-    that no migration has made yet are skipped."""
-    samples = _stored_samples(records)
+    that no migration has made yet are skipped, and so is the whole check while the database cannot
+    be reached (the server then starts and answers 503, as without encrypted fields)."""
+    try:
+        samples = _stored_samples(records)
+    except sa.exc.DBAPIError:
+        samples = []
     try:
         ring = keyring()
     except NoKeys:
