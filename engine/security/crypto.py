@@ -148,7 +148,7 @@ def check_keys(records) -> None:
     last stored value (by id, two indexed reads) must name a key the ring holds and decrypt with it.
     Raises ``EncryptionError`` naming the field and the key id the values need; tables or columns
     that no migration has made yet are skipped, and so is the whole check while the database cannot
-    be reached (the server then starts and answers 503, as without encrypted fields)."""
+    be reached (boot then goes on as without encrypted fields; the first query reports the outage)."""
     try:
         samples = _stored_samples(records)
     except sa.exc.DBAPIError:
