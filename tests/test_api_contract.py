@@ -100,7 +100,8 @@ def test_a_client_generated_from_the_spec_works(live, tmp_path):
         assert made.id and made.amount == "1500.00" and made.stage == "prospecting"
         fetched = get.sync(client=client, id=made.id)
         assert fetched.name == "Generated deal" and fetched.close_date == datetime.date(2027, 6, 30)
-        changed = update.sync(client=client, id=made.id, body=models.OpportunityUpdate(stage="proposal"))
+        changed = update.sync(client=client, id=made.id,
+                              body=models.OpportunityUpdate(stage=models.OpportunityUpdateStage.PROPOSAL))
         assert changed.stage == "proposal" and changed.version == 2
         page = listing.sync(client=client, sort="-amount", limit=10)
         assert made.id in [item.id for item in page.data]
@@ -110,22 +111,49 @@ def test_a_client_generated_from_the_spec_works(live, tmp_path):
             del sys.modules[name]
 
 
-CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"
-          "response_schema_conformance,missing_required_header,unsupported_method,allow_header_conformance,"
-          "use_after_free,ensure_resource_availability,ignored_auth")
-# Left out on purpose: positive_data_acceptance (a schema-valid body may name a lookup target that does
-# not exist, which is refused with 422 by design) and negative_data_rejection (the record service accepts
-# lenient forms such as "12" for an integer, which forms and CSV imports rely on).
+#: Every check schemathesis has, on every operation of the document, with these settings (each one a
+#: fact of the API the document cannot state, not a check left out):
+#: - positive_data_acceptance also expects 412 and 422: a schema-valid If-Match may name another version
+#:   (412), and a schema-valid body may name a lookup target that does not exist, break a validation
+#:   rule, a workflow guard or a unique field, or reuse an Idempotency-Key with another body (422).
+#: - on list_* and export_*, positive data may also be refused with 400 or 414: where= is a formula
+#:   (docs/formulas.md) that no JSON Schema can type, a filter value may lie outside a number field's
+#:   min/max, and the HTTP server refuses a request line over 64 KiB (414, before the API).
+#: - negative_data_rejection also counts 412, 413 and 414 as refusals: If-Match is checked before the
+#:   body, a bulk call over 10,000 records is 413, an over-long query is 414.
+#: - the coverage phase is off for list_*/export_* (hundreds of deepObject filter parameters make it
+#:   run for minutes: the fuzzing phase covers them) and for update_*/delete_*/transition_*: its
+#:   header generator (schemathesis 4.32) sees the If-Match pattern, which needs quotes, as
+#:   unsatisfiable and then sends "If-Match: 0" as valid data; fuzzing honours the pattern.
+ST_CONFIG = """
+[checks.positive_data_acceptance]
+expected-statuses = ["2xx", "401", "403", "404", "409", "412", "422"]
+
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "412", "413", "414", "415", "422", "428"]
+
+[[operations]]
+include-operation-id-regex = "^(list|export)_"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "414"]
+phases.coverage.enabled = false
+
+[[operations]]
+include-operation-id-regex = "^(update|delete|transition)_"
+phases.coverage.enabled = false
+"""
 
 
 def test_schemathesis_finds_no_server_error_and_no_response_off_the_spec(live, tmp_path):
-    """Every operation of the base CRM, property-based, through schemathesis's own runner."""
+    """Every operation of the base CRM, property-based, through schemathesis's own runner, with every
+    check. About 4 minutes on either database on 2 cores (5 examples per operation)."""
     runner = Path(sys.executable).with_name("st")
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(ST_CONFIG)
     done = subprocess.run(
-        [str(runner), "run", f"{live['base']}/api/v1/openapi.json", "-H", f"Authorization: Bearer {live['token']}",
-         "--checks", CHECKS, "--max-examples", "6", "--workers", "2", "--no-color",
-         "--generation-deterministic", "--report", "junit", "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=900)
+        [str(runner), "--config-file", str(config), "run", f"{live['base']}/api/v1/openapi.json",
+         "-H", f"Authorization: Bearer {live['token']}", "--checks", "all", "--max-examples", "5", "--workers", "2",
+         "--no-color", "--generation-deterministic", "--report", "junit", "--report-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=1200)
     summary = done.stdout[done.stdout.rfind("SUMMARY"):]
-    assert done.returncode == 0, summary or done.stdout[-5000:] + done.stderr[-2000:]
-    assert "Tested: " in summary
+    assert done.returncode == 0, done.stdout[done.stdout.find("FAILURES"):][:8000] + done.stderr[-2000:]
+    assert "Tested: " in summary and "Configuration:" in done.stdout

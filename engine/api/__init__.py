@@ -14,7 +14,7 @@ MAX_BODY = 32 * 1024 * 1024  # room for 10,000 records in one bulk call
 
 def install(app: Flask, runtime) -> None:
     app.extensions["crm.serializers"] = Serializers(runtime.model)
-    app.extensions["crm.openapi"] = build_openapi(runtime.model)
+    app.extensions["crm.openapi"] = build_openapi(runtime.model, runtime.dashboards)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.register_blueprint(api_blueprint())
     _install_docs(app)

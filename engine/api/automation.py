@@ -20,12 +20,16 @@ RUN_FIELDS = ("id", "automation", "entity", "record_id", "trigger", "status", "a
               "user_id", "error", "duration_ms", "created_at", "due_at", "started_at", "finished_at")
 
 
+#: A run id in a path: beyond 64 bits no run can have it, so the URL matches nothing (404).
+RUN_ID = "<int(max=9223372036854775807):run_id>"
+
+
 def register(bp: Blueprint) -> None:
     bp.add_url_rule("/<entity:entity>/<int:record_id>/transitions", "transitions", _transitions, methods=["GET"])
     bp.add_url_rule("/<entity:entity>/<int:record_id>/transitions/<name>", "transition", _take, methods=["POST"])
     bp.add_url_rule("/_automation_runs", "automation_runs", _runs, methods=["GET"])
-    bp.add_url_rule("/_automation_runs/<int:run_id>", "automation_run", _run, methods=["GET"])
-    bp.add_url_rule("/_automation_runs/<int:run_id>/rerun", "automation_rerun", _rerun, methods=["POST"])
+    bp.add_url_rule(f"/_automation_runs/{RUN_ID}", "automation_run", _run, methods=["GET"])
+    bp.add_url_rule(f"/_automation_runs/{RUN_ID}/rerun", "automation_rerun", _rerun, methods=["POST"])
 
 
 def _routes():
@@ -78,11 +82,15 @@ def _runs():
     runs = r._rt().workflow.runs
     args = request.args
     stmt = sa.select(runs).order_by(runs.c.id.desc())
+    choices = {"entity": tuple(r._rt().model.entities), "status": STATUSES}
+    for name, allowed in choices.items():
+        if name in args and args[name] not in allowed:
+            raise ApiError(400, "Bad query", f"{name} must be one of {', '.join(allowed)}", kind="bad-query",
+                           errors=[{"field": name, "code": "choice", "message": f"one of {', '.join(allowed)}"}])
     for name in ("automation", "entity", "status", "trigger"):
-        if args.get(name):
-            if name == "status" and args[name] not in STATUSES:
-                raise ApiError(400, "Bad query", f"status must be one of {', '.join(STATUSES)}", kind="bad-query")
-            stmt = stmt.where(runs.c[name] == args[name])
+        value = args.get(name) if name in choices else r._name_arg(name)
+        if value is not None:
+            stmt = stmt.where(runs.c[name] == value)
     if args.get("record_id"):
         stmt = stmt.where(runs.c.record_id == r._int_arg("record_id", 0, 1, 2**62))
     before = r._int_arg("cursor", 0, 0, 2**62)

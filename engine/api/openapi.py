@@ -1,25 +1,33 @@
-"""The OpenAPI 3.1 document, generated from the model: every entity's paths, schemas, parameters,
-error responses and examples. Field schemas come from the field types (``json_schema``)."""
+"""The OpenAPI 3.1 document, generated from the model: every route of the API blueprint (entities,
+bulk, export, history, transitions, search, audit, the automation run log, dashboards), their
+schemas, parameters, error responses and examples. Field schemas come from the field types
+(``json_schema``). The document is the contract: what it allows the API accepts, what it forbids
+the API refuses with a 4xx (tests/test_api_contract.py runs schemathesis with every check)."""
 
 from __future__ import annotations
 
+import re
 from copy import deepcopy
-from typing import Any
+from typing import Any, Mapping
 
 from engine import __version__
 from engine.metadata.model import AppModel, Entity, Field
-from engine.storage.query import MAX_LIMIT, OPERATORS, SYSTEM_TYPES, TEXT_OPERATORS, TEXT_TYPES, system_field
+from engine.storage.query import MAX_LIMIT, SYSTEM_TYPES, TEXT_OPERATORS, operators_for, system_field
 
-from .routes import MAX_BULK
+from .routes import ETAG_PATTERN, MAX_BULK, NAME_PATTERN
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+MAX_ID = 2**63 - 1     # ids are 64-bit integers in every database
+BOOLEAN_TEXTS = ["true", "false", "1", "0", "yes", "no", "y", "n", "on", "off", "t", "f"]   # as the boolean type reads them
+ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 EXAMPLES = {"text": "Acme", "textarea": "Notes", "email": "ann@example.com", "phone": "+1 555 0100",
             "url": "https://example.com", "integer": 42, "number": "12.5000", "currency": "1250.00",
             "percent": "50.00", "boolean": True, "date": "2026-12-31", "datetime": "2026-12-31T09:30:00+00:00",
             "json": {}}
 
 
-def build_openapi(model: AppModel) -> dict:
+def build_openapi(model: AppModel, dashboards: Mapping[str, Any] | None = None) -> dict:
+    """The document for ``model`` (and its compiled ``dashboards``, whose names the paths list)."""
     spec: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "CRM engine API", "version": __version__,
@@ -27,7 +35,7 @@ def build_openapi(model: AppModel) -> dict:
                                 "application/problem+json (RFC 9457)."},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": {"/api/v1/_meta": _meta_paths()},
+        "paths": {"/api/v1/openapi.json": _openapi_path(), "/api/v1/_meta": _meta_paths()},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "description": "An API token: crm token create"}},
                        "schemas": _common_schemas(),
@@ -37,6 +45,10 @@ def build_openapi(model: AppModel) -> dict:
     for entity in model.entities.values():
         _entity_components(spec["components"]["schemas"], entity)
         spec["paths"].update(_entity_paths(entity))
+    spec["paths"].update(_search_paths())
+    spec["paths"].update(_audit_paths())
+    spec["paths"].update(_automation_paths(model))
+    spec["paths"].update(_dashboard_paths(dashboards or {}))
     return spec
 
 
@@ -74,11 +86,16 @@ def _common_responses() -> dict:
              "NotFound": "No such entity or record (or none you may see).",
              "Conflict": "The record is referenced by others (restricted delete) or the request is in progress.",
              "PreconditionFailed": "If-Match names a version that is no longer current.",
+             "PreconditionRequired": "This server requires If-Match on writes to a record (CRM_REQUIRE_IF_MATCH).",
              "PayloadTooLarge": "The body is too large.", "UnsupportedMediaType": "The body is not JSON.",
              "Unprocessable": "Values that fields cannot take; errors lists each field.",
              "Unavailable": "The query ran past the time limit."}
-    return {name: {"description": text, "content": {"application/problem+json": {"schema": PROBLEM_REF}}}
-            for name, text in texts.items()}
+    out = {name: {"description": text, "content": {"application/problem+json": {"schema": PROBLEM_REF}}}
+           for name, text in texts.items()}
+    # the HTTP server refuses an over-long request line before the application sees it: its own body
+    out["URITooLong"] = {"description": "The request line is longer than the HTTP server reads (answered by the "
+                                        "server, before the API, in its own format)."}
+    return out
 
 
 def _nullable(schema: dict) -> dict:
@@ -95,8 +112,8 @@ def _field_schema(field: Field) -> dict:
 def _entity_components(schemas: dict, entity: Entity) -> None:
     name = _schema_name(entity)
     read = {n: _nullable(_field_schema(system_field(n))) for n in SYSTEM_TYPES}
-    read["id"] = {"type": "integer"}
-    read["version"] = {"type": "integer"}
+    read["id"] = ID_SCHEMA
+    read["version"] = {"type": "integer", "minimum": 1}
     writable, required = {}, []
     for field in entity.fields.values():
         if not (field.stored or field.computed_on_read):
@@ -104,14 +121,15 @@ def _entity_components(schemas: dict, entity: Entity) -> None:
         read[field.name] = _nullable(_field_schema(field))
         if field.readonly:
             continue
-        writable[field.name] = read[field.name]
+        # a required field is never blank: null is refused even where a default fills it when left out
+        writable[field.name] = _field_schema(field) if field.required else read[field.name]
         if field.required and field.default is None:
             required.append(field.name)
-    writable["owner_id"] = _nullable({"type": "integer", "minimum": 1})
-    create = {**writable, **{name: _field_schema(entity.fields[name]) for name in required}}  # required: no null
+    writable["owner_id"] = _nullable(ID_SCHEMA)
+    create = dict(writable)
     example = {f.name: EXAMPLES[f.type_name] for f in entity.fields.values()
                if f.name in writable and f.type_name in EXAMPLES and (f.required or f.name == entity.title)}
-    schemas[name] = {"type": "object", "properties": read, "required": ["id", "version"],
+    schemas[name] = {"type": "object", "properties": read, "required": ["id"],   # fields= may leave out the rest
                      "description": f"{entity.label.get('en')} ({entity.label.get('zh')})"}
     schemas[f"{name}Create"] = {"type": "object", "properties": create, "required": required,
                                 "additionalProperties": False, "examples": [example]}
@@ -120,13 +138,20 @@ def _entity_components(schemas: dict, entity: Entity) -> None:
                               "properties": {"data": {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}},
                                              "next_cursor": {"type": ["string", "null"]},
                                              "total": {"type": "integer"}, "total_is_estimate": {"type": "boolean"}}}
-    bulk_row = deepcopy(schemas[f"{name}Update"])
-    bulk_row["properties"] = {**bulk_row["properties"], "id": {"type": "integer"}}
-    schemas[f"{name}Bulk"] = {"type": "object", "required": ["records"], "additionalProperties": False,
-                              "properties": {"records": {"type": "array", "maxItems": MAX_BULK, "items": bulk_row},
-                                             "mode": {"enum": ["create", "update", "upsert"]},
-                                             "key": {"enum": [f.name for f in entity.fields.values() if f.unique] or [None]},
-                                             "atomic": {"type": "boolean"}}}
+    # Each row is checked on its own and answered in its item of the BulkResult (207, or 422 when atomic),
+    # so the document cannot refuse a row: it says what a row should be and lets any object through.
+    bulk_row = {"type": "object", "description": f"A row as in {name}Create (mode create) or {name}Update plus "
+                                                 "id or the key field (update, upsert); its errors are in its item"}
+    keys = [f.name for f in entity.fields.values() if f.unique]
+    schemas[f"{name}Bulk"] = {
+        "type": "object", "required": ["records"], "additionalProperties": False,
+        "properties": {"records": {"type": "array", "maxItems": MAX_BULK, "items": bulk_row},
+                       "mode": {"enum": ["create", "update", "upsert"], "default": "create"},
+                       "key": {"enum": [*keys, None], "description": "A unique field to match rows by"},
+                       "atomic": {"type": "boolean", "default": True}},
+        # an upsert matches by a key: without one (or with none to name) it is a 400
+        "if": {"required": ["mode"], "properties": {"mode": {"const": "upsert"}}},
+        "then": {"required": ["key"], "properties": {"key": {"enum": keys}}} if keys else False}
 
 
 def _schema_name(entity: Entity) -> str:
@@ -139,7 +164,7 @@ def _errors(*codes: str) -> dict:
     if "401" in codes:   # whoever is authenticated may still lack the permission
         codes = (*codes, "403")
     names = {"400": "BadRequest", "401": "Unauthorized", "403": "Forbidden", "404": "NotFound", "409": "Conflict",
-             "412": "PreconditionFailed", "413": "PayloadTooLarge", "415": "UnsupportedMediaType",
+             "412": "PreconditionFailed", "428": "PreconditionRequired", "413": "PayloadTooLarge", "414": "URITooLong", "415": "UnsupportedMediaType",
              "422": "Unprocessable", "503": "Unavailable"}
     return {code: {"$ref": f"#/components/responses/{names[code]}"} for code in codes}
 
@@ -150,10 +175,12 @@ def _json_content(ref: str) -> dict:
 
 def _entity_paths(entity: Entity) -> dict:
     name, tag = _schema_name(entity), entity.name
-    record_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    record_id = {"name": "id", "in": "path", "required": True, "schema": ID_SCHEMA}
     etag = {"ETag": {"description": "The record's version, for If-Match", "schema": {"type": "string"}}}
-    if_match = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
-                "description": "An ETag from a previous response: refuse (412) if the record changed since."}
+    if_match = {"name": "If-Match", "in": "header", "required": False,
+                "schema": {"type": "string", "pattern": ETAG_PATTERN, "example": '"17-3"'},
+                "description": "An ETag from a previous response (\"<id>-<version>\", a comma-separated list "
+                               "of them, or *): refuse (412) if the record changed since. Anything else is a 400."}
     idem = {"name": "Idempotency-Key", "in": "header", "required": False,
             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
             "description": "A retried request with the same key replays the first answer."}
@@ -163,7 +190,7 @@ def _entity_paths(entity: Entity) -> dict:
             "get": {"tags": [tag], "operationId": f"list_{entity.name}", "summary": f"List {entity.plural.get('en')}",
                     "parameters": _list_parameters(entity),
                     "responses": {"200": {"description": "A page", "content": _json_content(f"{name}Page")},
-                                  **_errors("400", "401", "503")}},
+                                  **_errors("400", "401", "414", "503")}},
             "post": {"tags": [tag], "operationId": f"create_{entity.name}", "summary": f"Create a {entity.label.get('en')}",
                      "parameters": [idem],
                      "requestBody": {"required": True, "content": _json_content(f"{name}Create")},
@@ -185,6 +212,15 @@ def _entity_paths(entity: Entity) -> dict:
                                             "application/problem+json": {"schema": PROBLEM_REF}}}}
                      | _errors("400", "401", "404", "409", "413", "415")},
         },
+        f"{base}/_export": {
+            "get": {"tags": [tag], "operationId": f"export_{entity.name}",
+                    "summary": f"Every {entity.label.get('en')} matching the filters, as CSV",
+                    "parameters": [p for p in _list_parameters(entity) if p["name"] not in ("limit", "cursor", "offset", "count")],
+                    "responses": {"200": {"description": "CSV: a header line, then one line per record",
+                                          "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                                          "content": {"text/csv": {"schema": {"type": "string"}}}},
+                                  **_errors("400", "401", "414", "503")}},
+        },
         f"{base}/{{id}}": {
             "get": {"tags": [tag], "operationId": f"get_{entity.name}", "parameters": [record_id],
                     "responses": {"200": {"description": "The record", "content": _json_content(name), "headers": etag},
@@ -192,9 +228,10 @@ def _entity_paths(entity: Entity) -> dict:
             "patch": {"tags": [tag], "operationId": f"update_{entity.name}", "parameters": [record_id, if_match],
                       "requestBody": {"required": True, "content": _json_content(f"{name}Update")},
                       "responses": {"200": {"description": "Updated", "content": _json_content(name), "headers": etag},
-                                    **_errors("400", "401", "404", "412", "413", "415", "422")}},
+                                    **_errors("400", "401", "404", "412", "413", "415", "422", "428")}},
             "delete": {"tags": [tag], "operationId": f"delete_{entity.name}", "parameters": [record_id, if_match],
-                       "responses": {"204": {"description": "Deleted"}, **_errors("401", "404", "409", "412", "422")}},
+                       "responses": {"204": {"description": "Deleted"},
+                                     **_errors("400", "401", "404", "409", "412", "422", "428")}},
         },
         f"{base}/{{id}}/history": {
             "get": {"tags": [tag], "operationId": f"history_{entity.name}", "parameters": [record_id],
@@ -203,19 +240,20 @@ def _entity_paths(entity: Entity) -> dict:
                             "data": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}}}}}}},
                         **_errors("401", "404")}},
         },
-        **(_transition_paths(entity, base, record_id, etag, if_match) if entity.workflow else {}),
+        **_transition_paths(entity, base, record_id, etag, if_match),
     }
 
 
 def _transition_paths(entity: Entity, base: str, record_id: dict, etag: dict, if_match: dict) -> dict:
-    """The workflow's transitions (docs/automation.md)."""
-    names = [t["name"] for t in entity.workflow.get("transitions") or ()]
+    """The workflow's transitions (docs/automation.md). Every entity answers the list (empty without a
+    workflow); taking one is a path only where there are transitions to name."""
+    names = [t["name"] for t in (entity.workflow or {}).get("transitions") or ()]
     transition = {"type": "object", "required": ["name", "label", "to", "requires"], "properties": {
         "name": {"type": "string"}, "label": {"type": "object", "additionalProperties": {"type": "string"}},
         "to": {"type": "string"}, "requires": {"type": "array", "items": {"type": "string"}}}}
     name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
     record = {"$ref": f"#/components/schemas/{_schema_name(entity)}"}
-    return {
+    paths = {
         f"{base}/{{id}}/transitions": {"get": {
             "tags": [entity.name], "operationId": f"transitions_{entity.name}", "parameters": [record_id],
             "summary": "The workflow transitions the caller may take now",
@@ -224,40 +262,80 @@ def _transition_paths(entity: Entity, base: str, record_id: dict, etag: dict, if
                     "field": {"type": ["string", "null"]}, "state": {"type": ["string", "null"]},
                     "data": {"type": "array", "items": transition}}}}}},
                 **_errors("401", "403", "404")}}},
-        f"{base}/{{id}}/transitions/{{name}}": {"post": {
+    }
+    if not names:
+        return paths
+    paths[f"{base}/{{id}}/transitions/{{name}}"] = {"post": {
             "tags": [entity.name], "operationId": f"transition_{entity.name}",
             "parameters": [record_id, name_param, if_match], "summary": "Take a workflow transition",
             "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
             "responses": {"200": {"description": "The record after the transition", "headers": etag,
                                   "content": {"application/json": {"schema": record}}},
-                          **_errors("400", "401", "403", "404", "412", "415", "422")}}},
-    }
+                          **_errors("400", "401", "403", "404", "412", "415", "422", "428")}}}
+    return paths
+
+
+def _names_pattern(names: list[str], prefix: str = "") -> str:
+    """A comma-separated list of ``names`` (each maybe after ``prefix``), as the API reads it."""
+    one = f"{prefix}({'|'.join(re.escape(n) for n in names)})"
+    return f"^{one}(,{one})*$"
+
+
+def _filter_value(field: Field) -> dict:
+    """One filter value in the query string, as the field type reads it (bounds of numbers aside)."""
+    schema = _field_schema(field)      # a formula's or a rollup's is the schema of what it returns
+    if schema.get("type") == "integer":
+        unsigned = schema.get("minimum", -1) >= 0
+        return {"type": "string", "pattern": r"^[0-9]{1,18}$" if unsigned else r"^-?[0-9]{1,18}$"}
+    if schema.get("format") == "decimal":
+        return {"type": "string", "pattern": r"^-?[0-9]{1,30}(\.[0-9]{1,10})?$"}
+    if schema.get("format") in ("date", "date-time"):
+        return {"type": "string", "format": schema["format"]}
+    if schema.get("type") == "boolean":
+        return {"type": "string", "enum": BOOLEAN_TEXTS}
+    if "enum" in schema:
+        return {"type": "string", "enum": schema["enum"]}
+    return {"type": "string", "maxLength": schema.get("maxLength", 32000)}
 
 
 def _list_parameters(entity: Entity) -> list[dict]:
-    sortable = [*SYSTEM_TYPES, *(f.name for f in entity.fields.values() if f.stored)]
-    lookups = [f.name for f in entity.fields.values() if f.target] + ["owner", "created_by", "updated_by"]
+    filterable = [f for f in entity.fields.values() if f.stored and not f.prop("encrypted")]
+    sortable = [*SYSTEM_TYPES, *(f.name for f in filterable)]
+    readable = [*SYSTEM_TYPES, *(f.name for f in entity.fields.values() if f.stored or f.computed_on_read)]
+    lookups = [f.name for f in entity.fields.values() if f.target] + ["owner", "owner_id", "created_by", "updated_by"]
+    optional = {"in": "query", "allowEmptyValue": True}     # an empty value is the same as none
     params = [
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}},
-        {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
-        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1_000_000}},
-        {"name": "sort", "in": "query", "schema": {"type": "string"},
+        {"name": "limit", **optional, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}},
+        {"name": "cursor", **optional, "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
+        {"name": "offset", **optional, "schema": {"type": "integer", "minimum": 0, "maximum": 1_000_000}},
+        {"name": "sort", **optional, "schema": {"type": "string", "pattern": _names_pattern(sortable, "[-+]?")},
          "description": f"Comma-separated fields, '-' for descending; fields: {', '.join(sortable)}",
          "example": "-created_at,id"},
-        {"name": "fields", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated fields to return"},
-        {"name": "expand", "in": "query", "schema": {"type": "string"},
+        {"name": "fields", **optional, "schema": {"type": "string", "pattern": _names_pattern(readable)},
+         "description": "Comma-separated fields to return"},
+        {"name": "expand", **optional, "schema": {"type": "string", "pattern": _names_pattern(lookups)},
          "description": f"Comma-separated lookups to return as objects: {', '.join(lookups)}"},
         {"name": "count", "in": "query", "schema": {"type": "boolean"},
          "description": "Add total (exact up to 10,000, then an estimate marked total_is_estimate)"},
-        {"name": "where", "in": "query", "schema": {"type": "string"},
-         "description": "A formula-language condition, e.g. amount > 1000 AND stage = 'won'"},
+        {"name": "where", **optional, "schema": {"type": "string", "maxLength": 4000},
+         "description": "A formula-language condition, e.g. amount > 1000 AND stage = 'won' (docs/formulas.md): "
+                        "one the language refuses is a 400 naming the cause"},
     ]
-    for name in sortable:
-        field = entity.fields.get(name) or system_field(name)
-        ops = [op for op in OPERATORS if op not in TEXT_OPERATORS or field.type_name in TEXT_TYPES]
+    for field in [*(system_field(n) for n in SYSTEM_TYPES), *filterable]:
+        name = field.name
+        ops = operators_for(field)
+        value = _filter_value(field)
+        one = value.get("pattern", "").strip("^$") or None
+        listed = ({"type": "string", "pattern": f"^{one}(,{one})*$"} if one else
+                  {"type": "string", "pattern": f"^({'|'.join(re.escape(v) for v in value['enum'])})"
+                                                f"(,({'|'.join(re.escape(v) for v in value['enum'])}))*$"}
+                  if "enum" in value else {"type": "string", "minLength": 1})
+        props = {op: value for op in ops if op not in ("in", "isnull", *TEXT_OPERATORS)}
+        props.update({op: {"type": "string"} for op in ops if op in TEXT_OPERATORS})
+        props["in"] = listed
+        props["isnull"] = {"type": "string", "enum": BOOLEAN_TEXTS}
         params.append({"name": name, "in": "query", "style": "deepObject", "explode": True,
-                       "schema": {"type": "object", "additionalProperties": False,
-                                  "properties": {op: {"type": "string"} for op in ops}},
+                       "schema": {"type": "object", "additionalProperties": False, "properties": props},
                        "description": f"Filter on {name}: {name}[op]=value with op one of {', '.join(ops)} "
                                       f"({name}=value means eq; in takes comma-separated values)"})
     return params
@@ -275,3 +353,137 @@ def _meta_entity_path(model: AppModel) -> dict:
                                     "schema": {"type": "string", "enum": list(model.entities)}}],
                     "responses": {"200": {"description": "The entity", "content": {"application/json": {
                         "schema": {"type": "object"}}}}, **_errors("401", "404")}}}
+
+
+# -- routes beside the entities ------------------------------------------------------------------
+
+def _query(name: str, schema: dict, description: str = "", required: bool = False) -> dict:
+    param = {"name": name, "in": "query", "schema": schema, "required": required}
+    if description:
+        param["description"] = description
+    return param
+
+
+def _json_object(properties: dict, required: list[str] | tuple[str, ...] = ()) -> dict:
+    return {"application/json": {"schema": {"type": "object", "required": list(required or properties),
+                                            "properties": properties}}}
+
+
+def _openapi_path() -> dict:
+    return {"get": {"tags": ["model"], "operationId": "openapi", "summary": "This document", "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {
+                        "schema": {"type": "object", "required": ["openapi", "paths"]}}}}}}}
+
+
+def _search_paths() -> dict:
+    hit = {"type": "object", "required": ["entity", "id", "record"], "properties": {
+        "entity": {"type": "string"}, "id": ID_SCHEMA, "record": {"type": "object"}}}
+    return {"/api/v1/_search": {"get": {
+        "tags": ["search"], "operationId": "search", "summary": "Text in the searchable fields of every entity you may read",
+        "parameters": [_query("q", {"type": "string", "minLength": 2, "maxLength": 200, "pattern": r"\S[\s\S]*\S"},
+                              "At most 200 characters, at least two of them not spaces", required=True),
+                       _query("limit", {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
+                              "At most this many hits per entity")],
+        "responses": {"200": {"description": "Hits, entities in model order",
+                              "content": _json_object({"data": {"type": "array", "items": hit}})},
+                      **_errors("400", "401")}}}}
+
+
+def _audit_paths() -> dict:
+    entry = {"type": "object", "required": ["id", "at", "kind", "user_id", "ip", "entity", "record_id", "detail"],
+             "properties": {"id": ID_SCHEMA, "at": {"type": "string", "format": "date-time"}, "kind": {"type": "string"},
+                            "user_id": {"type": ["integer", "null"]}, "ip": {"type": ["string", "null"]},
+                            "entity": {"type": ["string", "null"]}, "record_id": {"type": ["integer", "null"]},
+                            "detail": {}}}
+    return {"/api/v1/_audit": {"get": {
+        "tags": ["audit"], "operationId": "audit", "summary": "The audit log, newest first (admins)",
+        "parameters": [_query("kind", {"type": "string", "pattern": NAME_PATTERN}, "Only entries of this kind"),
+                       _query("user", {"type": "integer", "minimum": 0, "maximum": MAX_ID}, "Only this user's entries"),
+                       _query("since", {"type": "string", "format": "date-time"}, "From this time (with its offset)"),
+                       _query("until", {"type": "string", "format": "date-time"}, "Before this time (with its offset)"),
+                       _query("before", {"type": "integer", "minimum": 0, "maximum": 2**62},
+                              "next_before of the previous page"),
+                       _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100})],
+        "responses": {"200": {"description": "Entries", "content": _json_object(
+            {"data": {"type": "array", "items": entry}, "next_before": {"type": ["integer", "null"]}})},
+            **_errors("400", "401")}}}}
+
+
+def _automation_paths(model: AppModel) -> dict:
+    from engine.workflow.engine import STATUSES
+
+    stamp = {"type": ["string", "null"], "format": "date-time"}
+    run = {"type": "object", "properties": {
+        "id": ID_SCHEMA, "automation": {"type": "string"}, "entity": {"type": "string"},
+        "record_id": {"type": ["integer", "null"]}, "trigger": {"type": "string"}, "status": {"enum": list(STATUSES)},
+        "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"}, "depth": {"type": "integer"},
+        "user_id": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]},
+        "duration_ms": {"type": ["integer", "null"]}, "created_at": stamp, "due_at": stamp, "started_at": stamp,
+        "finished_at": stamp}}
+    run["required"] = list(run["properties"])
+    one = deepcopy(run)
+    one["properties"]["actions_done"] = {"type": "array", "items": {
+        "type": "object", "required": ["action", "result", "done_at"],
+        "properties": {"action": {"type": "integer"}, "result": {}, "done_at": {"type": "string", "format": "date-time"}}}}
+    one["required"].append("actions_done")
+    run_id = {"name": "id", "in": "path", "required": True, "schema": ID_SCHEMA}
+    one_content = {"application/json": {"schema": one}}
+    return {
+        "/api/v1/_automation_runs": {"get": {
+            "tags": ["automation"], "operationId": "automation_runs", "summary": "The automation run log, newest first (admins)",
+            "parameters": [_query("automation", {"type": "string", "pattern": NAME_PATTERN}),
+                           _query("entity", {"type": "string", "enum": list(model.entities)}),
+                           _query("status", {"type": "string", "enum": list(STATUSES)}),
+                           _query("trigger", {"type": "string", "pattern": NAME_PATTERN}),
+                           _query("record_id", {"type": "integer", "minimum": 1, "maximum": 2**62}),
+                           _query("cursor", {"type": "integer", "minimum": 0, "maximum": 2**62},
+                                  "next_cursor of the previous page"),
+                           _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50})],
+            "responses": {"200": {"description": "Runs", "content": _json_object(
+                {"data": {"type": "array", "items": run}, "next_cursor": {"type": ["string", "null"]}})},
+                **_errors("400", "401")}}},
+        "/api/v1/_automation_runs/{id}": {"get": {
+            "tags": ["automation"], "operationId": "automation_run", "summary": "One run and the actions it has done",
+            "parameters": [run_id],
+            "responses": {"200": {"description": "The run", "content": one_content}, **_errors("401", "404")}}},
+        "/api/v1/_automation_runs/{id}/rerun": {"post": {
+            "tags": ["automation"], "operationId": "automation_rerun", "summary": "Queue a dead (or retrying) run again",
+            "parameters": [run_id],
+            "responses": {"200": {"description": "The run, queued", "content": one_content},
+                          **_errors("401", "404", "409")}}},
+    }
+
+
+def _dashboard_paths(dashboards: Mapping[str, Any]) -> dict:
+    label = {"type": "object", "additionalProperties": {"type": "string"}}
+    lang = _query("lang", {"type": "string", "enum": ["en", "zh"], "default": "en"}, "The language of labels")
+    names = list(dashboards)
+    widgets = sorted({w.name for d in dashboards.values() for w in d.widgets})
+    name = {"name": "name", "in": "path", "required": True,
+            "schema": {"type": "string", "enum": names} if names else {"type": "string"}}
+    widget = {"name": "widget", "in": "path", "required": True,
+              "schema": {"type": "string", "enum": widgets} if widgets else {"type": "string"}}
+    summary = {"type": "object", "required": ["name", "type", "label", "entity"], "properties": {
+        "name": {"type": "string"}, "type": {"type": "string"}, "label": label, "entity": {"type": "string"}}}
+    result = {"type": "object", "required": ["name", "type", "label"], "properties": {
+        "name": {"type": "string"}, "type": {"type": "string"}, "label": label, "value": {},
+        "groups": {"type": "array", "items": {"type": "object", "required": ["key", "label", "value"]}}}}
+    return {
+        "/api/v1/_dashboards": {"get": {
+            "tags": ["dashboards"], "operationId": "dashboards", "summary": "The dashboards and the widgets you may see",
+            "responses": {"200": {"description": "Dashboards", "content": _json_object({"data": {"type": "array", "items": {
+                "type": "object", "required": ["name", "label", "widgets"], "properties": {
+                    "name": {"type": "string"}, "label": label, "widgets": {"type": "array", "items": summary}}}}})},
+                **_errors("401")}}},
+        "/api/v1/_dashboards/{name}": {"get": {
+            "tags": ["dashboards"], "operationId": "dashboard", "summary": "Every widget you may see, computed",
+            "parameters": [name, lang],
+            "responses": {"200": {"description": "The dashboard", "content": _json_object(
+                {"name": {"type": "string"}, "label": label, "widgets": {"type": "array", "items": result}})},
+                **_errors("400", "401", "404")}}},
+        "/api/v1/_dashboards/{name}/{widget}.svg": {"get": {
+            "tags": ["dashboards"], "operationId": "dashboard_widget_svg", "summary": "One widget drawn as SVG",
+            "parameters": [name, widget, lang],
+            "responses": {"200": {"description": "SVG", "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
+                          **_errors("400", "401", "404")}}},
+    }

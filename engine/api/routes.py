@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -36,6 +37,7 @@ def api_blueprint() -> Blueprint:
     bp = Blueprint("api", __name__, url_prefix="/api/v1")
     bp.record_once(lambda state: state.app.url_map.converters.setdefault("entity", EntityName))
     bp.before_request(_authenticate)
+    bp.before_request(_one_value_each)
     bp.register_error_handler(Exception, to_problem)
     bp.add_url_rule("/openapi.json", "openapi", _openapi)
     bp.add_url_rule("/_meta", "meta", _meta)
@@ -90,6 +92,15 @@ def _authenticate():
     return None
 
 
+def _one_value_each() -> None:
+    """Each query parameter at most once: a second ``limit`` or ``q`` is a 400, not silently dropped
+    (the filters of a list or an export may repeat: their conditions add up)."""
+    for key in request.args:
+        if len(request.args.getlist(key)) > 1 and (key in RESERVED or request.endpoint not in ("api.list", "api.export")):
+            raise ApiError(400, "Bad query", f"the parameter {key!r} is given more than once", kind="bad-query",
+                           errors=[{"field": key, "code": "repeated", "message": "give it once"}])
+
+
 def _context() -> Context:
     identity: Identity = g.identity
     return Context(user_id=identity.user_id, access=g.access)
@@ -134,8 +145,13 @@ def _etag(record: dict) -> str:
     return f'"{record["id"]}-{record["version"]}"'
 
 
+#: ``If-Match`` as the OpenAPI document describes it: ETags this API sends, a list of them, or ``*``.
+ETAG_PATTERN = r'^(\*|(W/)?"[0-9]{1,19}-[0-9]{1,19}"( *, *(W/)?"[0-9]{1,19}-[0-9]{1,19}")*)$'
+
+
 def _if_match(record_id: int) -> int | None:
-    """The version an ``If-Match`` header names (None when absent or ``*``)."""
+    """The version an ``If-Match`` header names (None when absent or ``*``); a header that is no list
+    of ETags is a 400 (one naming other records or versions is a 412)."""
     header = request.headers.get("If-Match")
     if _rt().settings.require_if_match and (header is None or header.strip() == "*"):
         raise ApiError(428, "Precondition required", "this server requires If-Match on writes to a record: "
@@ -144,6 +160,11 @@ def _if_match(record_id: int) -> int | None:
                                                               "message": "required by this server (CRM_REQUIRE_IF_MATCH)"}])
     if header is None or header.strip() == "*":
         return None
+    if not re.fullmatch(ETAG_PATTERN, header.strip()):
+        raise ApiError(400, "Bad request", f"If-Match {header!r} is not an ETag of this API: write "
+                       '"<id>-<version>" as the ETag header gave it, a comma-separated list of them, or *',
+                       kind="bad-header", errors=[{"field": "If-Match", "code": "format",
+                                                   "message": 'an ETag such as "17-3", a list of them, or *'}])
     for tag in (t.strip().removeprefix("W/").strip('"') for t in header.split(",")):
         rid, _, version = tag.partition("-")
         if rid == str(record_id) and version.isdigit():
@@ -264,6 +285,19 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return int(raw)
 
 
+#: Names the API filters by as given (automation names, run triggers, audit kinds); as in the document.
+NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,120}$"
+
+
+def _name_arg(name: str) -> str | None:
+    """A name-like query parameter (None when absent); anything else is a 400 naming it."""
+    raw = request.args.get(name)
+    if raw is not None and not re.fullmatch(NAME_PATTERN, raw):
+        raise ApiError(400, "Bad query", f"{name} must be 1 to 120 letters, digits or _ . : -", kind="bad-query",
+                       errors=[{"field": name, "code": "format", "message": "1 to 120 letters, digits or _ . : -"}])
+    return raw
+
+
 def _bool_arg(name: str) -> bool:
     raw = request.args.get(name, "false").lower()
     if raw not in ("true", "false", "1", "0"):
@@ -364,8 +398,9 @@ def _search():
     """``q`` in the searchable fields of every entity the caller may read."""
     from engine.storage.search import search
 
-    text = request.args.get("q", "").strip()
-    if len(text) < 2 or len(text) > 200:
+    raw = request.args.get("q", "")
+    text = raw.strip()
+    if len(text) < 2 or len(raw) > 200:
         raise ApiError(400, "Bad query", "q must be 2 to 200 characters", kind="bad-query")
     limit = _int_arg("limit", 10, 1, 50)
     context = _context()
@@ -393,7 +428,7 @@ def _audit():
     if user is not None and not user.isdigit():
         raise ApiError(400, "Bad query", "user is a user id", kind="bad-query")
     limit = _int_arg("limit", 100, 1, 500)
-    rows = query_audit(_rt().records, kind=args.get("kind") or None, user_id=int(user) if user else None,
+    rows = query_audit(_rt().records, kind=_name_arg("kind"), user_id=int(user) if user else None,
                        since=since, until=until, before_id=_int_arg("before", 0, 0, 2**62) or None, limit=limit)
     data = [{"id": r["id"], "at": r["at"].isoformat(), "kind": r["kind"], "user_id": r["actor_id"], "ip": r["ip"],
              "entity": r["entity"], "record_id": r["record_id"], "detail": r["detail"]} for r in rows]

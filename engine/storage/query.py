@@ -24,6 +24,7 @@ from .errors import FieldError, ValidationFailed
 
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "startswith", "isnull")
 TEXT_OPERATORS = ("contains", "startswith")
+ORDER_OPERATORS = ("gt", "gte", "lt", "lte")
 TEXT_TYPES = ("text", "textarea", "email", "phone", "url", "autonumber", "picklist")
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -73,6 +74,14 @@ class QueryError(ValidationFailed):
     """A list query that names something unknown or carries a bad value (a 400, never a 500)."""
 
 
+def operators_for(field) -> tuple[str, ...]:
+    """The filter operators ``field`` takes: contains/startswith on text types, no ordering of
+    true/false (the OpenAPI document lists the same)."""
+    boolean = field.type_name == "boolean" or field.prop("returns") == "boolean"
+    return tuple(op for op in OPERATORS if (op not in TEXT_OPERATORS or field.type_name in TEXT_TYPES)
+                 and not (boolean and op in ORDER_OPERATORS))
+
+
 def coerce_filter(ent: Entity, name: str, op: str, raw: Any, hidden: frozenset[str] = frozenset()) -> Filter:
     """Check a filter's field and operator and coerce its value by the field's type.
 
@@ -92,6 +101,8 @@ def coerce_filter(ent: Entity, name: str, op: str, raw: Any, hidden: frozenset[s
     type_name = field_.type_name if field_ is not None else SYSTEM_TYPES[name]
     if op in TEXT_OPERATORS and type_name not in TEXT_TYPES:
         raise QueryError([FieldError(name, "operator", f"{op} applies to text fields, not {type_name}")], ent.name)
+    if op in ORDER_OPERATORS and op not in operators_for(field_ or system_field(name)):
+        raise QueryError([FieldError(name, "operator", f"{op} does not apply to true/false values")], ent.name)
     if op == "isnull":
         try:
             return Filter(name, op, system_field("isnull", "boolean").coerce(raw))
