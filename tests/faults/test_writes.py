@@ -25,6 +25,7 @@ from engine.app import create_app
 from engine.failpoints import KILLED
 from engine.security.tokens import create_token
 from engine.settings import Settings
+from engine.storage.bulk import CHUNK
 from engine.storage.records import Context
 
 from ..conftest import ApiClient
@@ -151,6 +152,23 @@ def test_concurrent_duplicates_of_one_idempotent_create_write_once_and_share_its
     assert len({a.json["id"] for a in answers}) == 1
     assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == clients - 1
     assert len(api.rt.records.query("account")) == 1
+
+
+@pytest.mark.parametrize("bad", [{"name": None}, {"name": "Taken", "account_number": "TAKEN-1"}],
+                         ids=["refused-item", "unique-violation"])
+def test_a_refused_idempotent_bulk_writes_nothing_and_replays_its_refusal(api, bad):
+    """The write runs inside the key's transaction: a refused atomic bulk (an invalid item, or a
+    unique value the database refuses) must undo its own rows there, not commit them with the key.
+    The bad item comes after a whole chunk (``CHUNK`` rows), which is written before it is seen."""
+    assert api.post("/api/v1/account", json={"name": "Holder", "account_number": "TAKEN-1"}).status_code == 201
+    rows = [{"name": f"Fine {i}", "account_number": f"FINE-{i}"} for i in range(CHUNK)] + [bad]
+    headers = {"Idempotency-Key": f"refused-{list(bad)[-1]}"}
+    first = api.post("/api/v1/account/_bulk", json={"records": rows}, headers=headers)
+    assert first.status_code == 422, first.get_data(as_text=True)
+    again = api.post("/api/v1/account/_bulk", json={"records": rows}, headers=headers)
+    assert again.status_code == 422 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_data() == first.get_data()
+    assert [r["name"] for r in api.rt.records.query("account")] == ["Holder"]
 
 
 # -- blind writes racing each other ---------------------------------------------------------------
