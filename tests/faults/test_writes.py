@@ -9,12 +9,9 @@ answer leaves; the retry goes to a fresh server on the same database.
 from __future__ import annotations
 
 import os
-import queue
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -29,6 +26,7 @@ from engine.storage.bulk import CHUNK
 from engine.storage.records import Context
 
 from ..conftest import ApiClient
+from .servers import free_port, wait_for_output
 
 CRASH_POINT = "after_commit:idempotent-write"
 BOOT_SECONDS = 90
@@ -46,14 +44,14 @@ def served(crm, database_url, tmp_path):
     procs: list[subprocess.Popen] = []
 
     def start(failpoints: str = "") -> tuple[str, subprocess.Popen]:
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "DATABASE_URL": database_url, "CRM_PLUGIN_DIRS": "", "CRM_VAR_DIR": str(tmp_path),
                "CRM_BACKUP_DIR": str(tmp_path / "backups"), "SECRET_KEY": "test", "CRM_FAILPOINTS": failpoints}
         crm_command = Path(sys.executable).with_name("crm")
         proc = subprocess.Popen([str(crm_command), "serve", "--port", str(port)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         procs.append(proc)
-        _wait_until_serving(proc)
+        wait_for_output(proc, "Running on", BOOT_SECONDS)
         return f"http://127.0.0.1:{port}", proc
 
     start.headers = {"Authorization": f"Bearer {token}"}
@@ -62,26 +60,6 @@ def served(crm, database_url, tmp_path):
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_serving(proc: subprocess.Popen) -> None:
-    """Block until the server prints that it listens (an event, not a guess), or fail with its output."""
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    output, deadline = "", time.monotonic() + BOOT_SECONDS
-    while "Running on" not in output:
-        try:
-            output += lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            pytest.fail(f"the server did not start in {BOOT_SECONDS} s:\n{output}")
-        if proc.poll() is not None and lines.empty():
-            pytest.fail(f"the server exited with {proc.returncode}:\n{output}")
 
 
 def _count(database_url: str, sql: str) -> int:
