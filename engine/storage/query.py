@@ -33,6 +33,9 @@ NOT_PERMITTED = "unknown or not permitted field"
 #: System columns as the query layer sees them: (name, type name for coercion).
 SYSTEM_TYPES = {"id": "integer", "created_at": "datetime", "updated_at": "datetime", "created_by": "user",
                 "updated_by": "user", "owner_id": "user", "version": "integer"}
+#: System columns narrower than their type: version is a 32-bit INTEGER column (PostgreSQL refuses a
+#: larger filter value with an error), so its values are checked like a field's min/max.
+SYSTEM_BOUNDS = {"version": {"min": -(2**31), "max": 2**31 - 1}}
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,8 @@ def system_field(name: str, type_name: str | None = None):
 
     type_name = type_name or SYSTEM_TYPES[name]
     ftype = next(t for t in builtin_types() if t.name == type_name)
-    return Field(name=name, type=ftype, label=Label.of(None, name), props={"type": type_name},
+    bounds = SYSTEM_BOUNDS.get(name, {}) if type_name == SYSTEM_TYPES.get(name) else {}
+    return Field(name=name, type=ftype, label=Label.of(None, name), props={"type": type_name, **bounds},
                  origin=Location("system", "engine", 0))
 
 

@@ -159,3 +159,12 @@ def test_the_document_types_ids_as_64_bit_and_bulk_bodies_as_the_api_reads_them(
     assert bulk["then"]["required"] == ["key"]                       # an upsert names its key
     assert api.post("/api/v1/account/_bulk", json={"records": [], "mode": "upsert"}).status_code == 400
     assert api.get(f"/api/v1/account/{2**63}").status_code == 404
+
+
+def test_a_version_filter_beyond_the_32_bit_column_is_a_400_not_a_500(api):
+    """order_line?version[lt]=-94810223141804595 reached PostgreSQL, whose INTEGER column refused the
+    number (a 500); SQLite took it. Now the value is checked against the column on both."""
+    for value in (2**31, -(2**31) - 1, 10**17):
+        r = api.get(f"/api/v1/order_line?version[lt]={value}")
+        assert r.status_code == 400 and r.json["errors"][0]["field"] == "version", r.data[:300]
+    assert api.get(f"/api/v1/order_line?version[lt]={2**31 - 1}").status_code == 200
