@@ -72,8 +72,11 @@ class Database:
                         callback()
                     except Exception:  # noqa: BLE001 - must not hide the write's own outcome
                         logging.getLogger("crm.db").exception("a callback after a write transaction failed")
-        for callback in callbacks:
-            callback()
+        for callback in callbacks:  # the write has committed: its answer must say so, whatever fails now
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - logged; the outbox and the run log own the retry
+                logging.getLogger("crm.db").exception("work after a committed write failed; the write stands")
 
     @staticmethod
     @contextmanager
@@ -93,7 +96,9 @@ class Database:
 
     @staticmethod
     def on_commit(conn: Connection, callback) -> None:
-        """Run ``callback()`` after the write transaction of ``conn`` commits (never if it rolls back)."""
+        """Run ``callback()`` after the write transaction of ``conn`` commits (never if it rolls back).
+        A callback that raises is logged and the next one runs: the write stands and its caller is
+        told so (a 500 after a commit makes clients retry a write that happened)."""
         conn.info["crm.on_commit"].append(callback)
 
     @staticmethod

@@ -241,3 +241,34 @@ def test_required_if_match_present_lets_the_write_through(careful_api):
     assert stale.status_code == 412
     assert api.delete(path, headers={"If-Match": changed.headers["ETag"]}).status_code == 204
     assert api.get(path).status_code == 404
+
+
+# -- work after the commit ------------------------------------------------------------------------
+
+class _FailsAfterCommit:
+    """A plugin whose after-commit hook always raises, and a record of the hooks that ran."""
+
+    def __init__(self):
+        self.ran: list[str] = []
+
+    from engine.plugins import hookimpl
+
+    @hookimpl(tryfirst=True)
+    def crm_after_commit(self, event, entity, record, context):
+        self.ran.append(event)
+        raise RuntimeError("the after-commit hook is down")
+
+
+def test_work_that_fails_after_the_commit_never_turns_the_committed_write_into_a_500(api, caplog):
+    plugin = _FailsAfterCommit()
+    api.rt.pm.register(plugin)
+    before = len(api.rt.records.query("account"))
+    created = api.post("/api/v1/account", json={"name": "Committed"})
+    assert created.status_code == 201, created.get_data(as_text=True)
+    assert created.json["name"] == "Committed"
+    assert len(api.rt.records.query("account")) == before + 1
+    changed = api.patch(f"/api/v1/account/{created.json['id']}", json={"name": "Still committed"})
+    assert changed.status_code == 200
+    assert plugin.ran == ["create", "update"]
+    assert "the write stands" in caplog.text
+    assert api.get("/api/v1/account").status_code == 200
