@@ -35,7 +35,21 @@ def _print_problems(exc: MetadataError) -> None:
     click.echo(f"{len(exc.problems)} problem(s) in the metadata.", err=True)
 
 
-@click.group()
+class _Commands(click.Group):
+    """The ``crm`` group: a database that cannot be reached or refuses a statement is one line that
+    names it (password hidden), exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except sa.exc.OperationalError as exc:
+            url = sa.engine.make_url(Settings.from_env().database_url).render_as_string(hide_password=True)
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            click.echo(f"Database error ({url}): {reason}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """Run and administer the CRM engine. Settings come from the environment (see docs/operations.md)."""
 

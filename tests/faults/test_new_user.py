@@ -35,14 +35,9 @@ import sqlalchemy as sa
 from engine.settings import ROOT
 
 from ..conftest import ON_POSTGRES, TEST_KEY
+from .servers import free_port
 
 UP_DEADLINE = 120   # seconds for `crm up` to print its login and listen (2 shared cores)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _user_env(**extra: str) -> dict[str, str]:
@@ -151,7 +146,7 @@ def test_a_new_users_path_from_a_fresh_clone(clone, database_url):
     """`make run`, then `crm user list`, `crm migrate --dry-run` and `crm token create` in the same shell."""
     env = _user_env(**_db_env(database_url))
     assert not (clone / "var").exists()
-    port = _free_port()
+    port = free_port()
     server = Server(clone, env, port)
     try:
         out = server.ready()
@@ -243,7 +238,7 @@ def test_crm_up_with_a_new_var_dir_over_values_of_another_key_stops_and_leaves_n
     var = tmp_path / "new_var"
     env = _user_env(DATABASE_URL=settings.database_url, CRM_PLUGIN_DIRS="", CRM_VAR_DIR=str(var),
                     CRM_BACKUP_DIR=str(tmp_path / "backups"))
-    result = _crm(["up", "--records", "3", "--port", str(_free_port())], tmp_path, env)
+    result = _crm(["up", "--records", "3", "--port", str(free_port())], tmp_path, env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Cannot start:" in result.stderr and "'test'" in result.stderr, result.stderr
     assert "Web UI" not in result.stdout and "Traceback" not in result.stderr
@@ -254,7 +249,7 @@ def test_crm_up_over_an_existing_database_keeps_the_admins_password(tmp_path, da
     """A second `crm up` with a new CRM_VAR_DIR (no admin_login.txt) over the same database."""
     common = dict(DATABASE_URL=database_url, CRM_PLUGIN_DIRS="", CRM_ENCRYPTION_KEYS=TEST_KEY,
                   CRM_BACKUP_DIR=str(tmp_path / "backups"))
-    port = _free_port()
+    port = free_port()
     first = Server(tmp_path, _user_env(CRM_VAR_DIR=str(tmp_path / "var1"), **common), port)
     try:
         password = _password(first.ready())
@@ -300,3 +295,13 @@ def test_a_taken_port_is_a_clear_message_before_anything_is_done(tmp_path, datab
     assert "PORT=" in result.stderr     # says how to choose another
     assert "http://" not in result.stdout + result.stderr and "Traceback" not in result.stderr
     assert _tables(database_url) == []   # nothing migrated, seeded or created
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://crm:s3cret@127.0.0.1:{port}/crm", "sqlite:///{missing}/crm.db"])
+def test_a_database_that_cannot_be_reached_is_one_line_naming_it_not_a_traceback(url, tmp_path):
+    url = url.format(port=free_port(), missing=tmp_path / "no" / "such" / "folder")
+    result = _crm(["user", "list"], tmp_path, _user_env(DATABASE_URL=url, CRM_ENCRYPTION_KEYS=TEST_KEY))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("Database error (") and "s3cret" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
