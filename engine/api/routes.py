@@ -12,8 +12,8 @@ from werkzeug.routing import BaseConverter
 
 from engine.security.audit import audit
 from engine.security.permissions import access_for
-from engine.security.tokens import Identity, authenticate
-from engine.security.web import session_identity
+from engine.security.tokens import Identity
+from engine.security.web import bearer_identity, session_identity
 from engine.storage.query import COUNT_CAP, DEFAULT_LIMIT, MAX_LIMIT, ListQuery, coerce_filter, check_sort
 from engine.storage.records import Context
 
@@ -75,9 +75,8 @@ def _authenticate():
         return None
     records = _rt().records
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
     if header:
-        identity = authenticate(records, token.strip()) if scheme.lower() == "bearer" else None
+        identity = bearer_identity()
     else:
         identity = session_identity(records)
     if identity is None:

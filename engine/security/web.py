@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
-from flask import Blueprint, Flask, current_app, redirect, render_template, request, session
+from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, session
 
 from .audit import audit
 from .passwords import verify_password
@@ -197,12 +197,17 @@ def _bearer_authenticated() -> bool:
     """Whether the API authenticates this request by a valid bearer token (the only way a request
     escapes the CSRF check: a browser never adds a valid token by itself). Screens always go by the
     session cookie, whatever the headers say."""
-    if not request.path.startswith("/api/"):
-        return False
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return authenticate(current_app.extensions["crm"].records, token.strip()) is not None
+    return request.path.startswith("/api/") and bearer_identity() is not None
+
+
+def bearer_identity() -> Identity | None:
+    """The user behind this request's valid bearer token, or None; looked up once per request (the
+    CSRF check and the API's authentication both ask)."""
+    if "crm_bearer" not in g:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        g.crm_bearer = (authenticate(current_app.extensions["crm"].records, token.strip())
+                        if scheme.lower() == "bearer" else None)
+    return g.crm_bearer
 
 
 def _check_csrf():
