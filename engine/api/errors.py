@@ -31,7 +31,13 @@ class ApiError(Exception):
 
 def problem(status: int, title: str, detail: str, kind: str, headers: dict | None = None, **extra) -> Response:
     body = {"type": TYPE_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
-    response = Response(json.dumps(body, ensure_ascii=False, default=str), status=status, mimetype=PROBLEM)
+    text = json.dumps(body, ensure_ascii=False, default=str)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:   # a detail echoing a lone surrogate the client sent: send it escaped
+            text = json.dumps(body, default=str)
+    response = Response(text, status=status, mimetype=PROBLEM)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

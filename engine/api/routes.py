@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -10,6 +9,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 from werkzeug.routing import BaseConverter
 
+from engine.fields import unsafe_text, whole_number
 from engine.security.audit import audit
 from engine.security.permissions import access_for
 from engine.security.tokens import Identity
@@ -17,6 +17,7 @@ from engine.security.web import bearer_identity, session_identity
 from engine.storage.query import COUNT_CAP, DEFAULT_LIMIT, MAX_LIMIT, ListQuery, coerce_filter, check_sort
 from engine.storage.records import Context
 
+from .body import read_json
 from .errors import ApiError, to_problem
 from .idempotency import replay_or_run
 from .serialize import SYSTEM_LOOKUPS
@@ -124,10 +125,7 @@ def _entity(name: str):
 def _json_body(kind: type = dict) -> Any:
     if not request.is_json:
         raise ApiError(415, "Unsupported media type", "send the body as application/json")
-    try:
-        body = json.loads(request.get_data(cache=True) or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "Malformed JSON", f"the body is not valid JSON: {exc}") from None
+    body = read_json(request.get_data(cache=True))
     if not isinstance(body, kind):
         raise ApiError(400, "Bad request", f"the body must be a JSON {'object' if kind is dict else 'array'}")
     return body
@@ -246,7 +244,8 @@ def _list_query(ent) -> tuple[ListQuery, tuple[str, ...] | None, list[str]]:
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ApiError(400, "Bad query", f"unknown field(s) in fields: {', '.join(unknown)} "
-                           "(unknown or not permitted)", kind="bad-query")
+                           "(unknown or not permitted)", kind="bad-query",
+                           errors=[{"field": "fields", "code": "unknown", "message": "unknown or not permitted"}])
         fields = tuple(dict.fromkeys(("id", *names)))
     expand = [n.strip() for n in args.get("expand", "").split(",") if n.strip()]
     for name in expand:
@@ -279,9 +278,28 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ApiError(400, "Bad query", f"{name} must be a whole number from {low} to {high}", kind="bad-query")
-    return int(raw)
+    number = whole_number(raw)
+    if number is None or not low <= number <= high:
+        raise ApiError(400, "Bad query", f"{name} must be a whole number from {low} to {high} (ASCII digits)",
+                       kind="bad-query", errors=[{"field": name, "code": "range",
+                                                  "message": f"a whole number from {low} to {high}"}])
+    return number
+
+
+def _datetime_arg(name: str):
+    """A date-time parameter, read by the datetime field type (an offset is required; a value that UTC
+    cannot hold is refused), or None when absent."""
+    from engine.fields import FieldValueError
+    from engine.storage.query import system_field
+
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        return system_field(name, "datetime").coerce(raw)
+    except FieldValueError as exc:
+        raise ApiError(400, "Bad query", f"{name}: {exc.message} (an ISO 8601 date-time with an offset)",
+                       kind="bad-query", errors=[{"field": name, "code": exc.code, "message": exc.message}]) from None
 
 
 #: Names the API filters by as given (automation names, run triggers, audit kinds); as in the document.
@@ -401,6 +419,9 @@ def _search():
     text = raw.strip()
     if len(text) < 2 or len(raw) > 200:
         raise ApiError(400, "Bad query", "q must be 2 to 200 characters", kind="bad-query")
+    if unsafe_text(text):
+        raise ApiError(400, "Bad query", f"q {unsafe_text(text)}", kind="bad-query",
+                       errors=[{"field": "q", "code": "encoding", "message": unsafe_text(text)}])
     limit = _int_arg("limit", 10, 1, 50)
     context = _context()
     hits = search(_rt().records, text, context, limit=limit)
@@ -409,23 +430,16 @@ def _search():
 
 def _audit():
     """The audit log, newest first (admins only); filters kind, user, since, until; paged by before."""
-    from datetime import datetime
-
     from engine.security.audit import query_audit
 
     if not g.access.admin:
         g.access.require("_audit", "read")
     args = request.args
-    try:
-        since, until = (datetime.fromisoformat(args[k]) if args.get(k) else None for k in ("since", "until"))
-    except ValueError:
-        raise ApiError(400, "Bad query", "since and until are ISO 8601 date-times with an offset", kind="bad-query") from None
-    for value in (since, until):
-        if value is not None and value.tzinfo is None:
-            raise ApiError(400, "Bad query", "since and until need a time-zone offset", kind="bad-query")
+    since, until = (_datetime_arg(k) for k in ("since", "until"))
     user = args.get("user")
-    if user is not None and not user.isdigit():
-        raise ApiError(400, "Bad query", "user is a user id", kind="bad-query")
+    if user is not None and whole_number(user) is None:
+        raise ApiError(400, "Bad query", "user is a user id (ASCII digits)", kind="bad-query",
+                       errors=[{"field": "user", "code": "type", "message": "a user id"}])
     limit = _int_arg("limit", 100, 1, 500)
     rows = query_audit(_rt().records, kind=_name_arg("kind"), user_id=int(user) if user else None,
                        since=since, until=until, before_id=_int_arg("before", 0, 0, 2**62) or None, limit=limit)

@@ -31,6 +31,31 @@ class FieldValueError(ValueError):
         self.message = message
 
 
+def whole_number(text: str) -> int | None:
+    """``text`` as a non-negative integer if it is ASCII digits only, else None.
+
+    The one reading of integers from the outside (query parameters, headers, form values): ``int()``
+    and ``str.isdigit()`` also take other scripts' digits ('٣', '²'), which no client means as a
+    number and some of which ``int()`` then refuses. Over 100 digits is None too: no parameter is
+    that large, and ``int()`` refuses texts of thousands of digits."""
+    ok = isinstance(text, str) and 0 < len(text) <= 100 and text.isascii() and text.isdigit()
+    return int(text) if ok else None
+
+
+def unsafe_text(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text (a NUL character, a lone UTF-16 surrogate), or None.
+
+    PostgreSQL refuses both and SQLite would keep them silently; no client means either."""
+    if "\x00" in value:
+        return "contains a NUL character (\\u0000)"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone surrogate (not valid Unicode text)"
+    return None
+
+
 class FieldType(ABC):
     """Base of every field type. Subclasses set ``name`` and override what differs."""
 

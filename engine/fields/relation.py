@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from .base import FieldType, FieldValueError
+from .base import FieldType, FieldValueError, whole_number
 
 ON_DELETE = ("restrict", "set_null", "cascade")
 
@@ -16,8 +16,8 @@ def _record_id(value: Any) -> int:
         value = value["id"]
     if isinstance(value, bool):
         raise FieldValueError("type", "expected a record id")
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str) and whole_number(value.strip()) is not None:
+        value = whole_number(value.strip())
     if not isinstance(value, int) or value <= 0:
         raise FieldValueError("type", f"expected a record id (a positive integer), got {value!r}")
     if value > 2**63 - 1:

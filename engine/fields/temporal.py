@@ -93,7 +93,10 @@ class DateTimeType(FieldType):
             raise FieldValueError("type", f"expected a date and time, got {type(value).__name__}")
         if value.tzinfo is None:
             raise FieldValueError("timezone", "needs a timezone offset (e.g. 2026-01-31T09:00:00+08:00)")
-        return value.astimezone(timezone.utc)
+        try:
+            return value.astimezone(timezone.utc)
+        except OverflowError:   # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+            raise FieldValueError("range", "is outside the years 1 to 9999 once moved to UTC") from None
 
     def to_json(self, field, value):
         return value.astimezone(timezone.utc).isoformat()

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from .base import FieldType, FieldValueError
+from .base import FieldType, FieldValueError, unsafe_text
 
 DEFAULT_LENGTH = 255
 
@@ -59,6 +59,9 @@ class TextType(FieldType):
         def coerce(value: Any) -> str:
             if not isinstance(value, str):
                 raise FieldValueError("type", f"expected text, got {type(value).__name__}")
+            problem = unsafe_text(value)
+            if problem:
+                raise FieldValueError("encoding", problem)
             value = normalise(value)
             if len(value) > limit:
                 raise FieldValueError("max_length", f"longer than {limit} characters")

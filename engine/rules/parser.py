@@ -1,4 +1,12 @@
-"""Text -> syntax tree, with the lark LALR parser built once per process."""
+"""Text -> syntax tree, with the lark LALR parser built once per process.
+
+Expressions are capped before they reach the back ends: at most ``MAX_LENGTH`` characters,
+``MAX_NODES`` pieces and ``MAX_DEPTH`` levels of nesting (each call or operator inside another is
+one level). Deeper trees exhaust the recursion of the compilers and the nesting Python
+allows in generated code, so they are a syntax error with a clear message, wherever they come from
+(metadata or an API ``where=``). Text cannot hold a NUL character or a lone surrogate, written or
+escaped: no database stores them.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +14,18 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
 from .errors import Position, RuleSyntaxError
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
+MAX_LENGTH = 10_000
+MAX_NODES = 2_000
+MAX_DEPTH = 30
+#: Tree nodes that only group (a call's argument list, a function's name): no level of nesting.
+_GROUPING = frozenset({"args", "name"})
 _OPS = {"==": "=", "!=": "<>", "&&": "and", "||": "or", "!": "not"}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'"}
 _READABLE = {"NUMBER": "a number", "STRING": "a text in quotes", "NAME": "a field or function name",
@@ -34,8 +47,12 @@ def parse(text: str) -> ast.Node:
         raise RuleSyntaxError(f"an expression must be text, not {type(text).__name__}")
     if not text.strip():
         raise RuleSyntaxError("the expression is empty", Position.at(text, 0), text)
+    if len(text) > MAX_LENGTH:
+        raise RuleSyntaxError(f"the expression is longer than {MAX_LENGTH:,} characters", Position.at(text, 0), text)
+    _check_characters(text)
     try:
         tree = _lark().parse(text)
+        _check_size(tree, text)
         return _Build(text).transform(tree)
     except UnexpectedInput as exc:
         raise _syntax_error(text, exc) from None
@@ -43,6 +60,32 @@ def parse(text: str) -> ast.Node:
         if isinstance(exc.orig_exc, RuleSyntaxError):
             raise exc.orig_exc.with_expression(text) from None
         raise
+
+
+def _check_characters(text: str) -> None:
+    for offset, char in enumerate(text):
+        if char == "\x00" or "\ud800" <= char <= "\udfff":
+            raise RuleSyntaxError(f"the character {char!r} cannot be in an expression (no text can hold it)",
+                                  Position.at(text, offset), text)
+
+
+def _check_size(tree: Tree, text: str) -> None:
+    """Refuse trees nested deeper than ``MAX_DEPTH`` or larger than ``MAX_NODES`` (walked without
+    recursion: the tree is what is being checked)."""
+    stack, nodes = [(tree, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise RuleSyntaxError(f"the expression has more than {MAX_NODES:,} parts; split it or use IN (...)",
+                                  Position.at(text, 0), text)
+        if depth > MAX_DEPTH:
+            offset = getattr(node.meta, "start_pos", 0) if not getattr(node.meta, "empty", True) else 0
+            raise RuleSyntaxError(f"the expression is nested more than {MAX_DEPTH} levels deep (calls and "
+                                  "operators inside one another)", Position.at(text, offset), text)
+        for child in node.children:
+            if isinstance(child, Tree):
+                stack.append((child, depth if child.data in _GROUPING else depth + 1))
 
 
 def _syntax_error(text: str, exc: UnexpectedInput) -> RuleSyntaxError:
@@ -91,11 +134,16 @@ def _unquote(raw: str, pos: Position, text: str) -> str:
             nxt = body[i + 1]
             if nxt == "u" and i + 5 < len(body) + 0 and len(body) >= i + 6:
                 try:
-                    out.append(chr(int(body[i + 2:i + 6], 16)))
+                    code = int(body[i + 2:i + 6], 16)
+                except ValueError:
+                    code = None
+                if code == 0 or (code is not None and 0xD800 <= code <= 0xDFFF):
+                    raise RuleSyntaxError(f"the escape \\{body[i + 1:i + 6]} is no character a text can hold",
+                                          Position.at(text, pos.offset + 1 + i), text)
+                if code is not None:
+                    out.append(chr(code))
                     i += 6
                     continue
-                except ValueError:
-                    pass
             if nxt not in _ESCAPES:
                 raise RuleSyntaxError(f"unknown escape \\{nxt} in a text (use \\\\ for a backslash)",
                                       Position.at(text, pos.offset + 1 + i), text)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import BindParameter, Grouping
@@ -31,6 +31,7 @@ from .errors import NotInSQLError
 from .schema import NUMERIC, TEXTUAL, FieldInfo
 
 INT64 = 2**63 - 1
+MAX_SQL_PARTS = 20_000
 
 _NOLIT = object()
 NUMBERISH = NUMERIC | {"id"}
@@ -79,6 +80,14 @@ class _Num:
     def __init__(self, sc: "SqlCompiler"):
         self.sc = sc
 
+    def scaled(self, value: Decimal) -> tuple[int, int]:
+        """A literal as (integer, scale) within the 64-bit integers and 18 decimals both databases
+        compute with; else a clear error (checked before ``int()``: 1e999999999 is a huge integer)."""
+        scale = max(0, -value.as_tuple().exponent) if value.is_finite() else 0
+        if not value.is_finite() or scale > 18 or value.adjusted() + scale > 19:
+            self.sc.too_large(value)
+        return self.sc.int64(int(value.scaleb(scale))), scale
+
     @staticmethod
     def const(value) -> Any:
         return sa.literal_column(str(value), sa.BigInteger() if isinstance(value, int) else sa.Numeric())
@@ -94,8 +103,8 @@ class SqliteNum(_Num):
         return sa.type_coerce(col, sa.BigInteger()), (info.scale if info.type in NUMERIC else 0)
 
     def literal(self, value: Decimal):
-        scale = max(0, -value.as_tuple().exponent) if value.is_finite() else 0
-        return sa.literal(self.sc.int64(int(value.scaleb(scale))), sa.BigInteger()), scale
+        number, scale = self.scaled(value)
+        return sa.literal(number, sa.BigInteger()), scale
 
     def from_int(self, expr, nullable=False):
         return self.sv(expr, 0, nullable)
@@ -208,7 +217,8 @@ class PgNum(_Num):
         return sa.cast(col, sa.Numeric()), 0
 
     def literal(self, value: Decimal):
-        return sa.literal(value, sa.Numeric()), max(0, -value.as_tuple().exponent)
+        _, scale = self.scaled(value)   # the literals SQLite can hold: both back ends refuse the same
+        return sa.literal(value, sa.Numeric()), scale
 
     def from_int(self, expr, nullable=False):
         return self.sv(sa.cast(expr, sa.Numeric()), 0, nullable)
@@ -374,6 +384,9 @@ class SqlCompiler:
         raise OverflowError, and a PostgreSQL id column could never equal it)."""
         if -INT64 <= value <= INT64:
             return value
+        self.too_large(value)
+
+    def too_large(self, value) -> NoReturn:
         self.no_sql(f"the number {value} is too large for the database (integers up to {INT64:,}; "
                     "decimals up to 18 significant digits)")
 
@@ -425,13 +438,36 @@ class SqlCompiler:
     def value(self, node: ast.Node):
         """The SQLAlchemy expression of the whole tree, typed so results come back as Python values."""
         sv = self.compile(node)
-        return self.result(sv)
+        return self._capped(self.result(sv), node)
 
     def predicate(self, node: ast.Node):
         sv = self.compile(node)
         if sv.type != "boolean":
             raise NotInSQLError("a WHERE condition must be TRUE or FALSE", node.pos, self.expression)
-        return sv.where
+        return self._capped(sv.where, node)
+
+    def _capped(self, expr, node: ast.Node):
+        """``expr`` if its SQL text stays under ``MAX_SQL_PARTS`` parts. An argument that may be blank
+        appears twice in SQL (tested for NULL, then used), so nesting such calls doubles the text at
+        each level: ABS() 20 deep would be a million parts. Counted on the shared expression graph,
+        each piece once, without writing the text."""
+        sizes: dict[int, int] = {}
+        stack = [(expr, False)]
+        while stack:
+            element, done = stack.pop()
+            key = id(element)
+            if key in sizes:
+                continue
+            children = element.get_children()
+            if done:
+                sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+                if sizes[key] > MAX_SQL_PARTS:
+                    self.no_sql(f"the expression would be more than {MAX_SQL_PARTS:,} parts in SQL (calls on values "
+                                "that may be blank, nested deeply); nest fewer of them", node)
+                continue
+            stack.append((element, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+        return expr
 
     def result(self, sv: SqlValue):
         t = sv.type
@@ -550,7 +586,8 @@ class SqlCompiler:
             ea, eb = a.expr, b.expr
         elif not self.is_sqlite and (_int_column(a) and _integral_literal(b) or _int_column(b) and _integral_literal(a)):
             # an integer column against a whole number: compare as BIGINT, so its index is usable
-            ea, eb = (v.raw if _int_column(v) else sa.literal(int(v.literal), sa.BigInteger()) for v in (a, b))
+            ea, eb = (v.raw if _int_column(v) else sa.literal(self.int64(int(v.literal)), sa.BigInteger())
+                      for v in (a, b))
         elif a.type in NUMBERISH and b.type in NUMBERISH:
             if not self.is_sqlite:  # ids are BIGINT columns; compared with NUMERIC values
                 a, b = (replace(v, expr=sa.cast(v.expr, sa.Numeric())) if v.type == "id" else v for v in (a, b))

@@ -151,8 +151,8 @@ class _Chunk:
             return {}
         column = self.key or "id"
         wanted = [v.get(self.key) if self.key else self.ids[i] for i, v in enumerate(values_of)]
-        wanted = [w for w in wanted if w is not None]
-        if not wanted:
+        wanted = [w for w in wanted if w is not None and not (isinstance(w, int) and not 0 < w < 2**63)]
+        if not wanted:   # (an id beyond 64 bits is no record: the driver could not even send it; _match says so)
             return {}
         stmt = sa.select(*self._columns_needed(values_of)).where(self.table.c[column].in_(set(wanted)))
         access = None if self.context.system else self.context.access
@@ -190,6 +190,9 @@ class _Chunk:
             ident = self.ids[i]
             if not isinstance(ident, int) or isinstance(ident, bool):
                 errors.append(FieldError("id", "required", "an update needs the record's id (or use a key)"))
+                return None
+            if not 0 < ident < 2**63:   # the database could not even compare it with its ids
+                errors.append(FieldError("id", "range", f"{ident} is no record id (ids are 1 to 2^63-1)"))
                 return None
         if ident in self.seen_keys:
             errors.append(FieldError(self.key or "id", "duplicate", f"{ident!r} appears more than once in this request"))

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.fields import FieldValueError
+from engine.fields import FieldValueError, unsafe_text
 from engine.metadata.model import SYSTEM_COLUMNS, Entity
 
 from .errors import FieldError, ValidationFailed
@@ -114,6 +114,8 @@ def coerce_filter(ent: Entity, name: str, op: str, raw: Any, hidden: frozenset[s
     if op in TEXT_OPERATORS:
         if not isinstance(raw, str):
             raise QueryError([FieldError(name, "type", "expected text")], ent.name)
+        if unsafe_text(raw):
+            raise QueryError([FieldError(name, "encoding", unsafe_text(raw))], ent.name)
         return Filter(name, op, raw)
     coerce = (field_ or system_field(name)).coerce
     try:
