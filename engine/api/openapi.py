@@ -11,15 +11,15 @@ from copy import deepcopy
 from typing import Any, Mapping
 
 from engine import __version__
+from engine.fields import INT64_MAX
 from engine.metadata.model import AppModel, Entity, Field
 from engine.storage.query import MAX_LIMIT, SYSTEM_TYPES, TEXT_OPERATORS, operators_for, system_field
 
 from .routes import ETAG_PATTERN, MAX_BULK, NAME_PATTERN
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
-MAX_ID = 2**63 - 1     # ids are 64-bit integers in every database
 BOOLEAN_TEXTS = ["true", "false", "1", "0", "yes", "no", "y", "n", "on", "off", "t", "f"]   # as the boolean type reads them
-ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
 EXAMPLES = {"text": "Acme", "textarea": "Notes", "email": "ann@example.com", "phone": "+1 555 0100",
             "url": "https://example.com", "integer": 42, "number": "12.5000", "currency": "1250.00",
             "percent": "50.00", "boolean": True, "date": "2026-12-31", "datetime": "2026-12-31T09:30:00+00:00",
@@ -398,7 +398,7 @@ def _audit_paths() -> dict:
     return {"/api/v1/_audit": {"get": {
         "tags": ["audit"], "operationId": "audit", "summary": "The audit log, newest first (admins)",
         "parameters": [_query("kind", {"type": "string", "pattern": NAME_PATTERN}, "Only entries of this kind"),
-                       _query("user", {"type": "integer", "minimum": 0, "maximum": MAX_ID}, "Only this user's entries"),
+                       _query("user", {"type": "integer", "minimum": 0, "maximum": INT64_MAX}, "Only this user's entries"),
                        _query("since", {"type": "string", "format": "date-time"}, "From this time (with its offset)"),
                        _query("until", {"type": "string", "format": "date-time"}, "Before this time (with its offset)"),
                        _query("before", {"type": "integer", "minimum": 0, "maximum": 2**62},

@@ -9,7 +9,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 from werkzeug.routing import BaseConverter
 
-from engine.fields import unsafe_text, whole_number
+from engine.fields import INT64_MAX, unsafe_text, whole_number
 from engine.security.audit import audit
 from engine.security.permissions import access_for
 from engine.security.tokens import Identity
@@ -436,12 +436,9 @@ def _audit():
         g.access.require("_audit", "read")
     args = request.args
     since, until = (_datetime_arg(k) for k in ("since", "until"))
-    user = args.get("user")
-    if user is not None and whole_number(user) is None:
-        raise ApiError(400, "Bad query", "user is a user id (ASCII digits)", kind="bad-query",
-                       errors=[{"field": "user", "code": "type", "message": "a user id"}])
+    user = _int_arg("user", 0, 0, INT64_MAX)
     limit = _int_arg("limit", 100, 1, 500)
-    rows = query_audit(_rt().records, kind=_name_arg("kind"), user_id=int(user) if user else None,
+    rows = query_audit(_rt().records, kind=_name_arg("kind"), user_id=user or None,
                        since=since, until=until, before_id=_int_arg("before", 0, 0, 2**62) or None, limit=limit)
     data = [{"id": r["id"], "at": r["at"].isoformat(), "kind": r["kind"], "user_id": r["actor_id"], "ip": r["ip"],
              "entity": r["entity"], "record_id": r["record_id"], "detail": r["detail"]} for r in rows]

@@ -1,9 +1,9 @@
 """The field-type registry. Each family of built-in types lives in its own module."""
 
-from .base import FieldType, FieldTypeRegistry, FieldValueError, TypedField, unsafe_text, whole_number
+from .base import INT64_MAX, FieldType, FieldTypeRegistry, FieldValueError, TypedField, unsafe_text, whole_number
 
 __all__ = ["FieldType", "FieldTypeRegistry", "FieldValueError", "TypedField", "builtin_types", "unsafe_text",
-           "whole_number"]
+           "whole_number", "INT64_MAX"]
 
 
 def builtin_types() -> list[FieldType]:

@@ -31,15 +31,20 @@ class FieldValueError(ValueError):
         self.message = message
 
 
+#: The largest integer every supported database stores: ids, integer fields, formula literals.
+INT64_MAX = 2**63 - 1
+
+
 def whole_number(text: str) -> int | None:
-    """``text`` as a non-negative integer if it is ASCII digits only, else None.
+    """``text`` as a non-negative integer if it is ASCII digits only and fits in 64 bits, else None.
 
     The one reading of integers from the outside (query parameters, headers, form values): ``int()``
     and ``str.isdigit()`` also take other scripts' digits ('٣', '²'), which no client means as a
-    number and some of which ``int()`` then refuses. Over 100 digits is None too: no parameter is
-    that large, and ``int()`` refuses texts of thousands of digits."""
-    ok = isinstance(text, str) and 0 < len(text) <= 100 and text.isascii() and text.isdigit()
-    return int(text) if ok else None
+    number and some of which ``int()`` then refuses. Beyond ``INT64_MAX`` is None too: no id or
+    parameter is that large, the databases refuse the number, and ``int()`` refuses texts of
+    thousands of digits."""
+    ok = isinstance(text, str) and 0 < len(text) <= 19 and text.isascii() and text.isdigit()
+    return int(text) if ok and int(text) <= INT64_MAX else None
 
 
 def unsafe_text(value: str) -> str | None:

@@ -8,10 +8,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .base import FieldType, FieldValueError
+from .base import INT64_MAX, FieldType, FieldValueError
 from .sqltypes import ExactDecimal
 
-_INT64 = 2**63 - 1
 
 
 def _bound(field, key: str) -> Decimal | None:
@@ -106,7 +105,7 @@ class IntegerType(_Numeric):
             if dec.adjusted() > 18:  # checked before int(): "1e999999999" would build a huge integer
                 raise FieldValueError("max", "is out of the 64-bit integer range")
             number = int(dec)
-        if abs(number) > _INT64:
+        if abs(number) > INT64_MAX:
             raise FieldValueError("max", "is out of the 64-bit integer range")
         return number
 

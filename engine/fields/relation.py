@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from .base import FieldType, FieldValueError, whole_number
+from .base import INT64_MAX, FieldType, FieldValueError, whole_number
 
 ON_DELETE = ("restrict", "set_null", "cascade")
 
@@ -20,7 +20,7 @@ def _record_id(value: Any) -> int:
         value = whole_number(value.strip())
     if not isinstance(value, int) or value <= 0:
         raise FieldValueError("type", f"expected a record id (a positive integer), got {value!r}")
-    if value > 2**63 - 1:
+    if value > INT64_MAX:
         raise FieldValueError("max", "is larger than any record id")
     return value
 

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import BindParameter, Grouping
 
+from engine.fields.base import INT64_MAX
 from engine.fields.sqltypes import ExactDecimal, UtcDateTime
 
 from . import ast
@@ -30,7 +31,6 @@ from . import runtime as rt
 from .errors import NotInSQLError
 from .schema import NUMERIC, TEXTUAL, FieldInfo
 
-INT64 = 2**63 - 1
 MAX_SQL_PARTS = 20_000
 
 _NOLIT = object()
@@ -382,12 +382,12 @@ class SqlCompiler:
     def int64(self, value: int) -> int:
         """``value`` if the database's integers hold it; else a clear error (SQLite's driver would
         raise OverflowError, and a PostgreSQL id column could never equal it)."""
-        if -INT64 <= value <= INT64:
+        if -INT64_MAX <= value <= INT64_MAX:
             return value
         self.too_large(value)
 
     def too_large(self, value) -> NoReturn:
-        self.no_sql(f"the number {value} is too large for the database (integers up to {INT64:,}; "
+        self.no_sql(f"the number {value} is too large for the database (integers up to {INT64_MAX:,}; "
                     "decimals up to 18 significant digits)")
 
     def literal_text(self, value: str):

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from engine.fields import INT64_MAX
+
 from .errors import Conflict, FieldError, ValidationFailed
 
 if TYPE_CHECKING:
@@ -151,7 +153,7 @@ class _Chunk:
             return {}
         column = self.key or "id"
         wanted = [v.get(self.key) if self.key else self.ids[i] for i, v in enumerate(values_of)]
-        wanted = [w for w in wanted if w is not None and not (isinstance(w, int) and not 0 < w < 2**63)]
+        wanted = [w for w in wanted if w is not None and not (isinstance(w, int) and not 0 < w <= INT64_MAX)]
         if not wanted:   # (an id beyond 64 bits is no record: the driver could not even send it; _match says so)
             return {}
         stmt = sa.select(*self._columns_needed(values_of)).where(self.table.c[column].in_(set(wanted)))
@@ -191,7 +193,7 @@ class _Chunk:
             if not isinstance(ident, int) or isinstance(ident, bool):
                 errors.append(FieldError("id", "required", "an update needs the record's id (or use a key)"))
                 return None
-            if not 0 < ident < 2**63:   # the database could not even compare it with its ids
+            if not 0 < ident <= INT64_MAX:   # the database could not even compare it with its ids
                 errors.append(FieldError("id", "range", f"{ident} is no record id (ids are 1 to 2^63-1)"))
                 return None
         if ident in self.seen_keys:

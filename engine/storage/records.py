@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from engine.fields import FieldValueError
+from engine.fields import INT64_MAX, FieldValueError
 from engine.fields.relation import UserType
 from engine.metadata.errors import Location
 from engine.metadata.model import SYSTEM_COLUMNS, AppModel, Entity, Field, Label
@@ -709,7 +709,7 @@ class RecordService:
         """The stored row; with ``lock`` locked until the write transaction ends (FOR UPDATE on
         PostgreSQL; SQLite's write transaction already holds the whole database), so the version
         read is still the stored one when the UPDATE runs."""
-        if isinstance(record_id, bool) or not isinstance(record_id, int) or not 0 < record_id < 2**63:
+        if isinstance(record_id, bool) or not isinstance(record_id, int) or not 0 < record_id <= INT64_MAX:
             raise NotFound(ent.name, record_id)
         table = self.table(ent.name)
         stmt = sa.select(table).where(table.c.id == record_id)

@@ -18,6 +18,7 @@ from flask import (
     url_for,
 )
 
+from engine.fields import whole_number
 from engine.storage.errors import NotFound, PermissionDenied
 
 from .i18n import current_lang
@@ -119,7 +120,8 @@ def parse_input(col: Column, form) -> Any:
     if raw == "":
         return None
     if widget in ("lookup", "user"):
-        return int(raw) if raw.isdigit() else raw
+        number = whole_number(raw)
+        return raw if number is None else number
     if widget == "datetime":
         return in_zone(raw)   # the picker gives a time without a zone: the one the page shows
     return raw

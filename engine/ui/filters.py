@@ -10,7 +10,7 @@ from datetime import timezone
 from decimal import Decimal
 from typing import Any
 
-from engine.fields import FieldValueError
+from engine.fields import FieldValueError, whole_number
 from engine.rules import text_literal
 
 from .common import in_zone
@@ -89,9 +89,10 @@ def literal(col: Column, raw: str) -> str:
 
 def _coerce(col: Column, raw: str) -> Any:
     if col.kind in ("lookup", "user"):
-        if not raw.isdigit():
+        number = whole_number(raw)
+        if number is None:
             raise FilterError(f"{col.name}: expected a record id (a number)")
-        return int(raw)
+        return number
     if col.kind == "datetime":
         raw = in_zone(raw)
     try:

@@ -11,6 +11,7 @@ from typing import Any
 from flask import g, jsonify, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
+from engine.fields import whole_number
 from engine.storage.errors import (
     Conflict,
     FieldError,
@@ -74,7 +75,7 @@ def edit(entity: str, record_id: int):
         version = request.form.get("version", "")
         try:
             if values:
-                runtime().records.update(ent.name, record_id, values, version=int(version) if version.isdigit() else None,
+                runtime().records.update(ent.name, record_id, values, version=whole_number(version),
                                      context=g.context)
         except (ValidationFailed, Conflict, RecordError) as exc:
             # the form comes back with the user's changes over the record as it is now (with its
@@ -194,7 +195,8 @@ def _rule_message(ent, error: FieldError, lang: str) -> str:
 
 
 def _as_int(value: Any) -> Any:
-    return int(value) if isinstance(value, str) and value.isdigit() else value
+    number = whole_number(value) if isinstance(value, str) else None
+    return value if number is None else number
 
 
 def _coerced(ent, raw: dict) -> dict:
@@ -262,7 +264,7 @@ def lookup(entity: str):
     if text and title is not None and title.stored and title.type_name in fb.TEXT_KINDS and ent.title not in hidden_of(ent):
         q.where = runtime().records.table(ent.name).c[ent.title].icontains(text, autoescape=True)
         q.sort = check_sort(ent, ent.title)
-    elif text.isdigit():
-        q.filters = [Filter("id", "eq", int(text))]
+    elif whole_number(text) is not None:
+        q.filters = [Filter("id", "eq", whole_number(text))]
     page = runtime().records.list(q, timeout_ms=2_000, context=g.context)
     return jsonify([{"id": r["id"], "title": title_of(ent, r)} for r in page.records])

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from flask import g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
+from engine.fields import INT64_MAX, whole_number
 from engine.storage.errors import RecordError, ValidationFailed
 from engine.storage.query import COUNT_CAP, ListQuery, QueryError, check_sort
 
@@ -40,7 +41,8 @@ def list_page(entity: str):
     if "ff" in args:   # the filter builder was submitted: turn its rows into where= and come back
         return _apply_builder(ent, hidden)
     cols = list_columns(ent, hidden)
-    size = int(args.get("size")) if args.get("size", "").isdigit() and int(args["size"]) in PAGE_SIZES else PAGE_SIZES[0]
+    size = whole_number(args.get("size", ""))
+    size = size if size in PAGE_SIZES else PAGE_SIZES[0]
     q = ListQuery(ent.name, limit=size, cursor=args.get("cursor") or None, count=True)
     sort = args.get("sort") or (ent.layouts.get("list") or {}).get("sort") or "-id"
     where = args.get("where", "").strip()
@@ -145,7 +147,7 @@ def save_view(entity: str):
 def delete_view(entity: str, view_id: int):
     ent = entity_of(entity)
     table = runtime().records.metadata.tables["_crm_saved_view"]
-    if view_id < 2**63:   # a larger id (a made-up URL) is no view; the database would refuse the number
+    if view_id <= INT64_MAX:   # a larger id (a made-up URL) is no view; the database would refuse the number
         with runtime().db.write() as conn:
             conn.execute(table.delete().where(table.c.id == view_id, table.c.user_id == g.identity.user_id))
     return redirect(url_for("ui.list", entity=ent.name))
@@ -153,7 +155,7 @@ def delete_view(entity: str, view_id: int):
 
 def bulk(entity: str):
     ent = entity_of(entity)
-    ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()][:500]
+    ids = [n for n in map(whole_number, request.form.getlist("ids")) if n is not None][:500]
     action = request.form.get("action")
     back = back_to(url_for("ui.list", entity=ent.name))
     if not ids:

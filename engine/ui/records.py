@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from flask import abort, g, jsonify, render_template, request, url_for
 
+from engine.fields import whole_number
 from engine.storage.errors import (
     Conflict,
     DeleteRestricted,
@@ -154,7 +155,7 @@ def delete(entity: str, record_id: int):
     ent = entity_of(entity, "delete")
     version = request.form.get("version", "")
     try:
-        runtime().records.delete(ent.name, record_id, version=int(version) if version.isdigit() else None,
+        runtime().records.delete(ent.name, record_id, version=whole_number(version),
                              context=g.context)
     except (DeleteRestricted, Conflict, ValidationFailed) as exc:
         return with_message(url_for("ui.record", entity=ent.name, record_id=record_id), str(exc), "danger")
@@ -180,7 +181,7 @@ def transition(entity: str, record_id: int, name: str):
     version = request.form.get("version", "")
     try:
         runtime().records.transition(ent.name, record_id, name, values,
-                                 version=int(version) if version.isdigit() else None, context=g.context)
+                                 version=whole_number(version), context=g.context)
     except ValidationFailed as exc:
         if cols:
             errors: dict[str, list[str]] = {}

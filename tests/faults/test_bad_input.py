@@ -101,6 +101,7 @@ CASES = [
      "created_at"),
     ("range", "_audit since past UTC", "get", f"/api/v1/_audit?since={_q(OVER_UTC)}", {}, 400, "since"),
     ("range", "_audit until before UTC", "get", f"/api/v1/_audit?until={_q(UNDER_UTC)}", {}, 400, "until"),
+    ("range", "_audit user beyond 64 bits", "get", "/api/v1/_audit?user=9223372036854775808", {}, 400, "user"),
     ("range", "_bulk update id 2^63", "post", "/api/v1/account/_bulk",
      {"json": {"mode": "update", "records": [{"id": 2**63, "name": "x"}]}}, 422, "id"),
     ("range", "_bulk update id 2^64", "post", "/api/v1/account/_bulk",
