@@ -55,7 +55,8 @@ def prepare(folder: Path) -> tuple[dict, str]:
 
 def serve(target: str, env: dict, port: int, cwd: Path) -> subprocess.Popen:
     gunicorn = Path(sys.executable).with_name("gunicorn")
-    proc = subprocess.Popen([str(gunicorn), "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning", target],
+    # both apps under the deployment's configuration (docs/operations.md): the same sync worker
+    proc = subprocess.Popen([str(gunicorn), "-c", "python:engine.serving", "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning", target],
                             env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 30
     while time.time() < deadline:
