@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -26,12 +26,27 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     from engine.ui import install_ui
     install_ui(app, runtime)
 
+    @app.errorhandler(sa.exc.OperationalError)
+    def database_unavailable(exc):
+        """A database that cannot be reached is a 503 to retry, on every page (the API's own handler
+        answers its routes the same way, as problem+json)."""
+        from engine.api.errors import to_problem
+
+        answer = to_problem(exc)
+        if request.path.startswith("/api/"):
+            return answer
+        return ("<!doctype html><title>503</title><p>The database cannot be reached right now. "
+                "Try again in a moment.</p>", 503, {"Retry-After": "5"})
+
     @app.get("/health")
     def health():
         """Liveness and the applied model version; no record data, so no login needed."""
-        with runtime.db.read() as conn:
-            conn.execute(sa.text("SELECT 1"))
-            version, digest, _ = applied_state(conn)
+        try:
+            with runtime.db.read() as conn:
+                conn.execute(sa.text("SELECT 1"))
+                version, digest, _ = applied_state(conn)
+        except sa.exc.OperationalError:
+            return jsonify(status="database unavailable", database=runtime.db.dialect), 503, {"Retry-After": "5"}
         status = "ok" if digest == runtime.model.digest else "migration pending"
         return jsonify(status=status, model_version=version, model_digest=runtime.model.digest,
                        applied_digest=digest, database=runtime.db.dialect,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import sqlalchemy as sa
 from flask import Response
 from werkzeug.exceptions import HTTPException
 
@@ -65,6 +66,10 @@ def to_problem(exc: Exception) -> Response:
         return problem(400, "Bad request", str(exc), "bad-request")
     if isinstance(exc, QueryTimeout):
         return problem(503, "Query timeout", str(exc), "query-timeout", {"Retry-After": "1"})
+    if isinstance(exc, sa.exc.OperationalError):   # unreachable, restarting, locked: nothing was written
+        log.warning("database unavailable: %s", str(exc.orig or exc).strip().splitlines()[0])
+        return problem(503, "Database unavailable", "the database cannot be reached or is busy; try again shortly",
+                       "database-unavailable", {"Retry-After": "5"})
     if isinstance(exc, HTTPException):
         title = exc.name
         detail = exc.description or title

@@ -89,7 +89,8 @@ def _common_responses() -> dict:
              "PreconditionRequired": "This server requires If-Match on writes to a record (CRM_REQUIRE_IF_MATCH).",
              "PayloadTooLarge": "The body is too large.", "UnsupportedMediaType": "The body is not JSON.",
              "Unprocessable": "Values that fields cannot take; errors lists each field.",
-             "Unavailable": "The query ran past the time limit."}
+             "Unavailable": "The query ran past the time limit (query-timeout), or the database cannot be reached "
+                            "(database-unavailable); retry after Retry-After."}
     out = {name: {"description": text, "content": {"application/problem+json": {"schema": PROBLEM_REF}}}
            for name, text in texts.items()}
     # the HTTP server refuses an over-long request line before the application sees it: its own body
@@ -161,8 +162,8 @@ def _schema_name(entity: Entity) -> str:
 # -- paths ---------------------------------------------------------------------------------------
 
 def _errors(*codes: str) -> dict:
-    if "401" in codes:   # whoever is authenticated may still lack the permission
-        codes = (*codes, "403")
+    if "401" in codes:   # whoever is authenticated may still lack the permission, and every call reads the database
+        codes = (*codes, "403", *(() if "503" in codes else ("503",)))
     names = {"400": "BadRequest", "401": "Unauthorized", "403": "Forbidden", "404": "NotFound", "409": "Conflict",
              "412": "PreconditionFailed", "428": "PreconditionRequired", "413": "PayloadTooLarge", "414": "URITooLong", "415": "UnsupportedMediaType",
              "422": "Unprocessable", "503": "Unavailable"}
