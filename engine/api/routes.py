@@ -276,7 +276,7 @@ def _expand(ent, records: list[dict], data: list[dict], names: list[str]) -> Non
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     number = whole_number(raw)
     if number is None or not low <= number <= high:
@@ -288,12 +288,12 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 
 def _datetime_arg(name: str):
     """A date-time parameter, read by the datetime field type (an offset is required; a value that UTC
-    cannot hold is refused), or None when absent."""
+    cannot hold is refused), or None when absent. An empty value is not a date-time: refused."""
     from engine.fields import FieldValueError
     from engine.storage.query import system_field
 
     raw = request.args.get(name)
-    if not raw:
+    if raw is None:
         return None
     try:
         return system_field(name, "datetime").coerce(raw)
