@@ -14,8 +14,9 @@ import importlib
 import importlib.util
 import sys
 from importlib.metadata import entry_points
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import pluggy
 
@@ -24,17 +25,70 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-class Hooks:
-    """Every extension point of the engine. Each has a test and an entry in docs/plugins.md."""
+# -- what plugins contribute, besides plain values -------------------------------------------
 
-    # -- registries -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DocumentKind:
+    """A kind of metadata document (``dashboard: sales``): the key that names it, its JSON Schema,
+    and the check run on every document of the kind once the model is built: ``check(model=,
+    documents=, problems=, functions=, actions=)`` adds ``problems.add(location, message)``."""
+
+    name: str
+    schema: Path
+    check: Callable[..., None] | None = None
+
+
+@dataclass(frozen=True)
+class NavEntry:
+    """An entry of the web UI's navigation: a label (``{lang: text}``), an endpoint or URL, an icon."""
+
+    key: str
+    label: Mapping[str, str]
+    url: str
+    icon: str = ""
+    order: int = 100
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A block of a page (the home page, a record page): a title and its HTML, already escaped."""
+
+    key: str
+    title: str
+    html: str
+    order: int = 100
+
+
+@dataclass(frozen=True)
+class RecordAction:
+    """A button on a record page: a label, the URL it posts to (or opens), and its style."""
+
+    key: str
+    label: str
+    url: str
+    method: str = "post"
+    style: str = "secondary"
+    order: int = 100
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """Work the scheduler runs on every tick: ``run(runtime, now)``; ``every`` seconds at most."""
+
+    name: str
+    run: Callable[..., Any]
+    every: float = 30.0
+
+
+class Hooks:
+    """Every extension point of the engine, by family. Each has a test and an entry in docs/plugins.md.
+
+    Every hook is called with keyword arguments only; an implementation may accept any subset."""
+
+    # -- registries (once per boot, before the metadata is loaded) --------------------------------
     @hookspec
     def crm_field_types(self) -> list:
         """Return field-type objects (subclasses of ``engine.fields.FieldType``) to register."""
-
-    @hookspec
-    def crm_metadata_dirs(self) -> list:
-        """Return folders of YAML/JSON metadata to load as this plugin's layer."""
 
     @hookspec
     def crm_formula_functions(self) -> list:
@@ -49,18 +103,84 @@ class Hooks:
         """Return ``{name: function}`` for the ``call`` action: ``function(act, **args)``."""
 
     @hookspec
+    def crm_automation_triggers(self) -> list:
+        """Return names of automation triggers this plugin fires (beyond create, update, delete, schedule)."""
+
+    # -- metadata ---------------------------------------------------------------------------------
+    @hookspec
+    def crm_metadata_dirs(self) -> list:
+        """Return folders of YAML/JSON metadata to load as this plugin's layer."""
+
+    @hookspec
+    def crm_document_kinds(self) -> list:
+        """Return ``DocumentKind`` objects: metadata document kinds with their schema and check."""
+
+    @hookspec
+    def crm_model_checks(self) -> list:
+        """Return checks run on the built model: ``check(model=, declared=, problems=, functions=)``."""
+
+    # -- runtime ----------------------------------------------------------------------------------
+    @hookspec
+    def crm_startup(self, runtime: Any) -> None:
+        """After the runtime has booted: build what this plugin keeps (``runtime.extensions[name]``)."""
+
+    @hookspec
+    def crm_shutdown(self, runtime: Any) -> None:
+        """When the runtime closes: release what ``crm_startup`` built."""
+
+    @hookspec
+    def crm_scheduled_jobs(self, runtime: Any) -> list:
+        """Return ``ScheduledJob`` objects the scheduler runs on its ticks."""
+
+    @hookspec
+    def crm_cli_commands(self) -> list:
+        """Return click commands (or groups) to add to the ``crm`` command."""
+
+    # -- web: routes and the document of the API ---------------------------------------------------
+    @hookspec
+    def crm_blueprints(self, runtime: Any) -> list:
+        """Return Flask blueprints to mount: API routes (under ``/api/v1``) and UI screens."""
+
+    @hookspec
+    def crm_openapi(self, runtime: Any) -> dict:
+        """Return an OpenAPI fragment (``paths``, ``components``, ``tags``) merged into the document."""
+
+    @hookspec
     def crm_template_dirs(self) -> list:
         """Return folders of Jinja templates for the web UI: ``ui/widgets/<widget>.html`` draws the
         input of a field type whose ``widget`` is that name; a template with the path of one of the
         engine's replaces it."""
 
-    # -- record lifecycle (called by the record service, inside or after its transaction) ------
+    # -- web: what the screens show ----------------------------------------------------------------
     @hookspec
-    def crm_before_write(self, event: str, entity: Any, record: dict, old: dict | None, context: Any) -> None:
-        """Before a create, update or delete is written; may change ``record`` or raise ``ValidationFailed``."""
+    def crm_nav_entries(self, runtime: Any, access: Any) -> list:
+        """Return ``NavEntry`` objects for the navigation of the signed-in user (``access``)."""
 
     @hookspec
-    def crm_after_write(self, event: str, entity: Any, record: dict, old: dict | None, context: Any) -> None:
+    def crm_home_panels(self, runtime: Any, access: Any) -> list:
+        """Return ``Panel`` objects for the home page of the signed-in user."""
+
+    @hookspec
+    def crm_record_actions(self, runtime: Any, entity: Any, record: dict, access: Any) -> list:
+        """Return ``RecordAction`` objects: buttons on the page of ``record``."""
+
+    @hookspec
+    def crm_record_panels(self, runtime: Any, entity: Any, record: dict, access: Any) -> list:
+        """Return ``Panel`` objects shown on the page of ``record``."""
+
+    # -- record lifecycle (called by the record service, inside or after its transaction) ----------
+    @hookspec
+    def crm_watches_writes(self, entity: Any) -> bool:
+        """Return True when this plugin's write hooks act on writes of ``entity`` (bulk then runs them per record)."""
+
+    @hookspec
+    def crm_before_write(self, event: str, entity: Any, record: dict, old: dict | None, context: Any,
+                         conn: Any, errors: list, state: dict) -> None:
+        """Before a create, update or delete is written; may change ``record``, add to ``errors`` or raise ``ValidationFailed``."""
+
+    @hookspec
+    def crm_after_write(self, event: str, entity: Any, record: dict, old: dict | None, context: Any,
+                        conn: Any, state: dict) -> None:
         """After a create, update or delete is written, in the same transaction."""
 
     @hookspec
@@ -68,16 +188,22 @@ class Hooks:
         """After the transaction of a create, update or delete has committed."""
 
 
+#: The platform's own features, registered first, through the same hooks as any plugin (the way
+#: Datasette's own features are plugins): ``{name: module}``. Named by string so that this module,
+#: at the bottom of the layers, imports none of them.
+DEFAULT_PLUGINS: dict[str, str] = {
+    "core": "engine.core_plugin",
+    "core.security": "engine.security.guards",
+}
+
+
 def make_plugin_manager(plugin_dirs: tuple[Path, ...] = (), *, entry_point_plugins: bool = True,
                         extra: tuple[object, ...] = ()) -> pluggy.PluginManager:
     """A manager with the core plugin, entry-point plugins, folder plugins and ``extra`` objects."""
-    from engine import core_plugin
-
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(Hooks)
-    pm.register(core_plugin, name="core")
-    from engine.security import guards
-    pm.register(guards, name="core.security")
+    for name, module in DEFAULT_PLUGINS.items():
+        pm.register(importlib.import_module(module), name=name)
     if entry_point_plugins:
         for ep in entry_points(group=PROJECT):
             if pm.get_plugin(ep.name) is None:

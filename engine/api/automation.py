@@ -58,7 +58,7 @@ def _take(entity: str, record_id: int, name: str):
     ent = r._entity(entity)
     body = r._json_body() if request.get_data(cache=True) else {}
     rt = r._rt()
-    record = rt.records.transition(ent.name, record_id, name, body, version=r._if_match(record_id),
+    record = rt.workflow.transition(ent.name, record_id, name, body, version=r._if_match(record_id),
                                    context=r._context())
     return r._json(r._record_json(ent.name, record), headers={"ETag": r._etag(record)})
 

@@ -334,19 +334,6 @@ class RecordService:
             for event, ent_, record, old, ctx in events:
                 self._after_commit(conn, event, ent_, record, old, ctx)
 
-    def transition(self, entity: str, record_id: int, name: str, values: dict | None = None, *,
-                   version: int | None = None, context: Context = Context()) -> dict:
-        """Take the workflow transition ``name`` (with extra field ``values``): an update whose state
-        change must be that transition (``engine.workflow``)."""
-        ent = self._entity(entity)
-        if self.automation is None:
-            raise NotFound("transition", name)
-        target = self.automation.transition_target(ent, name)
-        from dataclasses import replace
-
-        return self.update(entity, record_id, {**(values or {}), **target}, version=version,
-                           context=replace(context, transition=name))
-
     def _after_commit(self, conn: Connection, event: str, ent: Entity, record: dict, old: dict | None,
                       context: Context) -> None:
         if self.hooks.active("crm_after_commit"):

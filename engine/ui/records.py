@@ -180,7 +180,7 @@ def transition(entity: str, record_id: int, name: str):
     values = {c.name: parse_input(c, request.form) for c in cols if c.name in request.form or c.widget == "checkbox"}
     version = request.form.get("version", "")
     try:
-        runtime().records.transition(ent.name, record_id, name, values,
+        runtime().workflow.transition(ent.name, record_id, name, values,
                                  version=whole_number(version), context=g.context)
     except ValidationFailed as exc:
         if cols:
@@ -244,7 +244,7 @@ def move(entity: str, record_id: int):
         taken = next((t for t in transitions_of(ent, record) if t.target == to), None)
         version = body.get("version") if isinstance(body.get("version"), int) else None
         if taken is not None:
-            record = runtime().records.transition(ent.name, record_id, taken.name, {}, version=version, context=g.context)
+            record = runtime().workflow.transition(ent.name, record_id, taken.name, {}, version=version, context=g.context)
         else:
             record = runtime().records.update(ent.name, record_id, {group: to}, version=version, context=g.context)
     except ValidationFailed as exc:

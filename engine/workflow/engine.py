@@ -357,6 +357,18 @@ class WorkflowEngine:
                 out.append(t)
         return out
 
+    def transition(self, entity: str, record_id: int, name: str, values: dict | None = None, *,
+                   version: int | None = None, context=None) -> dict:
+        """Take the workflow transition ``name`` (with extra field ``values``): an update through the
+        record service whose state change must be that transition."""
+        from dataclasses import replace
+
+        ent = self.svc.model.entities[entity]
+        target = self.transition_target(ent, name)
+        context = context if context is not None else Context()
+        return self.svc.update(entity, record_id, {**(values or {}), **target}, version=version,
+                              context=replace(context, transition=name))
+
     def transition_target(self, ent: Entity, name: str) -> dict:
         wf = self.specs.workflows.get(ent.name)
         t = wf.named(name) if wf else None

@@ -1,0 +1,1 @@
+"""Storage: tables from the model, migrations, the record service, queries, history."""
