@@ -20,9 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import engine.rules as rules  # noqa: E402
-from engine.metadata import load_model  # noqa: E402
 from engine.plugins import make_plugin_manager, plugin_layers  # noqa: E402
-from engine.runtime import registry_from  # noqa: E402
+from engine.runtime import load_model_from  # noqa: E402
 from engine.settings import Settings  # noqa: E402
 
 EXPRESSION = 'amount > 1000 AND stage = "qualification"'
@@ -34,7 +33,7 @@ DISTINCT = 1_000
 def base_model():
     settings = Settings.from_env()
     pm = make_plugin_manager((), entry_point_plugins=False)
-    return load_model(settings.layers(plugin_layers(pm)), registry_from(pm))
+    return load_model_from(pm, settings.layers(plugin_layers(pm)))
 
 
 def make_records(n: int, seed: int = 7) -> list[dict]:

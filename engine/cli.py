@@ -10,8 +10,7 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 
-from engine import rules
-from engine.metadata import MetadataError, load_model
+from engine.metadata import MetadataError
 from engine.settings import Settings
 
 
@@ -60,7 +59,8 @@ def main() -> None:
 def validate(directory: Path | None, alone: bool) -> None:
     """Check the metadata: every problem with file:line, exit 1 if any; else a summary."""
     from engine.plugins import make_plugin_manager, plugin_layers
-    from engine.runtime import registry_from
+    from engine.runtime import load_model_from
+    from engine.workflow import actions_from_plugins
 
     settings = Settings.from_env()
     pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins)
@@ -73,7 +73,7 @@ def validate(directory: Path | None, alone: bool) -> None:
             layers = layers[:1] if alone else layers[:2]
             layers.append((f"industry:{directory.name}", directory))
     try:
-        model = load_model(layers, registry_from(pm), rules.registry_from_plugins(pm))
+        model = load_model_from(pm, layers, actions=actions_from_plugins(pm))
     except MetadataError as exc:
         _print_problems(exc)
         sys.exit(1)
@@ -494,12 +494,13 @@ def eval_(expression: str, record_json: str, fields_json: str | None, entity: st
     model = None
     if entity:
         from engine.plugins import make_plugin_manager, plugin_layers
-        from engine.runtime import registry_from
+        from engine.runtime import load_model_from
+        from engine.workflow import actions_from_plugins
 
         settings = Settings.from_env()
         pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins)
         try:
-            model = load_model(settings.layers(plugin_layers(pm)), registry_from(pm), rules.registry_from_plugins(pm))
+            model = load_model_from(pm, settings.layers(plugin_layers(pm)), actions=actions_from_plugins(pm))
         except MetadataError as exc:
             _print_problems(exc)
             sys.exit(1)

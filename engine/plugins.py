@@ -117,7 +117,8 @@ class Hooks:
 
     @hookspec
     def crm_model_checks(self) -> list:
-        """Return checks run on the built model: ``check(model=, declared=, problems=, functions=)``."""
+        """Return checks run on the built model: ``check(model=, declared=, roles=, problems=, functions=, actions=)``
+        (``declared``: entities and ``roles``: roles as written, to report at file:line; any subset of the keywords)."""
 
     # -- runtime ----------------------------------------------------------------------------------
     @hookspec
@@ -194,6 +195,8 @@ class Hooks:
 DEFAULT_PLUGINS: dict[str, str] = {
     "core": "engine.core_plugin",
     "core.security": "engine.security.guards",
+    "workflow.kinds": "engine.workflow.kinds",
+    "dashboards.kinds": "engine.dashboards.kinds",
 }
 
 

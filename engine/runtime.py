@@ -41,7 +41,8 @@ class Runtime:
         registry = registry_from(pm)
         functions = rules.registry_from_plugins(pm)
         actions = actions_from_plugins(pm)
-        model = load_model(settings.layers(plugin_layers(pm)), registry, functions, actions)
+        model = load_model_from(pm, settings.layers(plugin_layers(pm)), registry=registry, functions=functions,
+                                actions=actions)
         from engine.security.crypto import check_keys, encrypted_fields, use_keys
 
         use_keys(settings.encryption_keys, settings.encryption_keys_from)
@@ -79,6 +80,21 @@ class Runtime:
         if self.workflow is not None:
             self.workflow.close()
         self.db.dispose()
+
+
+def load_model_from(pm, layers, *, registry: FieldTypeRegistry | None = None, functions=None,
+                    actions=None) -> AppModel:
+    """The model of ``layers`` (``[(name, folder)]``) loaded with what the plugins of ``pm`` contribute:
+    field types, formula functions, document kinds (``crm_document_kinds``) and model checks
+    (``crm_model_checks``); ``actions`` are the automation action types (the built-in ones when
+    omitted). What ``Runtime.boot``, ``crm validate`` and the tests load a model with."""
+    from engine import rules
+
+    registry = registry if registry is not None else registry_from(pm)
+    functions = functions if functions is not None else rules.registry_from_plugins(pm)
+    kinds = [kind for found in pm.hook.crm_document_kinds() for kind in found or ()]
+    checks = [check for found in pm.hook.crm_model_checks() for check in found or ()]
+    return load_model(layers, registry, functions, actions, kinds=kinds, checks=checks)
 
 
 def registry_from(pm) -> FieldTypeRegistry:

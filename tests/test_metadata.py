@@ -6,22 +6,16 @@ import dataclasses
 
 import pytest
 
-from engine.fields import FieldTypeRegistry, builtin_types
-from engine.metadata import MetadataError, load_model
+from engine.metadata import MetadataError
+from engine.plugins import make_plugin_manager
+from engine.runtime import load_model_from
 from engine.settings import SYSTEM_LAYER, Settings
 
 from .conftest import BASE_CONFIG
 
 
-def registry() -> FieldTypeRegistry:
-    reg = FieldTypeRegistry()
-    for ftype in builtin_types():
-        reg.register(ftype)
-    return reg
-
-
 def load(*layers):
-    return load_model([("system", SYSTEM_LAYER), *layers], registry())
+    return load_model_from(make_plugin_manager(entry_point_plugins=False), [("system", SYSTEM_LAYER), *layers])
 
 
 def problems_of(*layers) -> list[str]:

@@ -32,8 +32,8 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po, write_po
 
-from engine.fields import FieldTypeRegistry, builtin_types
-from engine.metadata import load_model
+from engine.plugins import make_plugin_manager
+from engine.runtime import load_model_from
 from engine.security.web import MESSAGES as LOGIN_MESSAGES
 from engine.settings import ROOT, SYSTEM_LAYER
 from engine.ui.filters import OPERATORS
@@ -86,13 +86,6 @@ def unseen_calls() -> dict[str, list[str]]:
     return found
 
 
-def _registry() -> FieldTypeRegistry:
-    reg = FieldTypeRegistry()
-    for ftype in builtin_types():
-        reg.register(ftype)
-    return reg
-
-
 def model_modules() -> set[str]:
     """The ``module`` of every entity of the base CRM and of each industry layer on top of it."""
     base = [("system", SYSTEM_LAYER), ("base", INDUSTRIES / "base")]
@@ -100,7 +93,7 @@ def model_modules() -> set[str]:
                        if d.is_dir() and d.name != "base"]
     modules = set()
     for layers in stacks:
-        modules |= {ent.module for ent in load_model(layers, _registry()).entities.values() if ent.module}
+        modules |= {ent.module for ent in load_model_from(make_plugin_manager(entry_point_plugins=False), layers).entities.values() if ent.module}
     return modules
 
 

@@ -158,14 +158,12 @@ def admin(site) -> Browser:
 
 def base_entities() -> list[str]:
     """Names of the base CRM's entities (system layer + base), read without a database."""
-    from engine.fields import FieldTypeRegistry, builtin_types
-    from engine.metadata import load_model
+    from engine.plugins import make_plugin_manager
+    from engine.runtime import load_model_from
     from engine.settings import ROOT, SYSTEM_LAYER
 
-    registry = FieldTypeRegistry()
-    for ftype in builtin_types():
-        registry.register(ftype)
-    model = load_model([("system", SYSTEM_LAYER), ("base", ROOT / "configs" / "industries" / "base")], registry)
+    model = load_model_from(make_plugin_manager(entry_point_plugins=False),
+                            [("system", SYSTEM_LAYER), ("base", ROOT / "configs" / "industries" / "base")])
     return sorted(model.entities)
 
 

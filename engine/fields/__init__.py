@@ -7,7 +7,8 @@ __all__ = ["FieldType", "FieldTypeRegistry", "FieldValueError", "TypedField", "b
 
 
 def builtin_types() -> list[FieldType]:
-    """The built-in field types, registered by the core plugin like any other plugin's."""
-    from . import choice, formula, misc, numeric, relation, rollup, temporal, text
+    """The built-in field types of this layer, registered by the core plugin like any other plugin's
+    (the formula type, which reads the formula language, is ``engine.rules.formula_field``)."""
+    from . import choice, misc, numeric, relation, rollup, temporal, text
 
-    return [*text.TYPES, *numeric.TYPES, *temporal.TYPES, *choice.TYPES, *relation.TYPES, *misc.TYPES, *formula.TYPES, *rollup.TYPES]
+    return [*text.TYPES, *numeric.TYPES, *temporal.TYPES, *choice.TYPES, *relation.TYPES, *misc.TYPES, *rollup.TYPES]

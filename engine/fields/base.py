@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import marshmallow as ma
 import sqlalchemy as sa
@@ -18,7 +18,8 @@ import sqlalchemy as sa
 if TYPE_CHECKING:
     from engine.metadata.model import Entity, Field
 
-Report = Callable[[str, str], None]
+#: ``report(prop, message, *path)``: a problem of a field's ``prop`` (at ``path`` inside it).
+Report = Callable[..., None]
 """Metadata-check callback: ``report(property, message)``."""
 
 
@@ -102,6 +103,33 @@ class FieldType(ABC):
                 self.coerce(field, field.default)
             except FieldValueError as exc:
                 report("default", f"default {field.default!r} is not valid: {exc.message}")
+
+    def check_demo_hint(self, field: "Field", report: Report) -> None:
+        """Demo hints are metadata too: a choice the field cannot take is an error when the model
+        loads, not at seed time. ``report(prop, message, *path)`` names a place inside the prop."""
+        hint = field.prop("demo")
+        if hint is None:
+            return
+        if self.computed:
+            report("demo", "a computed field takes no demo hint")
+        elif isinstance(hint, dict):
+            unknown = set(hint) - {"choices", "min", "max"}
+            if unknown:
+                report("demo", f"unknown demo hint keys {sorted(unknown)}")
+            for i, choice in enumerate(hint.get("choices") or ()):
+                if choice is None:
+                    continue
+                try:
+                    self.coerce(field, choice)
+                except FieldValueError as exc:
+                    report("demo", f"demo choice {choice!r} is not valid: {exc.message}", "choices", i)
+        elif not isinstance(hint, str) or not (hint == "skip" or hint.isidentifier()):
+            report("demo", "demo hint must be a Faker provider name, skip, {choices: [...]} or {min:, max:}")
+
+    def resolve(self, field: "Field", entities: Mapping[str, "Entity"]) -> "Field":
+        """The field completed once every entity is built (a rollup finds the child field it
+        aggregates); most types need nothing and return ``field``."""
+        return field
 
     # -- storage ----------------------------------------------------------------------------
     @abstractmethod

@@ -14,7 +14,9 @@ that field's.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from .base import FieldType
 
@@ -24,16 +26,12 @@ SUMMABLE = frozenset({"number", "currency", "percent", "integer"})
 COMPARABLE = SUMMABLE | {"date", "datetime"}
 
 
-def _integer_field(name: str):
-    from types import MappingProxyType
-
-    from engine.metadata.errors import Location
-    from engine.metadata.model import Field, Label
-
+def _integer_field(field):
+    """The synthetic integer field a COUNT (or a rollup not yet resolved) stores its values as."""
     from .numeric import IntegerType
 
-    return Field(name=name, type=IntegerType(), label=Label.of(None, name), props=MappingProxyType({"type": "integer"}),
-                 origin=Location("system", "engine", 0))
+    return replace(field, type=IntegerType(), props=MappingProxyType({"type": "integer"}), changes=(),
+                   stored_here=None, source=None)
 
 
 class RollupType(FieldType):
@@ -52,17 +50,25 @@ class RollupType(FieldType):
         """The field whose storage and value forms the rollup's values take."""
         src = getattr(field, "source", None)
         if src is None or (field.prop("function") or "COUNT") == "COUNT":
-            return _integer_field(field.name) if src is None else src
+            return _integer_field(field) if src is None else src
         return src
 
-    def formula_type_of(self, field) -> str:
-        from engine.rules.schema import formula_type_of
+    def formula_source(self, field):
+        """The field whose formula type the rollup's values have (``engine.rules.schema.formula_type_of``)."""
+        return self.source(field)
 
-        src = self.source(field)
-        return formula_type_of(src)
+    def resolve(self, field, entities: Mapping):
+        """The rollup with the child field it aggregates (``Field.source``); what cannot be resolved
+        is left unset and reported by the rollup checks (``engine.rules.model_checks``)."""
+        child = entities.get(str(field.prop("of") or "").partition(".")[0])
+        if field.prop("function") == "COUNT":
+            return replace(field, source=_integer_field(field))
+        if child is not None and field.prop("field") in child.fields:
+            return replace(field, source=child.fields[field.prop("field")])
+        return field
 
     def check(self, field, entity, report):
-        """``of``, ``field`` and ``where`` need the whole model: ``engine.metadata.checks`` checks them."""
+        """``of``, ``field`` and ``where`` need the whole model: the rollup checks (``engine.rules.model_checks``) do."""
 
     def zero(self, field) -> Any:
         """The value with no children: 0 for COUNT and SUM, blank for MIN and MAX."""

@@ -4,135 +4,108 @@ Each document is checked against the JSON Schema of its kind; the layers are mer
 may add entities, add fields, or override properties, never remove what an earlier one declared);
 then field types and cross-references are checked. Every problem is collected with file:line
 and reported at once in one ``MetadataError``.
+
+The loader knows two kinds of document of its own, ``entity`` and ``role``; every other kind
+(``automation``, ``dashboard``, a plugin's) and every check beyond the structure of entities and
+roles (the formula language's, the workflow's) is given to it: ``kinds`` (``DocumentKind``: name,
+JSON Schema, check) and ``checks`` (``check(model=, declared=, roles=, problems=, functions=, actions=)``).
+``engine.runtime.load_model_from`` gathers them from the plugins.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import jsonschema
 import yaml
 
-from engine.fields.base import FieldTypeRegistry
-
-from .errors import Location, MetadataError, Problem
+from .checks import check_model
+from .declared import Declared, Problems
+from .errors import Location, MetadataError
 from .model import AppModel, Change, Entity, Field, Index, Label, digest_of
+from .roles import build_roles, check_roles, merge_roles
 from .source import Document, read_documents
 
+if TYPE_CHECKING:
+    from engine.fields.base import FieldTypeRegistry
+    from engine.plugins import DocumentKind
+
 SCHEMA_DIR = Path(__file__).parent / "schemas"
+#: The document kinds the loader builds the model from; every other kind is given to it.
+OWN_KINDS = ("entity", "role")
 SUFFIXES = {".yaml", ".yml", ".json"}
 #: Properties a later layer may not change: they decide how values are stored.
 FIXED_FIELD_PROPS = ("type", "to")
 
+__all__ = ["Declared", "Problems", "load_model", "kind_schemas"]
+
 
 @lru_cache(maxsize=None)
-def kind_schemas() -> dict[str, jsonschema.protocols.Validator]:
-    """Document kind -> validator, one per ``schemas/<kind>.schema.json``."""
-    out = {}
-    for path in sorted(SCHEMA_DIR.glob("*.schema.json")):
-        schema = json.loads(path.read_text(encoding="utf-8"))
-        cls = jsonschema.validators.validator_for(schema)
-        cls.check_schema(schema)
-        out[path.name.split(".")[0]] = cls(schema)
-    return out
+def _validator(path: Path) -> jsonschema.protocols.Validator:
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
 
 
-@dataclass
-class Declared:
-    """An element while layers are merged: its properties and where each one was written."""
-
-    name: str
-    origin: Location
-    props: dict[str, Any] = field(default_factory=dict)
-    where: dict[str, tuple[Document, tuple]] = field(default_factory=dict)
-    changes: list[Change] = field(default_factory=list)
-    fields: dict[str, "Declared"] = field(default_factory=dict)
-
-    def loc(self, *path: Any) -> Location:
-        """Location of ``path`` (starting with a property name) inside this element."""
-        doc, base = self.where.get(str(path[0]), (None, ())) if path else (None, ())
-        if doc is None:
-            return self.origin
-        full = (*base, *path[1:])
-        return Location(doc.layer, doc.file, doc.line(full), "/".join(str(p) for p in full))
-
-    def text_loc(self, *path: Any) -> Location:
-        """Like ``loc``, at the first line of the text (a ``|`` block starts below its key)."""
-        loc = self.loc(*path)
-        doc, base = self.where.get(str(path[0]), (None, ())) if path else (None, ())
-        if doc is None:
-            return loc
-        return Location(loc.layer, loc.file, doc.text_line((*base, *path[1:])), loc.path)
+def kind_schemas(kinds: Sequence["DocumentKind"] = ()) -> dict[str, jsonschema.protocols.Validator]:
+    """Document kind -> validator: the loader's own kinds (``schemas/<kind>.schema.json``) and ``kinds``."""
+    out = {kind: _validator(SCHEMA_DIR / f"{kind}.schema.json") for kind in OWN_KINDS}
+    for kind in kinds:
+        if kind.name in out:
+            raise ValueError(f"document kind {kind.name!r} is registered twice")
+        out[kind.name] = _validator(Path(kind.schema))
+    return dict(sorted(out.items()))
 
 
-class Problems(list):
-    def add(self, location: Location, message: str) -> None:
-        self.append(Problem(location, message))
-
-
-def load_model(layers: Iterable[tuple[str, Path]], registry: FieldTypeRegistry, functions=None,
-               actions=None) -> AppModel:
+def load_model(layers: Iterable[tuple[str, Path]], registry: "FieldTypeRegistry", functions=None,
+               actions=None, *, kinds: Sequence["DocumentKind"] = (), checks: Sequence[Callable] = ()) -> AppModel:
     """Load and validate every layer into one ``AppModel``; raise ``MetadataError`` listing all problems.
 
-    ``functions`` is the formula function registry every expression is checked with, ``actions``
-    the automation action types (the built-in ones when omitted; ``Runtime.boot`` passes the
-    plugins' too)."""
-    from .checks import check_model, check_rules
-    from .roles import build_roles, check_roles, merge_roles
-
+    ``registry`` holds the field types; ``kinds`` the document kinds beyond entities and roles, each
+    checked with ``check(model=, documents=, problems=, functions=, actions=)``; ``checks`` the
+    model checks, ``check(model=, declared=, roles=, problems=, functions=, actions=)``. ``functions`` (the
+    formula functions) and ``actions`` (the automation action types) are handed to the checks.
+    A check may accept any subset of those keywords."""
     problems = Problems()
     layers = [(name, Path(path)) for name, path in layers]
-    documents = _read_layers(layers, problems)
+    documents = _read_layers(layers, kind_schemas(kinds), problems)
     entities = _merge_entities(documents.pop("entity", []), problems)
     roles = merge_roles(documents.get("role", []), problems)
     model = replace(_build(entities, documents, layers, registry, problems), roles=MappingProxyType(build_roles(roles)))
     check_model(model, entities, problems)
-    check_rules(model, entities, problems, functions)
-    _check_automation(model, entities, documents, problems, functions, actions)
-    _check_dashboards(model, documents, problems, functions)
-    check_roles(model, roles, problems, functions)
+    check_roles(model, roles, problems)
+    for check in checks:
+        _call(check, model=model, declared=entities, roles=roles, problems=problems, functions=functions,
+              actions=actions)
+    for kind in kinds:
+        if kind.check is not None:
+            _call(kind.check, model=model, documents=documents.get(kind.name, []), problems=problems,
+                  functions=functions, actions=actions)
     if problems:
         raise MetadataError(list(problems))
     return model
 
 
-def _check_automation(model: AppModel, entities: dict[str, Declared], documents: dict[str, list[Document]],
-                      problems: Problems, functions, actions) -> None:
-    from engine.workflow.spec import compile_specs
-
-    _, found = compile_specs(model, functions, actions)
-    docs = documents.get("automation", [])
-    for p in found:
-        if p.kind == "entity":
-            loc = entities[p.doc].text_loc(*p.path)
-            name = f"{p.doc}.{'.'.join(map(str, p.path))}"
-        else:
-            doc = docs[p.doc]
-            loc = Location(doc.layer, doc.file, doc.line(p.path), "/".join(map(str, p.path)))
-            name = f"automation {doc.data['automation']}" + (f" {'/'.join(map(str, p.path))}" if p.path else "")
-        problems.add(loc, f"{name}: {p.message}")
-
-
-def _check_dashboards(model: AppModel, documents: dict[str, list[Document]], problems: Problems, functions) -> None:
-    from engine.dashboards import compile_dashboards
-
-    docs = documents.get("dashboard", [])
-    for p in compile_dashboards(model, functions)[1]:
-        doc = docs[p.doc]
-        problems.add(Location(doc.layer, doc.file, doc.line(p.path), "/".join(map(str, p.path))),
-                     f"dashboard {doc.data['dashboard']}: {p.message}")
+def _call(check: Callable, **kwargs: Any) -> None:
+    """Call ``check`` with the keywords it accepts (all of them if it takes ``**kwargs``), the way
+    pluggy calls a hook: adding a keyword never breaks an existing check."""
+    params = inspect.signature(check).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    check(**kwargs)
 
 
 # -- reading ------------------------------------------------------------------------------------
 
-def _read_layers(layers: list[tuple[str, Path]], problems: Problems) -> dict[str, list[Document]]:
+def _read_layers(layers: list[tuple[str, Path]], schemas: dict, problems: Problems) -> dict[str, list[Document]]:
     by_kind: dict[str, list[Document]] = {}
-    schemas = kind_schemas()
     for layer, folder in layers:
         if not folder.is_dir():
             if layer not in ("system",):
@@ -270,7 +243,7 @@ def _merge_named(old: list, new: list) -> list:
 # -- building -----------------------------------------------------------------------------------
 
 def _build(entities: dict[str, Declared], documents: dict[str, list[Document]],
-           layers: list[tuple[str, Path]], registry: FieldTypeRegistry, problems: Problems) -> AppModel:
+           layers: list[tuple[str, Path]], registry: "FieldTypeRegistry", problems: Problems) -> AppModel:
     built = {}
     for name, decl in entities.items():
         fields = {}
@@ -301,7 +274,7 @@ def _build(entities: dict[str, Declared], documents: dict[str, list[Document]],
             changes=tuple(decl.changes),
             props=MappingProxyType(dict(props)),
         )
-    _resolve_rollups(built)
+    _resolve(built)
     raw = {"entities": {n: {"props": d.props, "fields": {f: fd.props for f, fd in d.fields.items()}}
                         for n, d in sorted(entities.items())},
            "documents": {k: [d.data for d in v] for k, v in sorted(documents.items())}}
@@ -313,27 +286,15 @@ def _build(entities: dict[str, Declared], documents: dict[str, list[Document]],
     )
 
 
-def _resolve_rollups(built: dict[str, Entity]) -> None:
-    """Give each rollup field the child field it aggregates (``Field.source``); what cannot be
-    resolved is left unset and reported by ``checks._check_rollup``."""
-    from engine.fields.rollup import _integer_field
-
+def _resolve(built: dict[str, Entity]) -> None:
+    """Give each field type the whole model once built (a rollup finds the child field it aggregates)."""
     for name, ent in list(built.items()):
-        if not any(f.type_name == "rollup" for f in ent.fields.values()):
-            continue
-        fields = dict(ent.fields)
-        for fname, made in ent.fields.items():
-            if made.type_name != "rollup":
-                continue
-            child = built.get(str(made.prop("of") or "").partition(".")[0])
-            if made.prop("function") == "COUNT":
-                fields[fname] = replace(made, source=_integer_field(fname))
-            elif child is not None and made.prop("field") in child.fields:
-                fields[fname] = replace(made, source=child.fields[made.prop("field")])
-        built[name] = replace(ent, fields=MappingProxyType(fields))
+        fields = {fname: made.type.resolve(made, built) for fname, made in ent.fields.items()}
+        if any(fields[f] is not ent.fields[f] for f in fields):
+            built[name] = replace(ent, fields=MappingProxyType(fields))
 
 
-def _build_field(entity: Declared, decl: Declared, registry: FieldTypeRegistry, problems: Problems) -> Field | None:
+def _build_field(entity: Declared, decl: Declared, registry: "FieldTypeRegistry", problems: Problems) -> Field | None:
     type_name = decl.props.get("type")
     if type_name is None:
         problems.add(decl.origin, f"field {entity.name}.{decl.name} has no type "

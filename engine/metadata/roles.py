@@ -2,21 +2,20 @@
 
 A later layer may declare a role again: each entity it names replaces that entity's grant whole,
 and its other properties (``label``, ``admin``, ``default``) replace the earlier values. Unknown
-entities and fields, and sharing rules that do not compile to SQL, are errors with file:line.
+entities and fields are errors with file:line; so are sharing rules that do not compile to SQL
+(checked by the formula language, which the loader is given: ``engine.rules.model_checks``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .declared import Problems
 from .errors import Location
 from .model import AppModel, Grant, Label, Role
-
-if TYPE_CHECKING:
-    from .loader import Problems
-    from .source import Document
+from .source import Document
 
 
 @dataclass
@@ -24,7 +23,7 @@ class DeclaredRole:
     name: str
     origin: Location
     props: dict[str, Any] = field(default_factory=dict)
-    where: dict[str, tuple["Document", tuple]] = field(default_factory=dict)   # prop or entities/<e> -> source
+    where: dict[str, tuple[Document, tuple]] = field(default_factory=dict)   # prop or entities/<e> -> source
 
     def loc(self, key: str, *path: Any) -> Location:
         doc, base = self.where.get(key, (None, ()))
@@ -34,7 +33,7 @@ class DeclaredRole:
         return Location(doc.layer, doc.file, doc.line(full), "/".join(map(str, full)))
 
 
-def merge_roles(docs: list["Document"], problems: "Problems") -> dict[str, DeclaredRole]:
+def merge_roles(docs: list[Document], problems: Problems) -> dict[str, DeclaredRole]:
     roles: dict[str, DeclaredRole] = {}
     seen: dict[tuple[str, str], Location] = {}
     for doc in docs:
@@ -79,8 +78,9 @@ def _grant(raw: dict, origin: Location) -> Grant:
                  fields=MappingProxyType(dict(raw.get("fields") or {})), origin=origin)
 
 
-def check_roles(model: AppModel, declared: dict[str, DeclaredRole], problems: "Problems", functions=None) -> None:
-    """Entities and fields named by grants exist; sharing rules are SQL conditions on own fields and $user."""
+def check_roles(model: AppModel, declared: dict[str, DeclaredRole], problems: Problems) -> None:
+    """Entities and fields named by grants exist (sharing rules are checked by the formula language:
+    ``engine.rules.model_checks.check_sharing_rules``)."""
     for name, role in model.roles.items():
         decl = declared[name]
         grants = [(f"entities/{e}", e, g) for e, g in role.entities.items()]
@@ -100,29 +100,3 @@ def check_roles(model: AppModel, declared: dict[str, DeclaredRole], problems: "P
                 elif level == "edit" and targets[0].fields[fname].readonly:
                     problems.add(decl.loc(key, "fields", fname),
                                  f"role {name}: {entity}.{fname} is read-only; it cannot be edit")
-            if grant.share is not None:
-                for ent in targets:
-                    message = share_problem(model, ent.name, grant.share, functions)
-                    if message:
-                        problems.add(decl.loc(key, "share"), f"role {name}: share on {ent.name}: {message} "
-                                                             f"(in {grant.share!r})")
-                        break
-
-
-def share_problem(model: AppModel, entity: str, text: str, functions=None) -> str | None:
-    """Why a sharing rule cannot be used (None if it can): it must be a condition that runs in SQL
-    and reads only the record's own stored fields and ``$user``."""
-    from engine import rules
-
-    try:
-        compiled = rules.compile(text, entity, model, registry=functions)
-    except rules.RuleError as exc:
-        where = f" at column {exc.column}" if exc.column else ""
-        return f"{exc.kind.replace('_', ' ')} error{where}: {exc.message}"
-    if compiled.type not in ("boolean", "null"):
-        return f"needs a condition (TRUE or FALSE), not a {compiled.type}"
-    if not compiled.sql_capable:
-        return f"must run in the database: {compiled.sql_problem}"
-    if any("." in p for p in compiled.fields) or compiled.uses & {"prior", "is_new", "related"}:
-        return "may read only the record's own fields and $user"
-    return None

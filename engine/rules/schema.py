@@ -83,9 +83,9 @@ class Schema(ABC):
 
 def formula_type_of(field) -> str:
     """The formula type of a model field (``lookup``/``user`` become ``id``)."""
-    per_field = getattr(field.type, "formula_type_of", None)
-    if per_field is not None:   # a rollup: the type of what it aggregates
-        return per_field(field)
+    source = getattr(field.type, "formula_source", None)
+    if source is not None:   # a rollup: the type of what it aggregates
+        return formula_type_of(source(field))
     ftype = field.type.formula_type
     if ftype == "lookup" or field.target:
         return "id"

@@ -206,18 +206,20 @@ class Compiler:
         return out
 
 
-def compile_specs(model: AppModel, functions=None, actions=None) -> tuple[Specs, list[SpecProblem]]:
+def compile_specs(model: AppModel, functions=None, actions=None, *, workflows: bool = True,
+                  automations: bool = True) -> tuple[Specs, list[SpecProblem]]:
+    """The entities' workflows and the automation documents, compiled (either may be left out)."""
     from .actions import default_actions
 
     actions = actions if actions is not None else default_actions()
     problems: list[SpecProblem] = []
     specs = Specs()
-    for ent in model.entities.values():
+    for ent in model.entities.values() if workflows else ():
         if ent.workflow:
             wf = _workflow(model, ent, functions, actions, problems)
             if wf is not None:
                 specs.workflows[ent.name] = wf
-    for i, doc in enumerate(model.documents.get("automation", ())):
+    for i, doc in enumerate(model.documents.get("automation", ()) if automations else ()):
         name = doc["automation"]
         if name in specs.automations:
             problems.append(SpecProblem("automation", i, ("automation",),

@@ -6,19 +6,26 @@ When the expression reads only the record's own (stored) fields the value is sto
 and recomputed on every save; when it reads other records (a lookup path such as
 ``parent.name``) or ``$user`` it is not stored and the record service computes it on read.
 Users never write it.
+
+It lives with the formula language, above the field types it returns, because whether it is
+stored depends on what its expression reads; the core plugin registers it with the others.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import FieldType
+from engine.fields.base import FieldType
+
+from . import ast
+from .errors import RuleError
+from .parser import parse
 
 RETURNS = ("text", "number", "currency", "percent", "integer", "date", "datetime", "boolean")
 
 
 def _base_types() -> dict[str, FieldType]:
-    from . import choice, numeric, temporal, text
+    from engine.fields import choice, numeric, temporal, text
 
     by_name = {t.name: t for t in (*text.TYPES, *numeric.TYPES, *temporal.TYPES, *choice.TYPES)}
     out = {name: by_name[name] for name in RETURNS}
@@ -51,8 +58,6 @@ class FormulaType(FieldType):
     @staticmethod
     def reads_other_records(field, entity, seen: frozenset = frozenset()) -> bool:
         """True when the expression reads a lookup path, ``$user``, or an own formula field that does."""
-        from engine.rules import RuleError, ast, parse
-
         try:
             tree = parse(field.prop("expr") or "")
         except RuleError:
