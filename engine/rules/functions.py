@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from . import runtime as rt
 from .schema import NUMERIC
-from .to_sql import concat
+from .sql_values import concat
 
 
 @dataclass(frozen=True)
