@@ -137,3 +137,17 @@ def test_the_admin_is_created_once_whatever_the_case_of_its_email(make_runtime):
     first = ensure_admin(rt, "Admin@Example.COM", "Admin")
     assert ensure_admin(rt, "admin@example.com", "Admin") == first
     assert len(rt.records.query("user")) == 1
+
+
+def test_validate_knows_the_plugins_actions_as_migrate_does(settings, write_tree):
+    tree = write_tree("loud", {"loud.yaml": """
+        automation: loud_names
+        on: {entity: account, events: [created]}
+        actions:
+          - {do: shout, field: name}
+        """})
+    plugins = str(Path(__file__).parent / "plugins")
+    result = CliRunner().invoke(main, ["validate", str(tree)], env=env_for(settings, CRM_PLUGIN_DIRS=plugins))
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["validate", str(tree)], env=env_for(settings))
+    assert result.exit_code == 1 and "unknown action 'shout'" in result.output, result.output

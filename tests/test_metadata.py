@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
 from engine.metadata import MetadataError
-from engine.plugins import make_plugin_manager
+from engine.metadata.declared import doc_location
+from engine.plugins import DocumentKind, hookimpl, make_plugin_manager
 from engine.runtime import load_model_from
 from engine.settings import SYSTEM_LAYER, Settings
 
@@ -193,3 +195,104 @@ def test_index_names_are_one_namespace_and_required_pointers_cannot_be_set_null(
     found = problems_of(("base", tree))
     assert any("b.yaml:6" in p and "already used by an index of a" in p for p in found), found
     assert any("b.yaml:4" in p and "set_null cannot apply to a required reference" in p for p in found), found
+
+
+# -- what plugins give the loader: document kinds and model checks ------------------------------------
+
+class _PlaybookKind:
+    """A plugin's document kind: ``playbook:`` documents with their own JSON Schema and check."""
+
+    def __init__(self, schema, seen: list):
+        self.schema, self.seen = schema, seen
+
+    @hookimpl
+    def crm_document_kinds(self):
+        return [DocumentKind("playbook", self.schema, self.check)]
+
+    def check(self, *, model, documents, problems):   # a subset of the keywords is enough
+        for doc in documents:
+            self.seen.append(doc.data["playbook"])
+            if doc.data["of"] not in model.entities:
+                problems.add(doc_location(doc, ("of",)), f"playbook {doc.data['playbook']}: "
+                                                             f"there is no entity {doc.data['of']!r}")
+
+
+PLAYBOOK_SCHEMA = {
+    "type": "object", "required": ["playbook", "of", "steps"], "additionalProperties": False,
+    "properties": {"playbook": {"type": "string"}, "of": {"type": "string"},
+                   "steps": {"type": "array", "items": {"type": "string"}}},
+}
+
+
+def test_a_plugin_adds_a_document_kind_with_its_schema_and_check(write_tree, tmp_path):
+    schema = tmp_path / "playbook.schema.json"
+    schema.write_text(json.dumps(PLAYBOOK_SCHEMA), encoding="utf-8")
+    tree = write_tree("t", {"a.yaml": """
+        entity: deal
+        fields:
+          name: {type: text}
+        """, "playbooks.yaml": """
+        playbook: onboarding
+        of: deal
+        steps: [call, email]
+        ---
+        playbook: broken
+        of: deal
+        steps: 5
+        ---
+        playbook: stray
+        of: dael
+        steps: []
+        """})
+    layers = [("system", SYSTEM_LAYER), ("base", tree)]
+    without = make_plugin_manager(entry_point_plugins=False)
+    with pytest.raises(MetadataError, match="exactly one of the keys"):
+        load_model_from(without, layers)
+    seen: list = []
+    pm = make_plugin_manager(entry_point_plugins=False, extra=(_PlaybookKind(schema, seen),))
+    with pytest.raises(MetadataError) as info:
+        load_model_from(pm, layers)
+    found = [f"{p.location.file.rsplit('/', 1)[-1]}:{p.location.line} {p.location.path} {p.message}"
+             for p in info.value.problems]
+    assert found == ["playbooks.yaml:7 steps 5 is not of type 'array'",
+                     "playbooks.yaml:10 of playbook stray: there is no entity 'dael'"]
+    assert seen == ["onboarding", "stray"]   # the bad document stops at its schema; the others reach the check
+    fixed = tree / "playbooks.yaml"
+    fixed.write_text(fixed.read_text().replace("steps: 5", "steps: []").replace("dael", "deal"))
+    model = load_model_from(pm, layers)
+    assert [d["playbook"] for d in model.documents["playbook"]] == ["onboarding", "broken", "stray"]
+
+
+class _HouseRules:
+    """A plugin's model check: a house rule on entities, reported at the file:line of the field."""
+
+    @hookimpl
+    def crm_model_checks(self):
+        return [self.check]
+
+    @staticmethod
+    def check(*, model, declared, problems, **_):
+        for name, entity in model.entities.items():
+            for field in entity.fields.values():
+                if field.name.endswith("_email") and field.type_name != "email":
+                    problems.add(declared[name].fields[field.name].loc("type"),
+                                 f"{name}.{field.name}: an e-mail address is an email field, not {field.type_name}")
+
+
+def test_a_plugin_adds_a_model_check(write_tree):
+    tree = write_tree("t", {"a.yaml": """
+        entity: deal
+        fields:
+          name: {type: text}
+          contact_email: {type: text}
+          owner_email: {type: email}
+        """})
+    layers = [("system", SYSTEM_LAYER), ("base", tree)]
+    assert "deal" in load_model_from(make_plugin_manager(entry_point_plugins=False), layers).entities
+    pm = make_plugin_manager(entry_point_plugins=False, extra=(_HouseRules(),))
+    with pytest.raises(MetadataError) as info:
+        load_model_from(pm, layers)
+    [problem] = info.value.problems
+    assert (problem.location.file.rsplit("/", 1)[-1], problem.location.line, problem.location.path) == \
+        ("a.yaml", 4, "fields/contact_email/type")
+    assert problem.message == "deal.contact_email: an e-mail address is an email field, not text"
