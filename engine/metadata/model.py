@@ -214,6 +214,14 @@ class Role:
     def grant(self, entity: str) -> Grant | None:
         return self.entities.get(entity, self.default)
 
+    def grants(self) -> list[tuple[str, str | None, Grant]]:
+        """Every grant as (its key in the document: ``entities/<entity>`` or ``default``, the entity
+        or None for the default, the grant)."""
+        out = [(f"entities/{e}", e, g) for e, g in self.entities.items()]
+        if self.default is not None:
+            out.append(("default", None, self.default))
+        return out
+
 
 @dataclass(frozen=True)
 class AppModel:

@@ -83,10 +83,7 @@ def check_roles(model: AppModel, declared: dict[str, DeclaredRole], problems: Pr
     ``engine.rules.model_checks.check_sharing_rules``)."""
     for name, role in model.roles.items():
         decl = declared[name]
-        grants = [(f"entities/{e}", e, g) for e, g in role.entities.items()]
-        if role.default is not None:
-            grants.append(("default", None, role.default))
-        for key, entity, grant in grants:
+        for key, entity, grant in role.grants():
             if entity is not None and entity not in model.entities:
                 problems.add(decl.loc(key), f"role {name}: there is no entity {entity!r}")
                 continue

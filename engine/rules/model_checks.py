@@ -61,10 +61,7 @@ def check_sharing_rules(*, model, roles: dict, problems, functions=None) -> None
     """A role's ``share`` is a condition that runs in SQL on the record's own fields and ``$user``."""
     for name, role in model.roles.items():
         decl = roles[name]
-        grants = [(f"entities/{e}", e, g) for e, g in role.entities.items()]
-        if role.default is not None:
-            grants.append(("default", None, role.default))
-        for key, entity, grant in grants:
+        for key, entity, grant in role.grants():
             if grant.share is None or (entity is not None and entity not in model.entities):
                 continue
             targets = [model.entities[entity]] if entity else list(model.entities.values())
