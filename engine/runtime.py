@@ -42,7 +42,7 @@ class Runtime:
         functions = rules.registry_from_plugins(pm)
         actions = actions_from_plugins(pm)
         model = load_model(settings.layers(plugin_layers(pm)), registry, functions, actions)
-        from engine.security.crypto import check_keys, encrypted_fields, use_keys
+        from engine.storage.crypto import check_keys, encrypted_fields, use_keys
 
         use_keys(settings.encryption_keys, settings.encryption_keys_from)
         db = Database(settings.database_url)
