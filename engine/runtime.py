@@ -37,6 +37,7 @@ class Runtime:
         from engine import rules
 
         from engine.workflow import WorkflowEngine, actions_from_plugins, compile_specs, make_runner
+        from engine.workflow.lifecycle import WorkflowWrites
 
         registry = registry_from(pm)
         functions = rules.registry_from_plugins(pm)
@@ -57,7 +58,7 @@ class Runtime:
         specs, _ = compile_specs(model, functions, actions)
         workflow = WorkflowEngine(records, specs, settings)
         workflow.runner = make_runner(settings, workflow.execute)
-        records.automation = workflow
+        pm.register(WorkflowWrites(workflow), name="workflow.writes")
         from engine.dashboards import compile_dashboards
 
         dashboards, _ = compile_dashboards(model, functions)
