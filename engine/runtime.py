@@ -37,13 +37,14 @@ class Runtime:
         from engine import rules
 
         from engine.workflow import WorkflowEngine, actions_from_plugins, compile_specs, make_runner
+        from engine.workflow.lifecycle import WorkflowWrites
 
         registry = registry_from(pm)
         functions = rules.registry_from_plugins(pm)
         actions = actions_from_plugins(pm)
         model = load_model_from(pm, settings.layers(plugin_layers(pm)), registry=registry, functions=functions,
                                 actions=actions)
-        from engine.security.crypto import check_keys, encrypted_fields, use_keys
+        from engine.storage.crypto import check_keys, encrypted_fields, use_keys
 
         use_keys(settings.encryption_keys, settings.encryption_keys_from)
         db = Database(settings.database_url)
@@ -58,7 +59,7 @@ class Runtime:
         specs, _ = compile_specs(model, functions, actions)
         workflow = WorkflowEngine(records, specs, settings)
         workflow.runner = make_runner(settings, workflow.execute)
-        records.automation = workflow
+        pm.register(WorkflowWrites(workflow), name="workflow.writes")
         from engine.dashboards import compile_dashboards
 
         dashboards, _ = compile_dashboards(model, functions)

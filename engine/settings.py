@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_LAYER = Path(__file__).resolve().parent / "metadata" / "system"
-#: The variable holding the keys of encrypted fields (engine/security/crypto.py reads them from Settings).
+#: The variable holding the keys of encrypted fields (engine/storage/crypto.py reads them from Settings).
 KEYS_ENV = "CRM_ENCRYPTION_KEYS"
 #: The development key that `crm up` makes when the environment has no keys, under CRM_VAR_DIR.
 DEV_KEY_FILE = "dev_encryption_key"

@@ -115,3 +115,69 @@ def test_a_rule_refusing_one_item_does_not_sink_a_per_item_request(crm):
     result = crm.records.bulk("lead", rows, atomic=False)
     assert [i["status"] for i in result.items] == ["created", "error", "created"]
     assert result.items[1]["errors"][0]["message"] == "business addresses only"
+
+
+class ContactWatcher:
+    """Watches contacts only; its before hook leaves a note in the write's state for its after hook."""
+
+    from engine.plugins import hookimpl
+
+    def __init__(self):
+        self.before, self.after = [], []
+
+    @hookimpl
+    def crm_watches_writes(self, entity):
+        return entity.name == "contact"
+
+    @hookimpl
+    def crm_before_write(self, event, entity, record, state, errors, conn):
+        assert conn is not None and errors == []
+        self.before.append((entity.name, event))
+        state["note"] = f"{event} {record.get('last_name') or record.get('name')}"
+
+    @hookimpl
+    def crm_after_write(self, event, entity, record, state):
+        self.after.append((entity.name, record["id"], state.get("note")))
+
+
+def test_write_hooks_share_a_state_per_record_and_bulk_runs_them_only_for_watched_entities(crm):
+    watcher = ContactWatcher()
+    crm.pm.register(watcher)
+    contacts = crm.records.bulk("contact", [{"last_name": f"Lee {i}"} for i in range(3)])
+    ids = [i["id"] for i in contacts.items]
+    assert watcher.after == [("contact", rid, f"create Lee {i}") for i, rid in enumerate(ids)]   # each its own state
+    crm.records.bulk("contact", [{"id": ids[0], "last_name": "Kim"}], mode="update")
+    assert watcher.after[-1] == ("contact", ids[0], "update Kim")
+    watcher.before.clear()
+    watcher.after.clear()
+    accounts = crm.records.bulk("account", [{"name": f"Acme {i}"} for i in range(3)])
+    assert accounts.counts() == {"created": 3}
+    assert watcher.before == [] and watcher.after == []      # nobody watches accounts: the fast path, no hooks
+    one = crm.records.create("account", {"name": "Solo"})   # a single write always runs the hooks
+    assert watcher.before == [("account", "create")] and watcher.after == [("account", one["id"], "create Solo")]
+
+
+class LeadOwnerSeen:
+    """Implements a write hook without ``crm_watches_writes``: it watches every entity."""
+
+    from engine.plugins import hookimpl
+
+    def __init__(self):
+        self.owners = []
+
+    @hookimpl
+    def crm_before_write(self, event, entity, record):
+        if entity.name == "lead":
+            self.owners.append(record.get("owner_id"))
+
+
+def test_the_workflow_runs_before_plugins_so_they_see_what_before_save_automations_set(crm):
+    from engine.storage.records import Context
+
+    sam = crm.records.create("user", {"name": "Sam", "email": "sam@example.com", "role": "sales"},
+                             context=Context(system=True))
+    seen = LeadOwnerSeen()
+    crm.pm.register(seen)
+    crm.records.create("lead", {"last_name": "One", "company": "Co"})
+    crm.records.bulk("lead", leads(2))
+    assert seen.owners == [sam["id"]] * 3      # assigned round-robin by the workflow's before hook, first

@@ -128,7 +128,7 @@ def test_admin_writes_and_exports_are_audited(api):
 
 
 def test_encrypted_values_are_ciphertext_in_the_database_and_rotate(api, monkeypatch):
-    from engine.security import crypto
+    from engine.storage import crypto
 
     acc = api.post("/api/v1/account", json={"name": "Acme", "tax_id": "DE-123456789"}).json
     assert acc["tax_id"] == "DE-123456789"
@@ -155,7 +155,7 @@ def test_encrypted_values_are_ciphertext_in_the_database_and_rotate(api, monkeyp
 
 def test_without_a_key_a_model_with_encrypted_fields_does_not_boot(settings, monkeypatch):
     from engine.runtime import Runtime
-    from engine.security.crypto import EncryptionError
+    from engine.storage.crypto import EncryptionError
 
     monkeypatch.delenv("CRM_ENCRYPTION_KEYS")
     with pytest.raises(EncryptionError, match="CRM_ENCRYPTION_KEYS is not set"):

@@ -15,7 +15,7 @@ DEFAULT_LENGTH = 255
 class TextType(FieldType):
     name = "text"
     props = {"pattern": {"type": "string"},
-             "encrypted": {"type": "boolean"}}   # AES-GCM at rest (engine/security/crypto.py)
+             "encrypted": {"type": "boolean"}}   # AES-GCM at rest (engine/storage/crypto.py)
     common = FieldType.common | {"max_length"}
     formula_type = "text"
     widget = "text"

@@ -15,12 +15,15 @@ import sqlalchemy as sa
 
 from engine.fields import INT64_MAX
 
+from . import rollups as rollup_sums
+from .context import Context
 from .errors import Conflict, FieldError, ValidationFailed
+from .values import BulkResult
 
 if TYPE_CHECKING:
     from engine.metadata.model import Entity
 
-    from .records import BulkResult, Context, RecordService
+    from .records import RecordService
 
 CHUNK = 2000
 MODES = ("create", "update", "upsert")
@@ -30,21 +33,22 @@ class _Abort(Exception):
     """Leaves the transaction of an atomic bulk call that had errors (rolls it back)."""
 
 
-def run_bulk(svc: "RecordService", ent: "Entity", rows: list[dict], *, mode: str, key: str | None,
-             atomic: bool, context: "Context", conn=None) -> "BulkResult":
+def run_bulk(svc: RecordService, ent: Entity, rows: list[dict], *, mode: str, key: str | None,
+             atomic: bool, context: Context, conn=None) -> BulkResult:
     """The bulk call, in its own write transaction or, with ``conn``, in a savepoint of that one
-    (an atomic call with errors then undoes only its own rows)."""
-    from .records import BulkResult
-
+    (an atomic call with errors then undoes only its own rows). The write hooks run record by
+    record only when a plugin watches the entity (decided once here); otherwise none run."""
     _check_call(ent, rows, mode, key)
     items: list[dict | None] = [None] * len(rows)
     seen_keys: set = set()
+    watched = svc.hooks.watches(ent)
     try:
         with svc.db.write(conn) as conn, svc.db.savepoint(conn):
             failed = False
             done: list[tuple[str, dict, dict | None]] = []
             for start in range(0, len(rows), CHUNK):
-                chunk = _Chunk(svc, conn, ent, mode, key, context, start, rows[start:start + CHUNK], seen_keys)
+                chunk = _Chunk(svc, conn, ent, mode, key, context, start, rows[start:start + CHUNK], seen_keys,
+                               watched)
                 chunk.validate()
                 failed = failed or chunk.failed
                 if not (atomic and failed):
@@ -52,7 +56,7 @@ def run_bulk(svc: "RecordService", ent: "Entity", rows: list[dict], *, mode: str
                 chunk.report(items)
             if atomic and failed:
                 raise _Abort
-            if done and svc.hooks.active("crm_after_commit"):
+            if done and watched and svc.hooks.active("crm_after_commit"):
                 svc.db.on_commit(conn, lambda: _after_commit(svc, ent, done, context))
     except _Abort:
         for i, item in enumerate(items):
@@ -62,12 +66,12 @@ def run_bulk(svc: "RecordService", ent: "Entity", rows: list[dict], *, mode: str
     return BulkResult(items)
 
 
-def _after_commit(svc: "RecordService", ent: "Entity", done: list, context: "Context") -> None:
+def _after_commit(svc: RecordService, ent: Entity, done: list, context: Context) -> None:
     for event, record, old in done:
         svc.hooks.call("crm_after_commit", event=event, entity=ent, record=record, old=old, context=context)
 
 
-def _check_call(ent: "Entity", rows: Any, mode: str, key: str | None) -> None:
+def _check_call(ent: Entity, rows: Any, mode: str, key: str | None) -> None:
     problems = []
     if not isinstance(mode, str) or mode not in MODES:
         problems.append(FieldError("mode", "choice", f"mode must be one of {', '.join(MODES)}"))
@@ -82,9 +86,9 @@ def _check_call(ent: "Entity", rows: Any, mode: str, key: str | None) -> None:
 
 
 class _Chunk:
-    def __init__(self, svc, conn, ent, mode, key, context, start, rows, seen_keys):
+    def __init__(self, svc, conn, ent, mode, key, context, start, rows, seen_keys, watched: bool):
         self.svc, self.conn, self.ent, self.mode, self.key, self.context = svc, conn, ent, mode, key, context
-        self.start, self.rows, self.seen_keys = start, rows, seen_keys
+        self.start, self.rows, self.seen_keys, self.watched = start, rows, seen_keys, watched
         self.table = svc.table(ent.name)
         self.errors: list[list[FieldError]] = [[] for _ in rows]
         self.records: list[dict | None] = [None] * len(rows)   # the full record to write
@@ -108,12 +112,10 @@ class _Chunk:
                 self.errors[i] += self.context.access.write_errors(ent.name, row)
             values_of.append(values)
             self.ids[i] = rid
-        hooked = svc.hooks.active("crm_before_write")
+        hooked = self.watched and svc.hooks.active("crm_before_write")
         runner = svc.rule_runner(self.conn, ent, self.context)
-        automated = svc.automation is not None and svc.automation.plan(ent) is not None
-        self.triggered: dict[int, Any] = {}
-        self.whole = hooked or runner is not None or automated or svc.hooks.active("crm_after_write") \
-            or svc.hooks.active("crm_after_commit")
+        self.states: dict[int, dict] = {}   # id(record) -> the state its before and after hooks share
+        self.whole = self.watched or runner is not None
         self.values_of = values_of
         existing = self._existing(values_of)
         for i, values in enumerate(values_of):
@@ -129,13 +131,11 @@ class _Chunk:
             else:
                 record = {**old, **values}
                 event = "update"
-            if automated:
-                self.triggered[id(record)] = svc.automation.before_write(self.conn, ent, event, record, old,
-                                                                         self.context, self.errors[i])
             if hooked:
+                state = self.states[id(record)] = {}
                 try:
                     svc.hooks.call("crm_before_write", event=event, entity=ent, record=record, old=old,
-                                   context=self.context)
+                                   context=self.context, conn=self.conn, errors=self.errors[i], state=state)
                 except ValidationFailed as exc:  # a rule refused this item, not the whole request
                     self.errors[i].extend(exc.errors)
                     continue
@@ -310,18 +310,14 @@ class _Chunk:
         svc.log_history(self.conn, ent, history, ctx, now)
         rollups = svc.rollups_of(ent)
         if rollups and done:   # each affected parent once per chunk
-            from .rollups import affected, refresh
-
             parents: dict = {}
             for _, record, old in done:
-                affected(rollups, old, record, parents)
-            refresh(svc, self.conn, ent, parents)
-        if self.triggered:
+                rollup_sums.affected(rollups, old, record, parents)
+            rollup_sums.refresh(svc, self.conn, ent, parents)
+        if self.watched and svc.hooks.active("crm_after_write"):
             for event, record, old in done:
-                svc.automation.after_write(self.conn, ent, event, record, old, ctx, self.triggered.get(id(record)))
-        if svc.hooks.active("crm_after_write"):
-            for event, record, old in done:
-                svc.hooks.call("crm_after_write", event=event, entity=ent, record=record, old=old, context=ctx)
+                svc.hooks.call("crm_after_write", event=event, entity=ent, record=record, old=old, context=ctx,
+                               conn=self.conn, state=self.states.get(id(record), {}))
         return done
 
     def report(self, items: list) -> None:

@@ -66,7 +66,7 @@ def _entity_table(md: sa.MetaData, entity: Entity) -> sa.Table:
 def _column_type(entity: Entity, field) -> sa.types.TypeEngine:
     """The field type's column, or for an ``encrypted`` field a text column holding ciphertext."""
     if field.prop("encrypted"):
-        from engine.security.crypto import EncryptedText
+        from .crypto import EncryptedText
 
         return EncryptedText(f"{entity.table}.{field.name}")
     return field.type.column_type(field)

@@ -542,7 +542,7 @@ def _jsonable(ent: Entity, record: dict) -> dict:
 
 
 def attach(svc, settings, pm=None, functions=None, runner=None) -> WorkflowEngine | None:
-    """Compile the model's workflows and automations and attach the engine to the record service."""
+    """Compile the model's workflows and automations and attach the engine to the record service's hooks."""
     from .actions import actions_from_plugins, default_actions
     from .spec import compile_specs
 
@@ -551,5 +551,7 @@ def attach(svc, settings, pm=None, functions=None, runner=None) -> WorkflowEngin
     if problems:  # the loader reported these with file:line already; this is a programming error
         raise RuntimeError(f"workflow metadata has problems: {problems[0]}")
     engine = WorkflowEngine(svc, specs, settings, runner)
-    svc.automation = engine
+    from .lifecycle import WorkflowWrites
+
+    svc.hooks.pm.register(WorkflowWrites(engine), name="workflow.writes")
     return engine

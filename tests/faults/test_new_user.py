@@ -207,7 +207,7 @@ def _other_key(kid: str) -> str:
 ])
 def test_a_key_that_cannot_read_the_stored_values_is_refused_at_start(make_runtime, settings, tmp_path, keys, says):
     from engine.demo import seed
-    from engine.security.crypto import encrypted_fields
+    from engine.storage.crypto import encrypted_fields
 
     rt = make_runtime()
     seed(rt.records, 2)
