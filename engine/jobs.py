@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.plugins import ScheduledJob
@@ -32,8 +33,19 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _merged(results: Iterable[Any]) -> dict[str, Any]:
+    """The mappings jobs returned, as one: numbers of the same name added, anything else the last."""
+    merged: dict[str, Any] = {}
+    for result in results:
+        if isinstance(result, Mapping):
+            for key, value in result.items():
+                both_numbers = isinstance(value, (int, float)) and isinstance(merged.get(key), (int, float))
+                merged[key] = merged[key] + value if both_numbers else value
+    return merged
+
+
 class JobScheduler:
-    def __init__(self, runtime: Any, jobs: Iterable["ScheduledJob"], *,
+    def __init__(self, runtime: Any, jobs: Iterable[ScheduledJob], *,
                  clock: Callable[[], datetime] = utcnow, timer: Callable[[], float] = time.monotonic):
         self.runtime = runtime
         self.jobs = list(jobs)
@@ -43,58 +55,53 @@ class JobScheduler:
         self._last: dict[str, float] = {}
 
     @classmethod
-    def from_runtime(cls, runtime: Any, **kwargs) -> "JobScheduler":
+    def from_runtime(cls, runtime: Any, **kwargs) -> JobScheduler:
         jobs = [job for contributed in runtime.pm.hook.crm_scheduled_jobs(runtime=runtime)
                 for job in contributed or ()]
         return cls(runtime, jobs, **kwargs)
 
-    def job(self, name: str) -> "ScheduledJob | None":
+    def job(self, name: str) -> ScheduledJob | None:
         return next((job for job in self.jobs if job.name == name), None)
 
     # -- passes --------------------------------------------------------------------------------------
     def prepare(self, now: datetime | None = None) -> dict[str, Any]:
         """Run every job's ``prepare(runtime, now)`` (before the first pass); their results, merged."""
-        return self._pass([job for job in self.jobs if job.prepare is not None], now, lambda job: job.prepare)
+        now = now or self.clock()
+        self.failed = []
+        return _merged(self._call(job, job.prepare, now) for job in self.jobs if job.prepare is not None)
 
     #: The workflow's name for its preparation (planning the dates of records saved before an automation).
     replan = prepare
 
     def tick(self, now: datetime | None = None) -> dict[str, Any]:
         """One pass on demand: every job runs, whatever its period."""
-        return self._pass(self.jobs, now)
+        return self._run(self.jobs, now, self.timer())
 
     def run_pending(self, now: datetime | None = None, *, at: float | None = None) -> dict[str, Any]:
         """The jobs whose period has passed at ``at`` (default: the timer) since their last run."""
         at = self.timer() if at is None else at
         due = [job for job in self.jobs if job.name not in self._last or at - self._last[job.name] >= job.every]
-        return self._pass(due, now, at=at)
+        return self._run(due, now, at)
 
     def finish(self, timeout: float = 600.0) -> None:
         """After a pass on demand: wait (each up to ``timeout`` s) for the work jobs handed off."""
         for job in self.jobs:
             if job.finish is not None:
-                self._call(job, lambda: job.finish(self.runtime, timeout))
+                self._call(job, job.finish, timeout)
 
-    def _pass(self, jobs: list["ScheduledJob"], now: datetime | None, part: Callable | None = None, *,
-              at: float | None = None) -> dict[str, Any]:
+    def _run(self, jobs: list[ScheduledJob], now: datetime | None, at: float) -> dict[str, Any]:
         now = now or self.clock()
-        at = self.timer() if at is None else at
         self.failed = []
-        merged: dict[str, Any] = {}
+        results = []
         for job in jobs:
-            if part is None:
-                self._last[job.name] = at   # a failing job too waits its period before its next run
-            result = self._call(job, lambda job=job: (part(job) if part else job.run)(self.runtime, now))
-            if isinstance(result, Mapping):
-                for key, value in result.items():
-                    both_numbers = isinstance(value, (int, float)) and isinstance(merged.get(key), (int, float))
-                    merged[key] = merged[key] + value if both_numbers else value
-        return merged
+            self._last[job.name] = at   # a failing job too waits for its period before its next run
+            results.append(self._call(job, job.run, now))
+        return _merged(results)
 
-    def _call(self, job: "ScheduledJob", call: Callable[[], Any]) -> Any:
+    def _call(self, job: ScheduledJob, function: Callable[..., Any], argument: Any) -> Any:
         try:
-            return call()
-        except Exception:  # noqa: BLE001 - one job's failure is logged and does not stop the others
+            return function(self.runtime, argument)
+        except Exception:
             log.exception("scheduled job %r failed; the other jobs go on", job.name)
             self.failed.append(job.name)
             return None
