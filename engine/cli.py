@@ -1,4 +1,11 @@
-"""The ``crm`` command."""
+"""The ``crm`` command: the platform's commands, and those plugins add (``crm_cli_commands``).
+
+The group knows the plugins' commands before it parses (``crm --help`` lists them): it builds the
+plugin manager from the environment when a command is looked up, without booting the database. A
+plugin that fails to load is one line naming where, exit 1. Every command gets a ``CliContext``
+(``@click.pass_obj``): ``obj.runtime()`` boots the engine, with one-line errors for the metadata and
+the keys.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +17,82 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 
+from engine.cli_access import keys, token, user
 from engine.metadata import MetadataError
 from engine.settings import Settings
 
 
-def _runtime():
-    from engine.runtime import Runtime
-    from engine.security.crypto import EncryptionError
+class CliContext:
+    """What the ``crm`` group gives every command, its own and the plugins': the plugins and the runtime."""
 
-    try:
-        return Runtime.boot(Settings.from_env())
-    except MetadataError as exc:
-        _print_problems(exc)
-        sys.exit(1)
-    except EncryptionError as exc:
-        click.echo(f"Cannot start: {exc}", err=True)
-        sys.exit(1)
+    def __init__(self):
+        self._pm = None
+        self._commands: dict[str, click.Command] | None = None
+        self._runtime = None
+
+    @property
+    def plugins(self):
+        """The plugin manager of the environment's settings; a plugin that fails to load stops the command."""
+        if self._pm is None:
+            from engine.plugins import make_plugin_manager
+
+            settings = Settings.from_env()
+            try:
+                self._pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins)
+            except Exception as exc:  # noqa: BLE001 - any error of a plugin's code: one line, not a traceback
+                raise click.ClickException(_plugin_failure(exc)) from None
+        return self._pm
+
+    def commands(self) -> dict[str, click.Command]:
+        """The commands plugins contribute, by name; the first plugin registered keeps a name."""
+        if self._commands is None:
+            found: dict[str, click.Command] = {}
+            for contributed in reversed(self.plugins.hook.crm_cli_commands()):   # pluggy calls the last first
+                for command in contributed or ():
+                    found.setdefault(command.name, command)
+            self._commands = found
+        return self._commands
+
+    def runtime(self):
+        """The engine booted from the environment (once per command)."""
+        if self._runtime is None:
+            from engine.runtime import Runtime
+            from engine.security.crypto import EncryptionError
+
+            self.plugins   # noqa: B018 - a plugin that fails to load: its one line, before the boot
+            try:
+                self._runtime = Runtime.boot(Settings.from_env())
+            except MetadataError as exc:
+                _print_problems(exc)
+                sys.exit(1)
+            except EncryptionError as exc:
+                click.echo(f"Cannot start: {exc}", err=True)
+                sys.exit(1)
+        return self._runtime
+
+
+def _plugin_failure(exc: BaseException) -> str:
+    """One line: what failed to load, where (the plugin's file and line), and why."""
+    import traceback
+
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{exc.filename}:{exc.lineno}"
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if not f.filename.startswith("<") and "importlib" not in f.filename and "pluggy" not in f.filename]
+        if frames:
+            where = f"{frames[-1].filename}:{frames[-1].lineno}"
+    reason = (str(exc).strip().splitlines() or [""])[0]
+    return f"A plugin failed to load{f' ({where})' if where else ''}: {type(exc).__name__}: {reason}"
+
+
+def _context() -> CliContext:
+    return click.get_current_context().find_root().ensure_object(CliContext)
+
+
+def _runtime():
+    return _context().runtime()
 
 
 def _print_problems(exc: MetadataError) -> None:
@@ -35,8 +102,14 @@ def _print_problems(exc: MetadataError) -> None:
 
 
 class _Commands(click.Group):
-    """The ``crm`` group: a database that cannot be reached or refuses a statement is one line that
-    names it (password hidden), exit 1, never a traceback."""
+    """The ``crm`` group: its own commands, then the plugins'. A database that cannot be reached or
+    refuses a statement is one line that names it (password hidden), exit 1, never a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *ctx.ensure_object(CliContext).commands()})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return super().get_command(ctx, name) or ctx.ensure_object(CliContext).commands().get(name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -49,8 +122,14 @@ class _Commands(click.Group):
 
 
 @click.group(cls=_Commands)
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Run and administer the CRM engine. Settings come from the environment (see docs/operations.md)."""
+    ctx.ensure_object(CliContext)
+
+
+for _command in (token, user, keys):
+    main.add_command(_command)
 
 
 @main.command()
@@ -58,12 +137,12 @@ def main() -> None:
 @click.option("--alone", is_flag=True, help="Check DIRECTORY on the system layer only, without the base CRM.")
 def validate(directory: Path | None, alone: bool) -> None:
     """Check the metadata: every problem with file:line, exit 1 if any; else a summary."""
-    from engine.plugins import make_plugin_manager, plugin_layers
+    from engine.plugins import plugin_layers
     from engine.runtime import load_model_from
     from engine.workflow import actions_from_plugins
 
     settings = Settings.from_env()
-    pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins)
+    pm = _context().plugins
     layers = settings.layers(plugin_layers(pm))
     if directory is not None:
         base = (settings.config_root / "base").resolve()
@@ -208,37 +287,41 @@ def _scheduler_thread(rt, interval: float = 30.0) -> None:
 
 
 @main.command()
-@click.option("--burst", is_flag=True, help="Run the jobs waiting now, then stop.")
-def worker(burst: bool) -> None:
-    """Run an rq worker for automation jobs (needs REDIS_URL; start as many as you need)."""
-    from engine.workflow.worker import work
-
-    settings = Settings.from_env()
-    if not settings.redis_url:
-        click.echo("crm worker needs REDIS_URL; without it, jobs run inside the server process.", err=True)
-        sys.exit(2)
-    work(settings, burst=burst)
-
-
-@main.command()
-@click.option("--once", is_flag=True, help="Plan, fire what is due, and stop.")
+@click.option("--once", is_flag=True, help="Prepare, run every job once, and stop.")
 @click.option("--now", "now_text", default=None, help="Pretend it is this ISO time (with --once; for tests and catch-up).")
 @click.option("--interval", default=30.0, show_default=True, help="Seconds between passes.")
 def scheduler(once: bool, now_text: str | None, interval: float) -> None:
-    """Fire time-based automations (cron and date-relative) and requeue jobs whose worker died."""
+    """Run the scheduled jobs of the platform and its plugins: time-based automations (cron and
+    date-relative), requeuing jobs whose worker died, and every job a plugin adds."""
     rt = _runtime()
     sched = rt.scheduler()
     if once:
         now = _parse_now(now_text) if now_text else None
-        planned = sched.replan(now)
+        planned = sched.prepare(now)
+        failed = list(sched.failed)
         counts = sched.tick(now)
-        click.echo(f"planned: {sum(planned.values())}  fired: {counts['scheduled'] + counts['cron']}  "
-                   f"requeued: {counts['reclaimed']}")
-        if rt.workflow.runner is not None and hasattr(rt.workflow.runner, "drain"):
-            rt.workflow.runner.drain(timeout=600)
+        failed += sched.failed
+        click.echo(_describe_pass(planned, counts))
+        sched.finish(timeout=600)
+        if failed:
+            click.echo(f"Failed (see the log above): {', '.join(failed)}", err=True)
+            sys.exit(1)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     sched.run_forever(interval)
+
+
+#: The line `crm scheduler --once` prints: the time triggers' counts by the names users know, then
+#: any other job's.
+_PASS_LINE = {"fired": ("scheduled", "cron"), "requeued": ("reclaimed",)}
+
+
+def _describe_pass(planned: dict, counts: dict) -> str:
+    numbers = {name: sum(counts.get(key, 0) for key in keys) for name, keys in _PASS_LINE.items()}
+    shown = {key for keys in _PASS_LINE.values() for key in keys}
+    numbers.update({key: value for key, value in counts.items() if key not in shown})
+    total = sum(value for value in planned.values() if isinstance(value, (int, float)))
+    return "  ".join([f"planned: {total}", *(f"{name}: {value}" for name, value in numbers.items())])
 
 
 def _parse_now(text: str):
@@ -249,189 +332,6 @@ def _parse_now(text: str):
     except ValueError:
         raise click.BadParameter(f"{text!r} is not an ISO date-time", param_hint="--now") from None
     return now if now.tzinfo else now.replace(tzinfo=timezone.utc)
-
-
-@main.group()
-def automations() -> None:
-    """The automation run log: list runs, run dead ones again."""
-
-
-@automations.command("runs")
-@click.option("--status", type=click.Choice(["queued", "running", "retrying", "done", "dead", "stopped"]))
-@click.option("--automation", default=None)
-@click.option("--limit", default=20, show_default=True)
-def automations_runs(status: str | None, automation: str | None, limit: int) -> None:
-    """The latest runs, newest first."""
-    import sqlalchemy as sa
-
-    rt = _runtime()
-    runs = rt.workflow.runs
-    stmt = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
-    if status:
-        stmt = stmt.where(runs.c.status == status)
-    if automation:
-        stmt = stmt.where(runs.c.automation == automation)
-    with rt.db.read() as conn:
-        rows = conn.execute(stmt).all()
-    for row in rows:
-        error = f"  {row.error}" if row.error else ""
-        click.echo(f"{row.id:>7}  {row.status:<8} {row.automation}  {row.entity} {row.record_id}  "
-                   f"[{row.trigger}] attempts {row.attempts}/{row.max_attempts}{error}")
-    if not rows:
-        click.echo("No runs.")
-
-
-@automations.command("rerun")
-@click.argument("run_ids", nargs=-1, type=int)
-@click.option("--dead", is_flag=True, help="Every dead run.")
-def automations_rerun(run_ids: tuple[int, ...], dead: bool) -> None:
-    """Queue dead runs again; they continue from their first action not done."""
-    if not run_ids and not dead:
-        raise click.UsageError("name run ids or pass --dead")
-    rt = _runtime()
-    ids = rt.workflow.rerun(list(run_ids), dead=dead)
-    runner = rt.workflow.runner
-    if ids and hasattr(runner, "drain"):
-        runner.drain(timeout=600)
-    click.echo(f"Queued again: {', '.join(map(str, ids)) or 'none'}")
-
-
-@main.group()
-def token() -> None:
-    """API tokens (sent as 'Authorization: Bearer <token>')."""
-
-
-@token.command("create")
-@click.option("--email", required=True, help="The user the token acts as.")
-@click.option("--name", default="cli", show_default=True, help="What the token is for.")
-@click.option("--days", type=click.IntRange(min=1), default=None, help="Expire after this many days (default: never).")
-def token_create(email: str, name: str, days: int | None) -> None:
-    """Create a token; it is shown once, only its hash is kept."""
-    from engine.security.tokens import create_token
-
-    rt = _runtime()
-    users = rt.records.query("user", where={"email": email}, limit=1)
-    if not users:
-        click.echo(f"There is no user with e-mail {email}.", err=True)
-        sys.exit(1)
-    token_id, text = create_token(rt.records, users[0]["id"], name, days=days)
-    click.echo(f"Token {token_id} for {email} (shown once, keep it safe):\n{text}")
-
-
-@token.command("revoke")
-@click.argument("token_id", type=int)
-def token_revoke(token_id: int) -> None:
-    """Revoke a token by its id."""
-    from engine.security.tokens import revoke_token
-
-    if not revoke_token(_runtime().records, token_id):
-        click.echo(f"No active token {token_id}.", err=True)
-        sys.exit(1)
-    click.echo(f"Token {token_id} revoked.")
-
-
-@main.group()
-def user() -> None:
-    """Users: create, list, disable."""
-
-
-@user.command("create")
-@click.option("--email", required=True)
-@click.option("--name", required=True)
-@click.option("--role", default="standard", show_default=True, help="A role of the model (crm user roles lists them).")
-@click.option("--team", default=None)
-@click.option("--manager", "manager_email", default=None, help="E-mail of the user's manager.")
-@click.option("--password", default=None, help="Default: a generated one, shown once. Prefer the prompt: --password -")
-def user_create(email: str, name: str, role: str, team: str | None, manager_email: str | None,
-                password: str | None) -> None:
-    """Create a user who can log in; prints a generated password once (never one you typed)."""
-    from engine.security.audit import audit
-    from engine.security.passwords import new_password, set_password
-    from engine.storage.errors import ValidationFailed
-    from engine.storage.records import Context
-
-    rt = _runtime()
-    if role not in rt.model.roles:
-        click.echo(f"There is no role {role!r}; roles: {', '.join(sorted(rt.model.roles))}.", err=True)
-        sys.exit(1)
-    manager = None
-    if manager_email:
-        found = rt.records.query("user", where={"email": manager_email}, limit=1)
-        if not found:
-            click.echo(f"There is no user with e-mail {manager_email}.", err=True)
-            sys.exit(1)
-        manager = found[0]["id"]
-    if password == "-":
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    generated = password is None
-    password = password or new_password()
-    try:
-        made = rt.records.create("user", {"name": name, "email": email, "role": role, "team": team, "manager": manager},
-                                 context=Context(system=True))
-    except ValidationFailed as exc:
-        click.echo(f"Not created: {exc}", err=True)
-        sys.exit(1)
-    set_password(rt.records, made["id"], password)
-    audit(rt.records, "user_change", record_id=made["id"], entity="user",
-          detail={"event": "create", "role": role, "team": team, "manager": manager, "by": "cli"})
-    click.echo(f"User {made['id']} {made['email']} ({role}) created."
-               + (f"\nPassword (shown once): {password}" if generated else ""))
-
-
-@user.command("list")
-def user_list() -> None:
-    """Every user: id, e-mail, name, role, team, active."""
-    rt = _runtime()
-    for u in rt.records.query("user", order_by=("id",), limit=100_000):
-        click.echo(f"{u['id']:>5}  {u['email']:<32} {u['name']:<24} {u['role'] or '-':<10} {u['team'] or '-':<8} "
-                   f"{'active' if u['active'] is not False else 'disabled'}")
-
-
-@user.command("disable")
-@click.argument("email")
-def user_disable(email: str) -> None:
-    """Disable a user: their tokens and sessions stop working at once (records stay theirs)."""
-    from engine.security.audit import audit
-    from engine.storage.records import Context
-
-    rt = _runtime()
-    found = rt.records.query("user", where={"email": email}, limit=1)
-    if not found:
-        click.echo(f"There is no user with e-mail {email}.", err=True)
-        sys.exit(1)
-    rt.records.update("user", found[0]["id"], {"active": False}, context=Context(system=True))
-    from engine.security.web import end_sessions
-
-    end_sessions(rt.records, found[0]["id"])
-    audit(rt.records, "user_change", record_id=found[0]["id"], entity="user",
-          detail={"event": "disable", "changed": {"active": [found[0]["active"], False]}, "by": "cli"})
-    click.echo(f"User {email} disabled.")
-
-
-@main.group()
-def keys() -> None:
-    """Encryption keys of encrypted fields (CRM_ENCRYPTION_KEYS)."""
-
-
-@keys.command("generate")
-def keys_generate() -> None:
-    """Print a new key: put it first in CRM_ENCRYPTION_KEYS with the old keys behind it (a new key
-    alone cannot read what the old ones wrote: the start refuses it), then run `crm keys rotate`."""
-    from engine.security.crypto import new_key_line
-
-    click.echo(new_key_line())
-
-
-@keys.command("rotate")
-def keys_rotate() -> None:
-    """Re-encrypt every encrypted value with the newest key (batches, one transaction each)."""
-    from engine.security.audit import audit
-    from engine.security.crypto import keyring, rotate
-
-    rt = _runtime()
-    changed = rotate(rt.records)
-    audit(rt.records, "keys_rotated", detail={"key": keyring().current, "values": changed, "by": "cli"})
-    click.echo(f"Re-encrypted {changed} value(s) with key {keyring().current}.")
 
 
 @main.command()
@@ -493,12 +393,12 @@ def eval_(expression: str, record_json: str, fields_json: str | None, entity: st
         sys.exit(1)
     model = None
     if entity:
-        from engine.plugins import make_plugin_manager, plugin_layers
+        from engine.plugins import plugin_layers
         from engine.runtime import load_model_from
         from engine.workflow import actions_from_plugins
 
         settings = Settings.from_env()
-        pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins)
+        pm = _context().plugins
         try:
             model = load_model_from(pm, settings.layers(plugin_layers(pm)), actions=actions_from_plugins(pm))
         except MetadataError as exc:

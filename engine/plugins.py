@@ -73,11 +73,15 @@ class RecordAction:
 
 @dataclass(frozen=True)
 class ScheduledJob:
-    """Work the scheduler runs on every tick: ``run(runtime, now)``; ``every`` seconds at most."""
+    """Work the scheduler runs on every tick: ``run(runtime, now)``; ``every`` seconds at most.
+    ``prepare(runtime, now)`` runs once before the first pass (catch-up); ``finish(runtime, timeout)``
+    after a one-off pass (``crm scheduler --once``) waits for the work ``run`` handed off."""
 
     name: str
     run: Callable[..., Any]
     every: float = 30.0
+    prepare: Callable[..., Any] | None = None
+    finish: Callable[..., Any] | None = None
 
 
 class Hooks:
@@ -135,7 +139,7 @@ class Hooks:
 
     @hookspec
     def crm_cli_commands(self) -> list:
-        """Return click commands (or groups) to add to the ``crm`` command."""
+        """Return click commands (or groups) to add to the ``crm`` command (``@click.pass_obj``: ``obj.runtime()``)."""
 
     # -- web: routes and the document of the API ---------------------------------------------------
     @hookspec
@@ -197,6 +201,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "core.security": "engine.security.guards",
     "workflow.kinds": "engine.workflow.kinds",
     "dashboards.kinds": "engine.dashboards.kinds",
+    "workflow.commands": "engine.workflow.commands",
 }
 
 
@@ -243,7 +248,11 @@ def _import(name: str, file: Path):
                                                   submodule_search_locations=[str(file.parent)] if file.name == "__init__.py" else None)
     module = importlib.util.module_from_spec(spec)
     sys.modules[qualified] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:   # as importlib does: a module that failed to load is not kept half-made
+        del sys.modules[qualified]
+        raise
     return module
 
 

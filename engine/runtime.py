@@ -73,9 +73,10 @@ class Runtime:
                                allow_data_loss=allow_data_loss)
 
     def scheduler(self):
-        from engine.workflow import Scheduler
+        """The platform scheduler, with the jobs every plugin contributes (engine/jobs.py)."""
+        from engine.jobs import JobScheduler
 
-        return Scheduler(self.workflow)
+        return JobScheduler.from_runtime(self)
 
     def close(self) -> None:
         if self.workflow is not None:

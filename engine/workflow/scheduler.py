@@ -7,13 +7,14 @@ run's key is (automation, record, fire time), so the same date never fires twice
 scheduler that was down fires what it missed on its next tick. ``tick`` also fires cron
 automations (once for any number of missed slots) and hands back to the runner the runs whose
 worker died (lease expired) or whose hand-off was lost.
+
+It is one job of the platform scheduler (engine/jobs.py), contributed by ``workflow.commands``:
+``replan`` before its first pass, ``tick`` on each.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from .engine import WorkflowEngine
     from .spec import Automation
 
-log = logging.getLogger("crm.scheduler")
 BATCH = 500
 #: A queued run not picked up this long after it was due is handed to the runner again.
 GRACE = timedelta(seconds=60)
@@ -218,20 +218,6 @@ class Scheduler:
                     planned += plan_record(engine, conn, ent, [auto], dict(row._mapping), "update", context, now,
                                            only_future=True)
                 last = rows[-1].id
-
-    # -- the service -------------------------------------------------------------------------------
-    def run_forever(self, interval: float = 30.0, *, stop=None) -> None:
-        """Replan, then tick every ``interval`` seconds until ``stop()`` is true (or forever)."""
-        self.replan()
-        while stop is None or not stop():
-            started = time.monotonic()
-            try:
-                counts = self.tick()
-                if any(counts.values()):
-                    log.info("tick: %s", counts)
-            except Exception:  # noqa: BLE001 - a failed tick is logged and retried on the next one
-                log.exception("scheduler tick failed; retrying in %s s", interval)
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
 def _signature(auto: "Automation") -> str:

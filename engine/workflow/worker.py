@@ -10,6 +10,8 @@ import logging
 
 from engine.settings import Settings
 
+from .commands import engine_of
+
 _runtime = None
 log = logging.getLogger("crm.worker")
 
@@ -24,7 +26,7 @@ def runtime():
 
 
 def run_job(run_id: int) -> str | None:
-    return runtime().workflow.execute(run_id)
+    return engine_of(runtime()).execute(run_id)
 
 
 def work(settings: Settings, *, burst: bool = False) -> bool:
