@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.storage.records import Context
-from tests.automation_kit import Receiver
+from tests.automation_kit import Harness, Receiver
 
 PLUGINS = Path(__file__).resolve().parents[2]      # the plugins/ folder: this plugin and its neighbours
 AUTOMATIONS = """
@@ -38,12 +38,8 @@ def rt(make_runtime, write_tree, chat, monkeypatch):
 
 
 def settle(rt) -> list[dict]:
-    import sqlalchemy as sa
-
-    assert rt.workflow.runner.drain(timeout=30)
-    runs = rt.workflow.runs
-    with rt.db.read() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.select(runs).order_by(runs.c.id))]
+    """Every automation run, once all have finished (the engine's in-process runner)."""
+    return Harness(rt, "inprocess", {}, None, None).settle()
 
 
 def test_the_action_is_registered_and_the_base_crm_is_unchanged(make_runtime):
