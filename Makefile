@@ -30,8 +30,11 @@ install-test: $(BIN)/.installed-test
 run: install
 	$(BIN)/crm up $(if $(PORT),--port $(PORT))
 
+# The architecture linter first (.importlinter, docs/architecture.md): an import that breaks the
+# layers, or one capability importing another, fails the build before any test runs.
 # The browser tests (tests/ui) drive Debian's Chromium: install it (and the CJK font) if missing.
 test: install-test
+	$(BIN)/lint-imports
 	@bash tests/ui/install_browser.sh
 	$(BIN)/python -m pytest -n 2 -q
 

@@ -12,6 +12,7 @@ from engine.storage.errors import ValidationFailed
 
 PLUGINS = Path(__file__).parent / "plugins"
 ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "plugins"      # the example plugins every runtime of this project loads
 
 
 @pytest.fixture
@@ -91,6 +92,7 @@ def test_every_hook_has_a_test_and_a_section_in_the_plugin_guide():
     tests = "\n".join(p.read_text(encoding="utf-8") for p in Path(__file__).parent.glob("test_*.py")
                       if p.name != Path(__file__).name)
     tests += "\n".join(p.read_text(encoding="utf-8") for p in PLUGINS.glob("*/__init__.py"))
+    tests += "\n".join(p.read_text(encoding="utf-8") for p in EXAMPLES.glob("*/*/__init__.py"))
     missing_tests = [h for h in hook_names() if not re.search(rf"\bdef {h}\b", tests)]
     missing_docs = [h for h in hook_names() if f"### `{h}`" not in guide]
     assert hook_names(), "no hook specifications found"
@@ -116,3 +118,73 @@ def test_an_installed_package_is_found_by_its_crm_engine_entry_point(tmp_path, m
     assert pm.get_plugin("shipping") is not None
     assert "incoterm" in {t.name for types in pm.hook.crm_field_types() for t in types}
     assert make_plugin_manager(entry_point_plugins=False).get_plugin("shipping") is None
+
+
+# -- the example plugins under plugins/ ---------------------------------------------------------------
+
+def example_plugins() -> list[Path]:
+    return sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def test_the_project_ships_example_plugins():
+    assert len(example_plugins()) >= 2, "plugins/ ships a field type and an automation action to start from"
+
+
+@pytest.mark.parametrize("folder", example_plugins(), ids=lambda p: p.name)
+def test_every_example_plugin_loads_is_installable_and_has_tests(folder):
+    """Registered by a fresh plugin manager without error; an installable package whose entry point
+    has the folder's name (so an installed copy replaces the folder, never doubles it); tests beside it."""
+    import tomllib
+
+    pm = make_plugin_manager((EXAMPLES,), entry_point_plugins=False)
+    plugin = pm.get_plugin(folder.name)
+    assert plugin is not None, f"plugins/{folder.name} is not registered"
+    hooks = [name for name in hook_names() if hasattr(plugin, name)]
+    assert hooks, f"plugins/{folder.name} implements no hook"
+    for name in ("crm_field_types", "crm_formula_functions", "crm_actions", "crm_action_functions",
+                 "crm_metadata_dirs", "crm_document_kinds", "crm_template_dirs"):
+        if name in hooks:
+            getattr(plugin, name)()   # the registries' hooks run once per boot: they must not fail
+    project = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))
+    entry_points = project["project"]["entry-points"]["crm_engine"]
+    assert list(entry_points) == [folder.name] and entry_points[folder.name] == folder.name
+    assert (folder / folder.name / "__init__.py").is_file()
+    tests = list((folder / "tests").glob("test_*.py"))
+    assert tests and any("def test_" in t.read_text(encoding="utf-8") for t in tests), \
+        f"plugins/{folder.name} has no tests in plugins/{folder.name}/tests/test_*.py"
+
+
+def test_the_example_plugins_do_not_change_the_base_crm(make_runtime):
+    """Every runtime started from this project loads plugins/: they may register types and actions,
+    never add fields or documents to the base CRM."""
+    plain = make_runtime(migrate=False)
+    with_examples = make_runtime(migrate=False, plugin_dirs=(EXAMPLES,))
+    assert with_examples.model.digest == plain.model.digest
+    assert with_examples.model.layers == plain.model.layers
+
+
+# -- every document kind has a JSON Schema and an example in docs/metadata.md ---------------------------
+
+def document_kinds() -> dict[str, Path]:
+    """Kind -> its JSON Schema: the loader's own (entity, role), every schema in engine/metadata/schemas,
+    and every DocumentKind the default plugins contribute (crm_document_kinds)."""
+    schemas = ROOT / "engine" / "metadata" / "schemas"
+    kinds = {p.name.removesuffix(".schema.json"): p for p in schemas.glob("*.schema.json")}
+    for kind in ("entity", "role"):
+        kinds.setdefault(kind, schemas / f"{kind}.schema.json")
+    for contributed in make_plugin_manager(entry_point_plugins=False).hook.crm_document_kinds():
+        for kind in contributed or ():
+            kinds[kind.name] = Path(kind.schema)
+    return kinds
+
+
+@pytest.mark.parametrize("kind", sorted(document_kinds()))
+def test_every_document_kind_has_a_schema_and_an_example_in_the_metadata_reference(kind):
+    import json
+
+    schema = document_kinds()[kind]
+    assert schema.is_file(), f"the document kind {kind!r} has no JSON Schema ({schema})"
+    assert json.loads(schema.read_text(encoding="utf-8")).get("type") == "object"
+    guide = (ROOT / "docs" / "metadata.md").read_text(encoding="utf-8")
+    examples = re.findall(r"^```yaml\n(?:#[^\n]*\n)*(\w+):", guide, flags=re.M)
+    assert kind in examples, f"docs/metadata.md has no ```yaml example starting with '{kind}:'"
