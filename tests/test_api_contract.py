@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -31,7 +32,8 @@ def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("contract")
     url, schema = f"sqlite:///{tmp / 'crm.db'}", None
     if ON_POSTGRES:
-        schema = f"contract_{tmp.name.replace('-', '_')}"
+        # unique per process: two xdist workers (or two runs) must never share, and so drop, a schema
+        schema = f"contract_{os.getpid()}_{tmp.name.replace('-', '_')}".lower()
         admin = sa.create_engine(BASE_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
