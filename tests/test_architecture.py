@@ -27,9 +27,11 @@ def contract_modules(config: configparser.ConfigParser) -> set[str]:
     """Every module the contracts name (``engine.x``), from the layers and independence contracts."""
     names: set[str] = set()
     for section in config.sections():
+        containers = config.get(section, "containers", fallback="").split() or [""]
         for key in ("layers", "modules"):
             if config.has_option(section, key):
-                names |= {m for m in re.split(r"[\s|:]+", config.get(section, key)) if m}
+                found = {m for m in re.split(r"[\s|:]+", config.get(section, key)) if m}
+                names |= {f"{c}.{m}" if c else m for c in containers for m in found}   # within a container
     return names
 
 
