@@ -40,13 +40,15 @@ class DocumentKind:
 
 @dataclass(frozen=True)
 class NavEntry:
-    """An entry of the web UI's navigation: a label (``{lang: text}``), an endpoint or URL, an icon."""
+    """An entry of the web UI's navigation: a label (``{lang: text}``), an endpoint or URL, an icon;
+    entries of one ``group`` (its English name, which the UI translates) share a drop-down menu."""
 
     key: str
     label: Mapping[str, str]
     url: str
     icon: str = ""
     order: int = 100
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ class Panel:
 
 @dataclass(frozen=True)
 class RecordAction:
-    """A button on a record page: a label, the URL it posts to (or opens), and its style."""
+    """A button on a record page: a label, the URL it posts to (or opens), and its style (Bootstrap's:
+    ``secondary``, ``outline-primary``...). A post sends the CSRF token and the record's ``version``;
+    the button carries ``data-<kind>="<key>"`` (``kind`` also its class) for scripts and tests."""
 
     key: str
     label: str
@@ -69,6 +73,7 @@ class RecordAction:
     method: str = "post"
     style: str = "secondary"
     order: int = 100
+    kind: str = "action"
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,8 @@ class Hooks:
 DEFAULT_PLUGINS: dict[str, str] = {
     "core": "engine.core_plugin",
     "core.security": "engine.security.guards",
+    "workflow": "engine.workflow.plugin",
+    "dashboards": "engine.dashboards.plugin",
 }
 
 

@@ -1,12 +1,14 @@
-"""Boot the engine: plugins -> field types -> model -> database -> record service.
+"""Boot the engine: plugins -> field types -> model -> database -> record service -> plugins' startup.
 
 ``Runtime.boot(settings)`` is what the CLI, the web app and the tests call; nothing happens at
-import time.
+import time. The platform's features (workflow, dashboards) are default plugins: their
+``crm_startup`` builds what they keep in ``runtime.extensions`` and ``crm_shutdown`` releases it.
+``settings.disabled_plugins`` names plugins (default ones too) that do not run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +29,17 @@ class Runtime:
     model: AppModel
     db: Database
     records: RecordService
-    workflow: Any = None
-    dashboards: dict = None
+    #: What plugins build in ``crm_startup``, by name (``"workflow"``, ``"dashboards"``, ...).
+    extensions: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def boot(cls, settings: Settings, *, extra_plugins: tuple = ()) -> "Runtime":
         pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins,
                                  extra=extra_plugins)
+        _disable(pm, settings.disabled_plugins)
         from engine import rules
 
-        from engine.workflow import WorkflowEngine, actions_from_plugins, compile_specs, make_runner
+        from engine.workflow import actions_from_plugins
 
         registry = registry_from(pm)
         functions = rules.registry_from_plugins(pm)
@@ -54,14 +57,18 @@ class Runtime:
                 db.dispose()
                 raise
         records._functions = functions
-        specs, _ = compile_specs(model, functions, actions)
-        workflow = WorkflowEngine(records, specs, settings)
-        workflow.runner = make_runner(settings, workflow.execute)
-        records.automation = workflow
-        from engine.dashboards import compile_dashboards
+        runtime = cls(settings, pm, registry, model, db, records)
+        try:
+            pm.hook.crm_startup(runtime=runtime)
+        except Exception:
+            runtime.close()
+            raise
+        return runtime
 
-        dashboards, _ = compile_dashboards(model, functions)
-        return cls(settings, pm, registry, model, db, records, workflow, dashboards)
+    @property
+    def workflow(self):
+        """The workflow engine (the ``workflow`` default plugin's), or None without it."""
+        return self.extensions.get("workflow")
 
     def plan(self):
         return plan_migration(self.db, self.model)
@@ -76,9 +83,19 @@ class Runtime:
         return Scheduler(self.workflow)
 
     def close(self) -> None:
-        if self.workflow is not None:
-            self.workflow.close()
-        self.db.dispose()
+        try:
+            self.pm.hook.crm_shutdown(runtime=self)
+        finally:
+            self.db.dispose()
+
+
+def _disable(pm, names: tuple[str, ...]) -> None:
+    """Unregister the plugins ``names`` (``CRM_DISABLED_PLUGINS``); a name no plugin has is an error."""
+    for name in names:
+        if pm.get_plugin(name) is None:
+            known = ", ".join(sorted(n for n, _ in pm.list_name_plugin() if n))
+            raise ValueError(f"CRM_DISABLED_PLUGINS names {name!r}, which is no plugin here (plugins: {known})")
+        pm.unregister(name=name)
 
 
 def registry_from(pm) -> FieldTypeRegistry:
