@@ -70,7 +70,7 @@ def _actions(ent, record: dict) -> list[dict]:
     rt = runtime()
     found = [a for each in reversed(rt.pm.hook.crm_record_actions(runtime=rt, entity=ent, record=record, access=g.access))
              for a in each or ()]
-    return [{"key": a.key, "label": a.label, "url": a.url, "get": a.method.lower() == "get", "style": a.style,
+    return [{"key": a.key, "label": a.label, "url": a.url, "opens": a.method.lower() == "get", "style": a.style,
              "kind": a.kind if re.fullmatch(r"[a-z][a-z0-9-]*", a.kind or "") else "action"}
             for a in sorted(found, key=lambda a: a.order)]
 
