@@ -42,7 +42,7 @@ def home_panels(dashboards: dict, access) -> list[Panel]:
     lang = current_lang()
     items = "".join(f'<li><a href="{escape(url_for("dashboards_ui.dashboard", name=d.name))}">{escape(d.label.get(lang))}</a></li>'
                     for d in shown)
-    return [Panel(key="dashboards", title=_(GROUP), html=Markup(f'<ul class="list-unstyled mb-0">{items}</ul>'))]
+    return [Panel(key="dashboards", title=_("Dashboards"), html=Markup(f'<ul class="list-unstyled mb-0">{items}</ul>'))]
 
 
 def dashboard_page(name: str):
