@@ -1,4 +1,8 @@
-"""``create_app(settings)``: the Flask application. No side effects at import time."""
+"""``create_app(settings)``: the Flask application. No side effects at import time.
+
+It mounts the web guards (sessions, CSRF), the generic API and UI, then the blueprints of every
+plugin (``crm_blueprints``): the platform's own features (workflow, dashboards) are default plugins
+and come in that way, so the app knows none of them by name."""
 
 from __future__ import annotations
 
@@ -25,6 +29,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     from engine.ui import install_ui
     install_ui(app, runtime)
+
+    for found in reversed(runtime.pm.hook.crm_blueprints(runtime=runtime)):   # in the order plugins registered
+        for blueprint in found or ():
+            app.register_blueprint(blueprint)
 
     @app.errorhandler(sa.exc.OperationalError)
     def database_unavailable(exc):

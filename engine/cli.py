@@ -38,7 +38,8 @@ class CliContext:
 
             settings = Settings.from_env()
             try:
-                self._pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins)
+                self._pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins,
+                                               disabled=settings.disabled_plugins)
             except Exception as exc:  # noqa: BLE001 - any error of a plugin's code: one line, not a traceback
                 raise click.ClickException(_plugin_failure(exc)) from None
         return self._pm
@@ -57,7 +58,7 @@ class CliContext:
         """The engine booted from the environment (once per command)."""
         if self._runtime is None:
             from engine.runtime import Runtime
-            from engine.security.crypto import EncryptionError
+            from engine.storage.crypto import EncryptionError
 
             self.plugins   # noqa: B018 - a plugin that fails to load: its one line, before the boot
             try:
@@ -139,7 +140,6 @@ def validate(directory: Path | None, alone: bool) -> None:
     """Check the metadata: every problem with file:line, exit 1 if any; else a summary."""
     from engine.plugins import plugin_layers
     from engine.runtime import load_model_from
-    from engine.workflow import actions_from_plugins
 
     settings = Settings.from_env()
     pm = _context().plugins
@@ -152,7 +152,7 @@ def validate(directory: Path | None, alone: bool) -> None:
             layers = layers[:1] if alone else layers[:2]
             layers.append((f"industry:{directory.name}", directory))
     try:
-        model = load_model_from(pm, layers, actions=actions_from_plugins(pm))
+        model = load_model_from(pm, layers)
     except MetadataError as exc:
         _print_problems(exc)
         sys.exit(1)
@@ -395,12 +395,11 @@ def eval_(expression: str, record_json: str, fields_json: str | None, entity: st
     if entity:
         from engine.plugins import plugin_layers
         from engine.runtime import load_model_from
-        from engine.workflow import actions_from_plugins
 
         settings = Settings.from_env()
         pm = _context().plugins
         try:
-            model = load_model_from(pm, settings.layers(plugin_layers(pm)), actions=actions_from_plugins(pm))
+            model = load_model_from(pm, settings.layers(plugin_layers(pm)))
         except MetadataError as exc:
             _print_problems(exc)
             sys.exit(1)
@@ -446,7 +445,7 @@ def _demo_key() -> Path | None:
     loudly. Returns the file if it was made just now."""
     from datetime import datetime, timezone
 
-    from engine.security.crypto import ENV, new_key_line
+    from engine.storage.crypto import ENV, new_key_line
     from engine.settings import dev_key_file
 
     settings = Settings.from_env()

@@ -134,7 +134,7 @@ def keys() -> None:
 def keys_generate() -> None:
     """Print a new key: put it first in CRM_ENCRYPTION_KEYS with the old keys behind it (a new key
     alone cannot read what the old ones wrote: the start refuses it), then run `crm keys rotate`."""
-    from engine.security.crypto import new_key_line
+    from engine.storage.crypto import new_key_line
 
     click.echo(new_key_line())
 
@@ -144,7 +144,7 @@ def keys_generate() -> None:
 def keys_rotate(crm) -> None:
     """Re-encrypt every encrypted value with the newest key (batches, one transaction each)."""
     from engine.security.audit import audit
-    from engine.security.crypto import keyring, rotate
+    from engine.storage.crypto import keyring, rotate
 
     rt = crm.runtime()
     changed = rotate(rt.records)

@@ -31,7 +31,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 class DocumentKind:
     """A kind of metadata document (``dashboard: sales``): the key that names it, its JSON Schema,
     and the check run on every document of the kind once the model is built: ``check(model=,
-    documents=, problems=, functions=, actions=)`` adds ``problems.add(location, message)``."""
+    documents=, problems=, functions=, plugins=)`` adds ``problems.add(location, message)``."""
 
     name: str
     schema: Path
@@ -40,13 +40,15 @@ class DocumentKind:
 
 @dataclass(frozen=True)
 class NavEntry:
-    """An entry of the web UI's navigation: a label (``{lang: text}``), an endpoint or URL, an icon."""
+    """An entry of the web UI's navigation: a label (``{lang: text}``), an endpoint or URL, an icon;
+    entries of one ``group`` (its English name, which the UI translates) share a drop-down menu."""
 
     key: str
     label: Mapping[str, str]
     url: str
     icon: str = ""
     order: int = 100
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ class Panel:
 
 @dataclass(frozen=True)
 class RecordAction:
-    """A button on a record page: a label, the URL it posts to (or opens), and its style."""
+    """A button on a record page: a label, the URL it posts to (or opens), and its style (Bootstrap's:
+    ``secondary``, ``outline-primary``...). A post sends the CSRF token and the record's ``version``;
+    the button carries ``data-<kind>="<key>"`` (``kind`` also its class) for scripts and tests."""
 
     key: str
     label: str
@@ -69,6 +73,7 @@ class RecordAction:
     method: str = "post"
     style: str = "secondary"
     order: int = 100
+    kind: str = "action"
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,7 @@ class Hooks:
 
     @hookspec
     def crm_model_checks(self) -> list:
-        """Return checks run on the built model: ``check(model=, declared=, roles=, problems=, functions=, actions=)``
+        """Return checks run on the built model: ``check(model=, declared=, roles=, problems=, functions=, plugins=)``
         (``declared``: entities and ``roles``: roles as written, to report at file:line; any subset of the keywords)."""
 
     # -- runtime ----------------------------------------------------------------------------------
@@ -199,15 +204,15 @@ class Hooks:
 DEFAULT_PLUGINS: dict[str, str] = {
     "core": "engine.core_plugin",
     "core.security": "engine.security.guards",
-    "workflow.kinds": "engine.workflow.kinds",
-    "dashboards.kinds": "engine.dashboards.kinds",
-    "workflow.commands": "engine.workflow.commands",
+    "workflow": "engine.workflow.plugin",
+    "dashboards": "engine.dashboards.plugin",
 }
 
 
 def make_plugin_manager(plugin_dirs: tuple[Path, ...] = (), *, entry_point_plugins: bool = True,
-                        extra: tuple[object, ...] = ()) -> pluggy.PluginManager:
-    """A manager with the core plugin, entry-point plugins, folder plugins and ``extra`` objects."""
+                        extra: tuple[object, ...] = (), disabled: tuple[str, ...] = ()) -> pluggy.PluginManager:
+    """A manager with the default plugins, entry-point plugins, folder plugins and ``extra`` objects,
+    less the plugins named in ``disabled`` (``CRM_DISABLED_PLUGINS``; a name no plugin has is an error)."""
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(Hooks)
     for name, module in DEFAULT_PLUGINS.items():
@@ -222,6 +227,11 @@ def make_plugin_manager(plugin_dirs: tuple[Path, ...] = (), *, entry_point_plugi
                 pm.register(module, name=name)
     for obj in extra:
         pm.register(obj)
+    for name in disabled:
+        if pm.get_plugin(name) is None:
+            known = ", ".join(sorted(n for n, _ in pm.list_name_plugin() if n))
+            raise ValueError(f"CRM_DISABLED_PLUGINS names {name!r}, which is no plugin here (plugins: {known})")
+        pm.unregister(name=name)
     return pm
 
 

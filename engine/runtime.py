@@ -1,12 +1,14 @@
-"""Boot the engine: plugins -> field types -> model -> database -> record service.
+"""Boot the engine: plugins -> field types -> model -> database -> record service -> plugins' startup.
 
 ``Runtime.boot(settings)`` is what the CLI, the web app and the tests call; nothing happens at
-import time.
+import time. The platform's features (workflow, dashboards) are default plugins: their
+``crm_startup`` builds what they keep in ``runtime.extensions`` and ``crm_shutdown`` releases it.
+``settings.disabled_plugins`` names plugins (default ones too) that do not run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +29,18 @@ class Runtime:
     model: AppModel
     db: Database
     records: RecordService
-    workflow: Any = None
-    dashboards: dict = None
+    #: What plugins build in ``crm_startup``, by name (``"workflow"``, ``"dashboards"``, ...).
+    extensions: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def boot(cls, settings: Settings, *, extra_plugins: tuple = ()) -> "Runtime":
         pm = make_plugin_manager(settings.plugin_dirs, entry_point_plugins=settings.entry_point_plugins,
-                                 extra=extra_plugins)
+                                 extra=extra_plugins, disabled=settings.disabled_plugins)
         from engine import rules
-
-        from engine.workflow import WorkflowEngine, actions_from_plugins, compile_specs, make_runner
-        from engine.workflow.lifecycle import WorkflowWrites
 
         registry = registry_from(pm)
         functions = rules.registry_from_plugins(pm)
-        actions = actions_from_plugins(pm)
-        model = load_model_from(pm, settings.layers(plugin_layers(pm)), registry=registry, functions=functions,
-                                actions=actions)
+        model = load_model_from(pm, settings.layers(plugin_layers(pm)), registry=registry, functions=functions)
         from engine.storage.crypto import check_keys, encrypted_fields, use_keys
 
         use_keys(settings.encryption_keys, settings.encryption_keys_from)
@@ -56,14 +53,18 @@ class Runtime:
                 db.dispose()
                 raise
         records._functions = functions
-        specs, _ = compile_specs(model, functions, actions)
-        workflow = WorkflowEngine(records, specs, settings)
-        workflow.runner = make_runner(settings, workflow.execute)
-        pm.register(WorkflowWrites(workflow), name="workflow.writes")
-        from engine.dashboards import compile_dashboards
+        runtime = cls(settings, pm, registry, model, db, records)
+        try:
+            pm.hook.crm_startup(runtime=runtime)
+        except Exception:
+            runtime.close()
+            raise
+        return runtime
 
-        dashboards, _ = compile_dashboards(model, functions)
-        return cls(settings, pm, registry, model, db, records, workflow, dashboards)
+    @property
+    def workflow(self):
+        """The workflow engine (the ``workflow`` default plugin's), or None without it."""
+        return self.extensions.get("workflow")
 
     def plan(self):
         return plan_migration(self.db, self.model)
@@ -79,24 +80,24 @@ class Runtime:
         return JobScheduler.from_runtime(self)
 
     def close(self) -> None:
-        if self.workflow is not None:
-            self.workflow.close()
-        self.db.dispose()
+        try:
+            self.pm.hook.crm_shutdown(runtime=self)
+        finally:
+            self.db.dispose()
 
 
-def load_model_from(pm, layers, *, registry: FieldTypeRegistry | None = None, functions=None,
-                    actions=None) -> AppModel:
+def load_model_from(pm, layers, *, registry: FieldTypeRegistry | None = None, functions=None) -> AppModel:
     """The model of ``layers`` (``[(name, folder)]``) loaded with what the plugins of ``pm`` contribute:
     field types, formula functions, document kinds (``crm_document_kinds``) and model checks
-    (``crm_model_checks``); ``actions`` are the automation action types (the built-in ones when
-    omitted). What ``Runtime.boot``, ``crm validate`` and the tests load a model with."""
+    (``crm_model_checks``), which get ``pm`` to find what other plugins give (automation actions).
+    What ``Runtime.boot``, ``crm validate`` and the tests load a model with."""
     from engine import rules
 
     registry = registry if registry is not None else registry_from(pm)
     functions = functions if functions is not None else rules.registry_from_plugins(pm)
     kinds = [kind for found in pm.hook.crm_document_kinds() for kind in found or ()]
     checks = [check for found in pm.hook.crm_model_checks() for check in found or ()]
-    return load_model(layers, registry, functions, actions, kinds=kinds, checks=checks)
+    return load_model(layers, registry, functions, kinds=kinds, checks=checks, plugins=pm)
 
 
 def registry_from(pm) -> FieldTypeRegistry:

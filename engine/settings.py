@@ -52,6 +52,8 @@ class Settings:
     backup_dir: Path = ROOT / "var" / "backups"
     var_dir: Path = ROOT / "var"
     entry_point_plugins: bool = True
+    #: CRM_DISABLED_PLUGINS: names of plugins (default ones too, e.g. ``dashboards``) not to run.
+    disabled_plugins: tuple[str, ...] = ()
     #: Automations (docs/automation.md): the rq queue, retry backoff, job lease, chain depth, mail.
     queue_name: str = "crm"
     job_backoff: float = 10.0
@@ -79,6 +81,7 @@ class Settings:
             if "CRM_PLUGIN_DIRS" in env else (_project_path(None, "plugins"),),
             backup_dir=_project_path(env.get("CRM_BACKUP_DIR"), "var/backups"),
             var_dir=_project_path(env.get("CRM_VAR_DIR"), "var"),
+            disabled_plugins=tuple(n.strip() for n in env.get("CRM_DISABLED_PLUGINS", "").split(",") if n.strip()),
             queue_name=env.get("CRM_QUEUE", "crm"),
             job_backoff=float(env.get("CRM_JOB_BACKOFF", 10.0)),
             job_lease=float(env.get("CRM_JOB_LEASE", 300.0)),

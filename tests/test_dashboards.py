@@ -35,7 +35,7 @@ def _deals(rt):
 
 def test_widgets_are_computed_in_sql_exactly(crm):
     _, ann, bob = _deals(crm)
-    sales = crm.dashboards["sales"]
+    sales = crm.extensions["dashboards"]["sales"]
     assert compute(crm.records, sales.widget("open_pipeline")).value == Decimal("5.30")   # 0.10 + 0.20 + 5.00
     assert compute(crm.records, sales.widget("open_deals")).value == 3
     funnel = compute(crm.records, sales.widget("pipeline_funnel"), lang="zh").groups
@@ -53,7 +53,7 @@ def test_widgets_are_computed_in_sql_exactly(crm):
 def test_a_viewer_sees_figures_over_their_own_records_only(crm):
     _, ann, _ = _deals(crm)
     access = access_for(crm.records, ann["id"])
-    widget = crm.dashboards["sales"].widget("open_pipeline")
+    widget = crm.extensions["dashboards"]["sales"].widget("open_pipeline")
     assert compute(crm.records, widget, access=access).value == Decimal("0.30")   # Ann's team only
     service = crm.records.create("user", {"name": "Sue", "email": "sue@example.com", "role": "service"}, context=SYS)
     from engine.storage.errors import PermissionDenied
@@ -64,13 +64,13 @@ def test_a_viewer_sees_figures_over_their_own_records_only(crm):
 
 def test_charts_are_svg_with_every_text_escaped(crm):
     _deals(crm)
-    svg = render(compute(crm.records, crm.dashboards["sales"].widget("deals_by_owner")))
+    svg = render(compute(crm.records, crm.extensions["dashboards"]["sales"].widget("deals_by_owner")))
     assert svg.startswith("<svg") and "<script>" not in svg and "&lt;script&gt;" in svg
     import xml.dom.minidom
 
     xml.dom.minidom.parseString(svg)   # well-formed
     for name in ("pipeline_funnel", "won_by_month", "open_pipeline"):
-        xml.dom.minidom.parseString(render(compute(crm.records, crm.dashboards["sales"].widget(name))))
+        xml.dom.minidom.parseString(render(compute(crm.records, crm.extensions["dashboards"]["sales"].widget(name))))
 
 
 def test_the_api_serves_dashboards_to_who_may_see_them(crm):

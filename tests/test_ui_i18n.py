@@ -1,6 +1,7 @@
 """The web UI's Chinese catalog covers every interface string.
 
-Interface strings are the ``_("...")`` calls in ``engine/ui/**.py`` and ``engine/ui/templates/**.html``
+Interface strings are the ``_("...")`` calls in ``engine/ui/**.py`` and ``engine/ui/templates/**.html``,
+and in the screens of the default plugins that draw in the UI (``engine/workflow``, ``engine/dashboards``)
 (found with Babel's extraction, configured in ``babel.cfg``), plus the strings only known at run time
 and passed through ``_()`` when a page is drawn: module names (``_(module|capitalize)``), the
 ``SYSTEM_LABELS`` of ``engine/ui/present.py`` and the operator labels of ``engine/ui/filters.py``.
@@ -12,7 +13,8 @@ After adding or changing ``_()`` strings, refresh the catalog from the repositor
     .venv/bin/python -m tests.test_ui_i18n
 
 It writes ``engine/ui/translations/messages.pot`` exactly as
-``.venv/bin/pybabel extract -F babel.cfg -o engine/ui/translations/messages.pot engine/ui`` does, then
+``.venv/bin/pybabel extract -F babel.cfg -o engine/ui/translations/messages.pot engine/ui engine/workflow
+engine/dashboards`` does, then
 merges it into the zh ``messages.po`` like ``pybabel update`` (new strings come in untranslated or
 fuzzy, so this test names them until they are translated), except that the run-time strings and the
 calls pybabel cannot see (``_()`` inside an f-string on Python < 3.12) are kept as live entries. A
@@ -41,6 +43,8 @@ from engine.ui.i18n import CATALOGS, load_catalogs
 from engine.ui.present import SYSTEM_LABELS
 
 UI_DIR = ROOT / "engine" / "ui"
+#: The UI and the default plugins whose screens draw in it (their strings are in the UI's catalogs).
+UI_DIRS = (UI_DIR, ROOT / "engine" / "workflow", ROOT / "engine" / "dashboards")
 BABEL_CFG = ROOT / "babel.cfg"
 POT = CATALOGS / "messages.pot"
 ZH_PO = CATALOGS / "zh" / "LC_MESSAGES" / "messages.po"
@@ -61,9 +65,10 @@ def extracted() -> dict[str | tuple[str, ...], list[str]]:
     with BABEL_CFG.open(encoding="utf-8") as handle:
         method_map, options_map = parse_mapping_cfg(handle, filename=str(BABEL_CFG))
     found: dict[str, list[str]] = {}
-    for filename, lineno, message, _comments, _context in extract_from_dir(str(UI_DIR), method_map, options_map):
-        # ngettext gives a tuple: kept under its tuple, which test_no_plural_messages rejects
-        found.setdefault(message, []).append(f"{filename}:{lineno}")
+    for folder in UI_DIRS:
+        for filename, lineno, message, _comments, _context in extract_from_dir(str(folder), method_map, options_map):
+            # ngettext gives a tuple: kept under its tuple, which test_no_plural_messages rejects
+            found.setdefault(message, []).append(f"{_where(folder, filename)}:{lineno}")
     return found
 
 
@@ -75,15 +80,28 @@ def unseen_calls() -> dict[str, list[str]]:
     own name) is not a default pybabel keyword either."""
     seen = set(extracted())
     found: dict[str, list[str]] = {}
-    for path in sorted(UI_DIR.rglob("*.py")):
+    for path in sorted(p for folder in UI_DIRS for p in folder.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in GETTEXT_NAMES
                     and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
                 text = node.args[0].value
                 if text not in seen:
-                    found.setdefault(text, []).append(f"{path.relative_to(UI_DIR)}:{node.lineno}")
+                    found.setdefault(text, []).append(f"{_where(path.parent, path.name)}:{node.lineno}")
     return found
+
+
+def _where(folder, filename) -> str:
+    """A file's place as the catalog names it: relative to engine/ui (``../workflow/ui.py`` beyond it)."""
+    relative = (folder / filename).relative_to(UI_DIR.parent)
+    return str(relative.relative_to("ui")) if relative.parts[0] == "ui" else f"../{relative}"
+
+
+def _registry() -> FieldTypeRegistry:
+    reg = FieldTypeRegistry()
+    for ftype in builtin_types():
+        reg.register(ftype)
+    return reg
 
 
 def model_modules() -> set[str]:
@@ -234,7 +252,7 @@ def refresh() -> tuple[int, list[str]]:
     os.chdir(ROOT)
     try:
         CommandLineInterface().run(["pybabel", "-q", "extract", "-F", "babel.cfg", "-o",
-                                    str(POT.relative_to(ROOT)), str(UI_DIR.relative_to(ROOT))])
+                                    str(POT.relative_to(ROOT)), *(str(d.relative_to(ROOT)) for d in UI_DIRS)])
     finally:
         os.chdir(here)
     with POT.open("rb") as handle:

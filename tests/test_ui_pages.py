@@ -164,8 +164,8 @@ def test_home_search_notifications_and_every_dashboard_render(shared_site, role)
         assert shown == expected, (role, word)
         assert (role != "admin") or ("account", site.records.query("account", order_by=("id",), limit=1)[0]["id"]) in shown
         assert browser.get("/ui/notifications").status_code == 200
-        assert site.rt.dashboards, "the base CRM declares dashboards"
-        for name, dashboard in site.rt.dashboards.items():
+        assert site.rt.extensions["dashboards"], "the base CRM declares dashboards"
+        for name, dashboard in site.rt.extensions["dashboards"].items():
             readable = any("read" in allowed(role, w.entity) for w in dashboard.widgets)
             r = browser.get(f"/ui/dashboards/{name}")
             assert r.status_code == (200 if readable else 403), (role, name, text(r)[-1000:])
@@ -246,7 +246,7 @@ def test_what_users_typed_is_escaped_on_every_page(site, admin):
             if f"f-{name}" in edit and not f.unique:
                 got = input_value(edit, name) if f.type_name == "text" else textarea_value(edit, name)
                 assert got == XSS, (entity, name)
-    for url in ("/ui/search?q=alert(1)", "/ui/notifications", "/", *(f"/ui/dashboards/{d}" for d in site.rt.dashboards),
+    for url in ("/ui/search?q=alert(1)", "/ui/notifications", "/", *(f"/ui/dashboards/{d}" for d in site.rt.extensions["dashboards"]),
                 f"/ui/search?q={RAW}", f"/ui/account?where={RAW}", f"/ui/account?problem={RAW}",
                 f"/ui/account?sort={RAW}"):
         pages[url] = admin.get(url)

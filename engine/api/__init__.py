@@ -1,4 +1,6 @@
-"""The generated REST API: ``install(app, runtime)`` mounts it, its OpenAPI document and the docs page."""
+"""The generated REST API: ``install(app, runtime)`` mounts it, its OpenAPI document (with the
+fragments of plugins, ``crm_openapi``) and the docs page. Plugins' own API routes are blueprints
+made with ``engine.api.extend.api_routes``, mounted by the app with the rest of ``crm_blueprints``."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ MAX_BODY = 32 * 1024 * 1024  # room for 10,000 records in one bulk call
 
 def install(app: Flask, runtime) -> None:
     app.extensions["crm.serializers"] = Serializers(runtime.model)
-    app.extensions["crm.openapi"] = build_openapi(runtime.model, runtime.dashboards)
+    fragments = reversed(runtime.pm.hook.crm_openapi(runtime=runtime))   # in the order plugins registered
+    app.extensions["crm.openapi"] = build_openapi(runtime.model, fragments)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.register_blueprint(api_blueprint())
     _install_docs(app)

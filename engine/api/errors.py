@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import sqlalchemy as sa
 from flask import Response
 from werkzeug.exceptions import HTTPException
 
+from engine.security.problem import PROBLEM, TYPE_BASE, problem
 from engine.storage.database import QueryTimeout
-from engine.storage.errors import Conflict, DeleteRestricted, NotFound, PermissionDenied, RecordError, ValidationFailed
+from engine.storage.errors import (
+    Conflict,
+    DeleteRestricted,
+    NotFound,
+    PermissionDenied,
+    RecordError,
+    ValidationFailed,
+)
 from engine.storage.query import QueryError
 
-PROBLEM = "application/problem+json"
-TYPE_BASE = "https://crm-engine.dev/problems/"
 log = logging.getLogger("engine.api")
 
 
@@ -28,20 +33,6 @@ class ApiError(Exception):
         self.kind = kind or title.lower().replace(" ", "-")
         self.headers = headers or {}
         self.extra = extra
-
-
-def problem(status: int, title: str, detail: str, kind: str, headers: dict | None = None, **extra) -> Response:
-    body = {"type": TYPE_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
-    text = json.dumps(body, ensure_ascii=False, default=str)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:   # a detail echoing a lone surrogate the client sent: send it escaped
-            text = json.dumps(body, default=str)
-    response = Response(text, status=status, mimetype=PROBLEM)
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
 
 
 def to_problem(exc: Exception) -> Response:
@@ -83,3 +74,6 @@ def to_problem(exc: Exception) -> Response:
 
 def _errors(exc: ValidationFailed) -> list[dict]:
     return [{"field": e.field, "code": e.code, "message": e.message} for e in exc.errors]
+
+
+__all__ = ["PROBLEM", "TYPE_BASE", "ApiError", "problem", "to_problem"]

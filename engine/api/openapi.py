@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document, generated from the model: every route of the API blueprint (entities,
-bulk, export, history, transitions, search, audit, the automation run log, dashboards), their
-schemas, parameters, error responses and examples. Field schemas come from the field types
+bulk, export, history, search, audit), their schemas, parameters, error responses and examples, and
+the fragments plugins add through ``crm_openapi`` (the workflow's transitions and run log, the
+dashboards), merged in. Field schemas come from the field types
 (``json_schema``). The document is the contract: what it allows the API accepts, what it forbids
 the API refuses with a 4xx (tests/test_api_contract.py runs schemathesis with every check)."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import re
 from copy import deepcopy
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from engine import __version__
 from engine.fields import INT64_MAX
@@ -26,8 +27,9 @@ EXAMPLES = {"text": "Acme", "textarea": "Notes", "email": "ann@example.com", "ph
             "json": {}}
 
 
-def build_openapi(model: AppModel, dashboards: Mapping[str, Any] | None = None) -> dict:
-    """The document for ``model`` (and its compiled ``dashboards``, whose names the paths list)."""
+def build_openapi(model: AppModel, fragments: Iterable[Mapping[str, Any] | None] = ()) -> dict:
+    """The document for ``model``, with the ``fragments`` of plugins (``paths``, ``components``,
+    ``tags``) merged in, in order."""
     spec: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "CRM engine API", "version": __version__,
@@ -47,9 +49,19 @@ def build_openapi(model: AppModel, dashboards: Mapping[str, Any] | None = None) 
         spec["paths"].update(_entity_paths(entity))
     spec["paths"].update(_search_paths())
     spec["paths"].update(_audit_paths())
-    spec["paths"].update(_automation_paths(model))
-    spec["paths"].update(_dashboard_paths(dashboards or {}))
+    for fragment in fragments:
+        merge_fragment(spec, fragment or {})
     return spec
+
+
+def merge_fragment(spec: dict, fragment: Mapping[str, Any]) -> None:
+    """Add a plugin's fragment to ``spec``: its paths, its components (by section) and its tags."""
+    spec["paths"].update(fragment.get("paths") or {})
+    for section, items in (fragment.get("components") or {}).items():
+        spec["components"].setdefault(section, {}).update(items)
+    if fragment.get("tags"):
+        known = {t["name"] for t in spec.get("tags", ())}
+        spec.setdefault("tags", []).extend(t for t in fragment["tags"] if t["name"] not in known)
 
 
 # -- components ----------------------------------------------------------------------------------
@@ -174,14 +186,18 @@ def _json_content(ref: str) -> dict:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
 
 
+#: The parameters and header of a record's routes, for plugins' paths on a record too.
+RECORD_ID = {"name": "id", "in": "path", "required": True, "schema": ID_SCHEMA}
+ETAG_HEADER = {"ETag": {"description": "The record's version, for If-Match", "schema": {"type": "string"}}}
+IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
+            "schema": {"type": "string", "pattern": ETAG_PATTERN, "example": '"17-3"'},
+            "description": "An ETag from a previous response (\"<id>-<version>\", a comma-separated list "
+                           "of them, or *): refuse (412) if the record changed since. Anything else is a 400."}
+
+
 def _entity_paths(entity: Entity) -> dict:
     name, tag = _schema_name(entity), entity.name
-    record_id = {"name": "id", "in": "path", "required": True, "schema": ID_SCHEMA}
-    etag = {"ETag": {"description": "The record's version, for If-Match", "schema": {"type": "string"}}}
-    if_match = {"name": "If-Match", "in": "header", "required": False,
-                "schema": {"type": "string", "pattern": ETAG_PATTERN, "example": '"17-3"'},
-                "description": "An ETag from a previous response (\"<id>-<version>\", a comma-separated list "
-                               "of them, or *): refuse (412) if the record changed since. Anything else is a 400."}
+    record_id, etag, if_match = RECORD_ID, ETAG_HEADER, IF_MATCH
     idem = {"name": "Idempotency-Key", "in": "header", "required": False,
             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
             "description": "A retried request with the same key replays the first answer."}
@@ -241,39 +257,7 @@ def _entity_paths(entity: Entity) -> dict:
                             "data": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}}}}}}},
                         **_errors("401", "404")}},
         },
-        **_transition_paths(entity, base, record_id, etag, if_match),
     }
-
-
-def _transition_paths(entity: Entity, base: str, record_id: dict, etag: dict, if_match: dict) -> dict:
-    """The workflow's transitions (docs/automation.md). Every entity answers the list (empty without a
-    workflow); taking one is a path only where there are transitions to name."""
-    names = [t["name"] for t in (entity.workflow or {}).get("transitions") or ()]
-    transition = {"type": "object", "required": ["name", "label", "to", "requires"], "properties": {
-        "name": {"type": "string"}, "label": {"type": "object", "additionalProperties": {"type": "string"}},
-        "to": {"type": "string"}, "requires": {"type": "array", "items": {"type": "string"}}}}
-    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
-    record = {"$ref": f"#/components/schemas/{_schema_name(entity)}"}
-    paths = {
-        f"{base}/{{id}}/transitions": {"get": {
-            "tags": [entity.name], "operationId": f"transitions_{entity.name}", "parameters": [record_id],
-            "summary": "The workflow transitions the caller may take now",
-            "responses": {"200": {"description": "Transitions", "headers": etag, "content": {"application/json": {
-                "schema": {"type": "object", "required": ["field", "state", "data"], "properties": {
-                    "field": {"type": ["string", "null"]}, "state": {"type": ["string", "null"]},
-                    "data": {"type": "array", "items": transition}}}}}},
-                **_errors("401", "403", "404")}}},
-    }
-    if not names:
-        return paths
-    paths[f"{base}/{{id}}/transitions/{{name}}"] = {"post": {
-            "tags": [entity.name], "operationId": f"transition_{entity.name}",
-            "parameters": [record_id, name_param, if_match], "summary": "Take a workflow transition",
-            "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
-            "responses": {"200": {"description": "The record after the transition", "headers": etag,
-                                  "content": {"application/json": {"schema": record}}},
-                          **_errors("400", "401", "403", "404", "412", "415", "422", "428")}}}
-    return paths
 
 
 def _names_pattern(names: list[str], prefix: str = "") -> str:
@@ -410,81 +394,9 @@ def _audit_paths() -> dict:
             **_errors("400", "401")}}}}
 
 
-def _automation_paths(model: AppModel) -> dict:
-    from engine.workflow.engine import STATUSES
+# -- for the fragments of plugins (crm_openapi): the same parts the API's own paths are made of --
 
-    stamp = {"type": ["string", "null"], "format": "date-time"}
-    run = {"type": "object", "properties": {
-        "id": ID_SCHEMA, "automation": {"type": "string"}, "entity": {"type": "string"},
-        "record_id": {"type": ["integer", "null"]}, "trigger": {"type": "string"}, "status": {"enum": list(STATUSES)},
-        "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"}, "depth": {"type": "integer"},
-        "user_id": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]},
-        "duration_ms": {"type": ["integer", "null"]}, "created_at": stamp, "due_at": stamp, "started_at": stamp,
-        "finished_at": stamp}}
-    run["required"] = list(run["properties"])
-    one = deepcopy(run)
-    one["properties"]["actions_done"] = {"type": "array", "items": {
-        "type": "object", "required": ["action", "result", "done_at"],
-        "properties": {"action": {"type": "integer"}, "result": {}, "done_at": {"type": "string", "format": "date-time"}}}}
-    one["required"].append("actions_done")
-    run_id = {"name": "id", "in": "path", "required": True, "schema": ID_SCHEMA}
-    one_content = {"application/json": {"schema": one}}
-    return {
-        "/api/v1/_automation_runs": {"get": {
-            "tags": ["automation"], "operationId": "automation_runs", "summary": "The automation run log, newest first (admins)",
-            "parameters": [_query("automation", {"type": "string", "pattern": NAME_PATTERN}),
-                           _query("entity", {"type": "string", "enum": list(model.entities)}),
-                           _query("status", {"type": "string", "enum": list(STATUSES)}),
-                           _query("trigger", {"type": "string", "pattern": NAME_PATTERN}),
-                           _query("record_id", {"type": "integer", "minimum": 1, "maximum": 2**62}),
-                           _query("cursor", {"type": "integer", "minimum": 0, "maximum": 2**62},
-                                  "next_cursor of the previous page"),
-                           _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50})],
-            "responses": {"200": {"description": "Runs", "content": _json_object(
-                {"data": {"type": "array", "items": run}, "next_cursor": {"type": ["string", "null"]}})},
-                **_errors("400", "401")}}},
-        "/api/v1/_automation_runs/{id}": {"get": {
-            "tags": ["automation"], "operationId": "automation_run", "summary": "One run and the actions it has done",
-            "parameters": [run_id],
-            "responses": {"200": {"description": "The run", "content": one_content}, **_errors("401", "404")}}},
-        "/api/v1/_automation_runs/{id}/rerun": {"post": {
-            "tags": ["automation"], "operationId": "automation_rerun", "summary": "Queue a dead (or retrying) run again",
-            "parameters": [run_id],
-            "responses": {"200": {"description": "The run, queued", "content": one_content},
-                          **_errors("401", "404", "409")}}},
-    }
-
-
-def _dashboard_paths(dashboards: Mapping[str, Any]) -> dict:
-    label = {"type": "object", "additionalProperties": {"type": "string"}}
-    lang = _query("lang", {"type": "string", "enum": ["en", "zh"], "default": "en"}, "The language of labels")
-    names = list(dashboards)
-    widgets = sorted({w.name for d in dashboards.values() for w in d.widgets})
-    name = {"name": "name", "in": "path", "required": True,
-            "schema": {"type": "string", "enum": names} if names else {"type": "string"}}
-    widget = {"name": "widget", "in": "path", "required": True,
-              "schema": {"type": "string", "enum": widgets} if widgets else {"type": "string"}}
-    summary = {"type": "object", "required": ["name", "type", "label", "entity"], "properties": {
-        "name": {"type": "string"}, "type": {"type": "string"}, "label": label, "entity": {"type": "string"}}}
-    result = {"type": "object", "required": ["name", "type", "label"], "properties": {
-        "name": {"type": "string"}, "type": {"type": "string"}, "label": label, "value": {},
-        "groups": {"type": "array", "items": {"type": "object", "required": ["key", "label", "value"]}}}}
-    return {
-        "/api/v1/_dashboards": {"get": {
-            "tags": ["dashboards"], "operationId": "dashboards", "summary": "The dashboards and the widgets you may see",
-            "responses": {"200": {"description": "Dashboards", "content": _json_object({"data": {"type": "array", "items": {
-                "type": "object", "required": ["name", "label", "widgets"], "properties": {
-                    "name": {"type": "string"}, "label": label, "widgets": {"type": "array", "items": summary}}}}})},
-                **_errors("401")}}},
-        "/api/v1/_dashboards/{name}": {"get": {
-            "tags": ["dashboards"], "operationId": "dashboard", "summary": "Every widget you may see, computed",
-            "parameters": [name, lang],
-            "responses": {"200": {"description": "The dashboard", "content": _json_object(
-                {"name": {"type": "string"}, "label": label, "widgets": {"type": "array", "items": result}})},
-                **_errors("400", "401", "404")}}},
-        "/api/v1/_dashboards/{name}/{widget}.svg": {"get": {
-            "tags": ["dashboards"], "operationId": "dashboard_widget_svg", "summary": "One widget drawn as SVG",
-            "parameters": [name, widget, lang],
-            "responses": {"200": {"description": "SVG", "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
-                          **_errors("400", "401", "404")}}},
-    }
+schema_name = _schema_name
+error_responses = _errors
+query_parameter = _query
+json_object = _json_object

@@ -53,9 +53,6 @@ def api_blueprint() -> Blueprint:
     bp.add_url_rule("/<entity:entity>/_export", "export", _export, methods=["GET"])
     bp.add_url_rule("/_search", "search", _search, methods=["GET"])
     bp.add_url_rule("/_audit", "audit", _audit, methods=["GET"])
-    from . import automation, dashboards
-    automation.register(bp)
-    dashboards.register(bp)
     return bp
 
 

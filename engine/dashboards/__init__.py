@@ -16,7 +16,9 @@ datetime field bucketed by ``day``, ``week``, ``month``, ``quarter`` or ``year``
 ``count`` (default), ``sum``, ``avg``, ``min`` or ``max`` of a number field. ``where`` is a formula
 condition that runs in SQL. Every query is limited to the records the viewer may see (their role's
 scope and sharing rules). ``compile_dashboards`` checks the declarations (file:line through the
-loader); ``compute`` runs one widget; ``engine.dashboards.svg`` draws it.
+loader); ``compute`` runs one widget; ``engine.dashboards.svg`` draws it. The ``dashboards`` default
+plugin (``plugin.py``) compiles them at startup and mounts their API routes (``api.py``) and screen,
+navigation entries and home panel (``ui.py``).
 """
 
 from __future__ import annotations

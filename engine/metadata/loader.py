@@ -64,15 +64,16 @@ def kind_schemas(kinds: Sequence["DocumentKind"] = ()) -> dict[str, jsonschema.p
     return dict(sorted(out.items()))
 
 
-def load_model(layers: Iterable[tuple[str, Path]], registry: "FieldTypeRegistry", functions=None,
-               actions=None, *, kinds: Sequence["DocumentKind"] = (), checks: Sequence[Callable] = ()) -> AppModel:
+def load_model(layers: Iterable[tuple[str, Path]], registry: "FieldTypeRegistry", functions=None, *,
+               kinds: Sequence["DocumentKind"] = (), checks: Sequence[Callable] = (), plugins=None) -> AppModel:
     """Load and validate every layer into one ``AppModel``; raise ``MetadataError`` listing all problems.
 
     ``registry`` holds the field types; ``kinds`` the document kinds beyond entities and roles, each
-    checked with ``check(model=, documents=, problems=, functions=, actions=)``; ``checks`` the
-    model checks, ``check(model=, declared=, roles=, problems=, functions=, actions=)``. ``functions`` (the
-    formula functions) and ``actions`` (the automation action types) are handed to the checks.
-    A check may accept any subset of those keywords."""
+    checked with ``check(model=, documents=, problems=, functions=, plugins=)``; ``checks`` the
+    model checks, ``check(model=, declared=, roles=, problems=, functions=, plugins=)``. ``functions``
+    (the formula functions) and ``plugins`` (the plugin manager the kinds and checks came from, for
+    what other plugins contribute, e.g. automation actions) are handed to the checks. A check may
+    accept any subset of those keywords."""
     problems = Problems()
     layers = [(name, Path(path)) for name, path in layers]
     documents = _read_layers(layers, kind_schemas(kinds), problems)
@@ -83,11 +84,11 @@ def load_model(layers: Iterable[tuple[str, Path]], registry: "FieldTypeRegistry"
     check_roles(model, roles, problems)
     for check in checks:
         _call(check, model=model, declared=entities, roles=roles, problems=problems, functions=functions,
-              actions=actions)
+              plugins=plugins)
     for kind in kinds:
         if kind.check is not None:
             _call(kind.check, model=model, documents=documents.get(kind.name, []), problems=problems,
-                  functions=functions, actions=actions)
+                  functions=functions, plugins=plugins)
     if problems:
         raise MetadataError(list(problems))
     return model

@@ -223,7 +223,7 @@ def _check_csrf():
     if not sent or not expected or not hmac.compare_digest(str(sent), str(expected)):
         detail = CSRF_REFUSED
         if request.path.startswith("/api/"):
-            from engine.api.errors import problem
+            from .problem import problem
 
             return problem(403, "Forbidden", detail, "csrf")
         return render_template("login.html", error=detail, email="", next=None), 403

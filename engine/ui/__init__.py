@@ -2,7 +2,9 @@
 languages (``i18n``) and the static assets. Bootstrap 5 comes from the Bootstrap-Flask package and is
 served by this app, so the UI works with no internet; our own script and styles are in ``static/``.
 A field's input is the template ``templates/ui/widgets/<widget>.html`` of its type's widget; plugins
-add widgets (and replace templates) through ``crm_template_dirs``.
+add widgets (and replace templates) through ``crm_template_dirs``. Plugins add screens (blueprints made
+with ``engine.ui.extend.ui_routes``), navigation entries, home panels, and record-page buttons and
+panels through their hooks; the UI draws them without knowing which plugin they come from.
 """
 
 from __future__ import annotations

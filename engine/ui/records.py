@@ -1,8 +1,10 @@
-"""The record page (fields, related lists, timeline, field history, transition buttons), taking a
-workflow transition, deleting, and the kanban board whose moves are transitions."""
+"""The record page (fields, related lists, timeline, field history, and the buttons and panels of
+plugins: ``crm_record_actions``, ``crm_record_panels``), deleting, and the kanban board, whose moves
+are changes of its field (the workflow, when it guards that field, takes them as its transitions)."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -27,7 +29,6 @@ from .common import (
     json_body,
     link_to,
     load_record,
-    parse_input,
     runtime,
     with_message,
 )
@@ -40,7 +41,6 @@ from .present import (
     columns,
     display,
     form_sections,
-    input_value,
     list_columns,
     lookup_titles,
     title_of,
@@ -60,17 +60,27 @@ def record_page(entity: str, record_id: int):
     shown = {c.name: (display(c, record.get(c.name), lang, titles), link_to(c, record.get(c.name))) for c in cols}
     state = field_states(ent, record, record)
     return render_template("ui/record.html", ent=ent, record=record, title=title_of(ent, record), sections=sections,
-                           shown=shown, state=state, transitions=transitions_of(ent, record),
+                           shown=shown, state=state, actions=_actions(ent, record), panels=_panels(ent, record),
                            related=_related(ent, record_id), timeline=_timeline(ent, record),
                            history=_field_history(ent, record), can=allowed_ops(ent))
 
 
-def transitions_of(ent, record: dict) -> list:
-    wf = runtime().workflow
-    if wf is None or ent.name not in wf.specs.workflows or not g.access.can(ent.name, "update"):
-        return []
-    with runtime().db.read() as conn:
-        return wf.available(conn, ent, record, g.context)
+def _actions(ent, record: dict) -> list[dict]:
+    """The plugins' buttons for this record and user, in order (a kind that is no plain name: ``action``)."""
+    rt = runtime()
+    found = [a for each in reversed(rt.pm.hook.crm_record_actions(runtime=rt, entity=ent, record=record, access=g.access))
+             for a in each or ()]
+    return [{"key": a.key, "label": a.label, "url": a.url, "opens": a.method.lower() == "get", "style": a.style,
+             "kind": a.kind if re.fullmatch(r"[a-z][a-z0-9-]*", a.kind or "") else "action"}
+            for a in sorted(found, key=lambda a: a.order)]
+
+
+def _panels(ent, record: dict) -> list:
+    """The plugins' panels for this record and user, in order."""
+    rt = runtime()
+    found = [p for each in reversed(rt.pm.hook.crm_record_panels(runtime=rt, entity=ent, record=record, access=g.access))
+             for p in each or ()]
+    return sorted(found, key=lambda p: p.order)
 
 
 def _related(ent, record_id: int) -> list[dict]:
@@ -164,40 +174,6 @@ def delete(entity: str, record_id: int):
     return with_message(url_for("ui.list", entity=ent.name), _("Deleted."), "success")
 
 
-def transition(entity: str, record_id: int, name: str):
-    """Take a transition; one that requires fields first asks for them."""
-    ent = entity_of(entity, "update")
-    record = load_record(ent, record_id)
-    wf = runtime().workflow.specs.workflows.get(ent.name) if runtime().workflow else None
-    t = wf.named(name) if wf else None
-    if t is None:
-        abort(404)
-    cols = editable_columns(ent, [column(ent, n) for n in t.requires])
-    if request.method == "GET":
-        return render_template("ui/transition.html", ent=ent, record=record, t=t, cols=cols, errors={},
-                               values={c.name: input_value(c, record.get(c.name)) for c in cols},
-                               title=title_of(ent, record))
-    values = {c.name: parse_input(c, request.form) for c in cols if c.name in request.form or c.widget == "checkbox"}
-    version = request.form.get("version", "")
-    try:
-        runtime().workflow.transition(ent.name, record_id, name, values,
-                                 version=whole_number(version), context=g.context)
-    except ValidationFailed as exc:
-        if cols:
-            errors: dict[str, list[str]] = {}
-            for e in exc.errors:
-                errors.setdefault(e.field if e.field in t.requires else "", []).append(e.message if e.field in t.requires else str(e))
-            return render_template("ui/transition.html", ent=ent, record=record, t=t, cols=cols, errors=errors,
-                                   values={c.name: request.form.get(c.name, "") for c in cols},
-                                   title=title_of(ent, record)), 422
-        return with_message(url_for("ui.record", entity=ent.name, record_id=record_id),
-                             "; ".join(str(e) for e in exc.errors), "danger")
-    except RecordError as exc:
-        return with_message(url_for("ui.record", entity=ent.name, record_id=record_id), str(exc), "danger")
-    return with_message(url_for("ui.record", entity=ent.name, record_id=record_id),
-                         _("Done: %(name)s.") % {"name": t.label.get(current_lang())}, "success")
-
-
 def kanban(entity: str):
     ent = entity_of(entity)
     layout = ent.layouts.get("kanban")
@@ -230,8 +206,9 @@ def kanban(entity: str):
 
 
 def move(entity: str, record_id: int):
-    """A kanban card dropped in another column: the workflow transition to that value if the user
-    may take one now, else a plain change of the field (which the workflow refuses with its reason)."""
+    """A kanban card dropped in another column: a change of the board's field. Where a workflow
+    guards that field, the change is the transition to that value the user may take now, or is
+    refused with the ones allowed (the workflow's write hook decides, as for any write)."""
     ent = entity_of(entity, "update")
     layout = ent.layouts.get("kanban") or {}
     group = layout.get("group_by")
@@ -239,14 +216,10 @@ def move(entity: str, record_id: int):
     to = body.get("to")
     if not group or not isinstance(to, str):
         return jsonify(error=_("Nothing to move.")), 400
+    version = body.get("version") if isinstance(body.get("version"), int) else None
     try:
-        record = runtime().records.get(ent.name, record_id, context=g.context)
-        taken = next((t for t in transitions_of(ent, record) if t.target == to), None)
-        version = body.get("version") if isinstance(body.get("version"), int) else None
-        if taken is not None:
-            record = runtime().workflow.transition(ent.name, record_id, taken.name, {}, version=version, context=g.context)
-        else:
-            record = runtime().records.update(ent.name, record_id, {group: to}, version=version, context=g.context)
+        runtime().records.get(ent.name, record_id, context=g.context)   # 404 for one the user may not see
+        record = runtime().records.update(ent.name, record_id, {group: to}, version=version, context=g.context)
     except ValidationFailed as exc:
         return jsonify(error="; ".join(str(e) for e in exc.errors)), 422
     except NotFound:

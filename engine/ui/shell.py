@@ -1,4 +1,5 @@
-"""The screens around the records: home, the language switch, search, notifications and dashboards."""
+"""The screens around the records: home (with the plugins' panels), the language switch, search and
+notifications."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from .present import columns, display, lookup_titles, title_of
 
 
 def home():
-    return render_template("ui/home.html")
+    rt = runtime()
+    panels = [p for found in reversed(rt.pm.hook.crm_home_panels(runtime=rt, access=g.access)) for p in found or ()]
+    return render_template("ui/home.html", home_panels=sorted(panels, key=lambda p: p.order))
 
 
 def choose_language():
@@ -79,22 +82,3 @@ def notification_read(record_id: int):
     except (NotFound, PermissionDenied, ValidationFailed):
         abort(404)
     return redirect(back_to(url_for("ui.notifications")))
-
-
-def dashboard_page(name: str):
-    from markupsafe import Markup
-
-    from engine.dashboards import compute
-    from engine.dashboards.svg import render
-
-    dashboard = (runtime().dashboards or {}).get(name)
-    if dashboard is None:
-        abort(404)
-    widgets = [w for w in dashboard.widgets if g.access.can(w.entity, "read")]
-    if not widgets:
-        abort(403)
-    charts = []
-    for widget in widgets:
-        result = compute(runtime().records, widget, access=g.access, lang=current_lang())
-        charts.append({"widget": widget, "svg": Markup(render(result)), "type": widget.type})   # render() escapes
-    return render_template("ui/dashboard.html", dashboard=dashboard, charts=charts)

@@ -19,10 +19,9 @@ from .forms import edit, form_state, lookup, new
 from .i18n import current_lang
 from .i18n import translate as _
 from .lists import bulk, delete_view, list_page, save_view
-from .records import delete, kanban, move, record_page, transition
+from .records import delete, kanban, move, record_page
 from .shell import (
     choose_language,
-    dashboard_page,
     home,
     notification_read,
     notifications_page,
@@ -33,15 +32,14 @@ from .shell import (
 
 def ui_blueprint() -> Blueprint:
     bp = Blueprint("ui", __name__)
-    bp.before_request(_sign_in)
-    bp.context_processor(_shell)
+    bp.before_request(sign_in)
+    bp.context_processor(shell)
     rules = [
         ("/", "home", home, ["GET"]),
         ("/ui/lang", "lang", choose_language, ["POST"]),
         ("/ui/search", "search", search_page, ["GET"]),
         ("/ui/notifications", "notifications", notifications_page, ["GET"]),
         ("/ui/notifications/<int:record_id>/read", "notification_read", notification_read, ["POST"]),
-        ("/ui/dashboards/<name>", "dashboard", dashboard_page, ["GET"]),
         ("/ui/<entity:entity>", "list", list_page, ["GET"]),
         ("/ui/<entity:entity>/_bulk", "bulk", bulk, ["POST"]),
         ("/ui/<entity:entity>/_views", "save_view", save_view, ["POST"]),
@@ -53,7 +51,6 @@ def ui_blueprint() -> Blueprint:
         ("/ui/<entity:entity>/<int:record_id>", "record", record_page, ["GET"]),
         ("/ui/<entity:entity>/<int:record_id>/edit", "edit", edit, ["GET", "POST"]),
         ("/ui/<entity:entity>/<int:record_id>/delete", "delete", delete, ["POST"]),
-        ("/ui/<entity:entity>/<int:record_id>/transition/<name>", "transition", transition, ["GET", "POST"]),
         ("/ui/<entity:entity>/<int:record_id>/_move", "move", move, ["POST"]),
     ]
     for path, endpoint, view, methods in rules:
@@ -61,7 +58,7 @@ def ui_blueprint() -> Blueprint:
     return bp
 
 
-def _sign_in():
+def sign_in():
     """Every screen needs a signed-in, active user; pages send others to the login form."""
     if request.endpoint == "ui.lang":
         return None   # the login page offers the language switch too
@@ -78,7 +75,7 @@ def _sign_in():
     return None
 
 
-def _shell() -> dict:
+def shell() -> dict:
     """What every page's frame needs: the navigation, the user and the unread notifications."""
     if not hasattr(g, "access"):
         return {}
@@ -87,10 +84,18 @@ def _shell() -> dict:
     for ent in runtime().model.entities.values():
         if g.access.can(ent.name, "read"):
             modules.setdefault(ent.module or "other", []).append(ent)
-    dashboards = [d for d in (runtime().dashboards or {}).values()
-                  if any(g.access.can(w.entity, "read") for w in d.widgets)]
-    return {"nav_modules": modules, "nav_dashboards": dashboards, "lang": lang, "me": g.access.user,
+    return {"nav_modules": modules, "nav_groups": nav_groups(), "lang": lang, "me": g.access.user,
             "unread": unread_count(), "tr": label_text}
+
+
+def nav_groups() -> list[tuple[str, list]]:
+    """The plugins' navigation entries (``crm_nav_entries``) for this user, by group, in order."""
+    rt = runtime()
+    entries = [e for found in reversed(rt.pm.hook.crm_nav_entries(runtime=rt, access=g.access)) for e in found or ()]
+    groups: dict[str, list] = {}
+    for entry in sorted(entries, key=lambda e: e.order):
+        groups.setdefault(entry.group, []).append(entry)
+    return list(groups.items())
 
 
 __all__ = ["ui_blueprint"]

@@ -11,20 +11,26 @@ from engine.metadata.declared import doc_location
 from engine.metadata.loader import SCHEMA_DIR
 from engine.plugins import DocumentKind, hookimpl
 
+from .actions import actions_from_plugins, default_actions
 from .spec import compile_specs
 
 
-def check_automations(*, model, documents: list, problems, functions=None, actions=None) -> None:
+def _actions(plugins):
+    """The action types automations may use: the built-in ones and the plugins' (``crm_actions``)."""
+    return actions_from_plugins(plugins) if plugins is not None else default_actions()
+
+
+def check_automations(*, model, documents: list, problems, functions=None, plugins=None) -> None:
     """Every automation document compiles: its trigger, condition and actions."""
-    for p in compile_specs(model, functions, actions, workflows=False)[1]:
+    for p in compile_specs(model, functions, _actions(plugins), workflows=False)[1]:
         doc = documents[p.doc]
         name = f"automation {doc.data['automation']}" + (f" {'/'.join(map(str, p.path))}" if p.path else "")
         problems.add(doc_location(doc, p.path), f"{name}: {p.message}")
 
 
-def check_workflows(*, model, declared: dict, problems, functions=None, actions=None) -> None:
+def check_workflows(*, model, declared: dict, problems, functions=None, plugins=None) -> None:
     """Every entity's ``workflow`` compiles: its field, states, transitions, guards and actions."""
-    for p in compile_specs(model, functions, actions, automations=False)[1]:
+    for p in compile_specs(model, functions, _actions(plugins), automations=False)[1]:
         problems.add(declared[p.doc].text_loc(*p.path), f"{p.doc}.{'.'.join(map(str, p.path))}: {p.message}")
 
 

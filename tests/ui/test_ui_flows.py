@@ -183,7 +183,7 @@ def test_a_dashboard_shows_figures_computed_from_the_records(page, live_server):
     assert widget.is_visible()
     assert str(open_deals) in widget.text_content()
     assert page.locator('.widget[data-widget="pipeline_funnel"] svg rect').count() >= 1
-    assert page.locator(".widget svg").count() == len(rt.dashboards["sales"].widgets)
+    assert page.locator(".widget svg").count() == len(rt.extensions["dashboards"]["sales"].widgets)
 
 
 def test_switching_to_chinese_translates_labels_and_interface(page, live_server):
