@@ -17,12 +17,13 @@ def _document(api) -> dict:
 
 
 def _routes(api) -> set[tuple[str, str]]:
-    """(path template, method) for every rule of the API blueprint, one path per entity where the rule
-    takes an entity, and every variable written as {}."""
+    """(path template, method) for every rule under /api/v1 (the API blueprint's and those plugins mount,
+    the workflow's and the dashboards' among them), one path per entity where the rule takes an entity,
+    and every variable written as {}."""
     entities = list(api.rt.model.entities)
     out = set()
     for rule in api.app.url_map.iter_rules():
-        if not rule.endpoint.startswith("api."):
+        if not rule.rule.startswith("/api/v1/"):
             continue
         paths = ([rule.rule.replace("<entity:entity>", name) for name in entities] if "<entity:entity>" in rule.rule
                  else [rule.rule])
