@@ -21,8 +21,8 @@ from engine.metadata.model import Entity
 from .context import Context, access_for
 from .errors import FieldError, ValidationFailed
 from .formulas import EntityRules, RuleRunner, fill_on_read
+from . import query as queries
 from .query import (
-    COUNT_CAP,
     ListQuery,
     Page,
     QueryError,
@@ -115,10 +115,11 @@ class Reads:
             if q.count:
                 counted, _ = build_select(table, ListQuery(q.entity, q.filters, where=q.where), [table.c.id])
                 counted = (scope.apply(counted) if scope is not None else counted).order_by(None)
-                capped = sa.select(sa.func.count()).select_from(counted.limit(COUNT_CAP + 1).subquery())
+                cap = queries.COUNT_CAP   # read at call time: one setting of the query layer
+                capped = sa.select(sa.func.count()).select_from(counted.limit(cap + 1).subquery())
                 page.total = conn.execute(capped).scalar()
-                if page.total > COUNT_CAP:  # never count millions exactly on a page request
-                    page.total, page.total_is_estimate = self.db.estimate_rows(conn, counted, COUNT_CAP + 1), True
+                if page.total > cap:  # never count millions exactly on a page request
+                    page.total, page.total_is_estimate = self.db.estimate_rows(conn, counted, cap + 1), True
         return page
 
     def _condition(self, ent: Entity, text: str):
