@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.metadata import MetadataError
+from engine.plugins import hookimpl
 from engine.security.tokens import create_token
 from engine.storage.errors import ValidationFailed
 from engine.storage.records import Context
@@ -311,3 +312,51 @@ def test_after_commit_actions_write_with_the_rights_of_the_user_who_started_them
 
     denied = query_audit(rt.records, kind="permission_denied", user_id=sam["id"])
     assert denied and denied[0]["entity"] == "campaign"     # recorded although the job's write rolled back
+
+
+class Pinger:
+    """A plugin that fires its own automation trigger, ``pinged`` (as conversions fire ``converted``)."""
+
+    @hookimpl
+    def crm_automation_triggers(self):
+        return ["pinged"]
+
+
+def test_a_plugin_trigger_runs_the_automations_that_follow_it(settings, write_tree):
+    from engine.runtime import Runtime
+
+    site = write_tree("site", {"ping.yaml": """
+        automation: on_ping
+        on: {entity: account, events: [pinged]}
+        when: "rating = 'hot'"
+        actions:
+          - {do: set_fields, values: {description: "'pinged ' & name"}}
+        """})
+    rt = Runtime.boot(settings.with_(site_dir=site), extra_plugins=(Pinger(),))
+    try:
+        rt.migrate()
+        ctx = Context(user_id=_user(rt)["id"])
+        hot = rt.records.create("account", {"name": "Hot", "rating": "hot"}, context=ctx)
+        cold = rt.records.create("account", {"name": "Cold", "rating": "cold"}, context=ctx)
+        assert [r for r in _runs(rt) if r["automation"] == "on_ping"] == []     # a write is not a ping
+        with rt.db.write() as conn:
+            assert rt.workflow.fire(conn, "account", "pinged", hot, context=ctx) == 1
+            assert rt.workflow.fire(conn, "account", "pinged", cold, context=ctx) == 0   # its condition is false
+        rt.workflow.runner.drain()
+        assert rt.records.get("account", hot["id"])["description"] == "pinged Hot"
+        assert rt.records.get("account", cold["id"])["description"] is None
+        [run] = [r for r in _runs(rt) if r["automation"] == "on_ping"]
+        assert (run["trigger"], run["status"]) == ("pinged", "done")
+    finally:
+        rt.close()
+
+
+def test_an_event_no_plugin_fires_is_refused_at_its_line(make_runtime, write_tree):
+    site = write_tree("site", {"ping.yaml": """
+        automation: on_ping
+        on: {entity: account, events: [created, pinged]}
+        actions: [{do: notify, message: "'x'"}]
+        """})
+    with pytest.raises(MetadataError) as info:
+        make_runtime(site_dir=site, migrate=False)
+    assert "ping.yaml:2" in str(info.value) and "'pinged' is no event" in str(info.value)

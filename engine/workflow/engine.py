@@ -209,29 +209,54 @@ class WorkflowEngine:
             return
         now = self.clock()
         if triggered is not None and triggered.runs:
-            ids = []
-            for auto, trigger in triggered.runs:
-                version = (old or record).get("version") if event == "delete" else record.get("version")
-                key = f"{auto.name}:{ent.name}:{record['id']}:{event}:{version}"
-                error = triggered.stopped or triggered.failed.get(auto.name)
-                status = "stopped" if triggered.stopped else "dead" if error else "queued" if auto.job_steps else "done"
-                payload = {"chain": [*context.chain, auto.name]}
-                if event == "delete":
-                    payload["record"] = _jsonable(ent, record)
-                if status != "queued":   # a finished run needs no id: written with the others before commit
-                    self._finished_runs(conn).append(self._run_row(auto, ent, record["id"], trigger, key, status,
-                                                                   context, now, payload, error))
-                    continue
-                rid = self._insert_run(conn, auto, ent, record["id"], trigger, key, status, context, now, payload,
-                                       error=error)
-                if rid is not None:
-                    ids.append(rid)
-            if ids:
-                self.db.on_commit(conn, lambda: self.submit(ids))
+            self._queue(conn, ent, event, record, old, context, triggered, now)
         if plan.dated:
             from .scheduler import plan_record
 
             plan_record(self, conn, ent, plan.dated, record, event, context, now)
+
+    def fire(self, conn: Connection, entity: str, trigger: str, record: dict, *, context: Context,
+             occurrence: Any = None) -> int:
+        """Fire ``trigger`` (an event a plugin declares with ``crm_automation_triggers``: ``converted``,
+        ``claimed``...) on ``record`` inside the write transaction ``conn``: the automations that follow
+        it and whose condition holds run after the commit, like those of a write, in the run log.
+        ``occurrence`` tells two firings on one record version apart (default: the version). Returns
+        how many automations were triggered."""
+        ent = self.svc.model.entity(entity)
+        plan = self.plan(ent)
+        if plan is None or not context.automations:
+            return 0
+        out = Triggered()
+        out.runs = [(a, trigger) for a in plan.on_event.get(trigger, ()) if self._holds(conn, ent, a, record, None, context)]
+        if out.runs and context.depth >= self.settings.automation_depth:
+            out.stopped = (f"stopped: automations triggered each other {context.depth} levels deep "
+                           f"(the limit, CRM_AUTOMATION_DEPTH, is {self.settings.automation_depth})")
+        if out.runs:
+            self._queue(conn, ent, trigger, record, None, context, out, self.clock(), occurrence)
+        return len(out.runs)
+
+    def _queue(self, conn, ent: Entity, event: str, record: dict, old: dict | None, context: Context,
+               triggered: Triggered, now: datetime, occurrence: Any = None) -> None:
+        """Write the run rows of what ``triggered`` holds; the queued ones go to the runner after commit."""
+        ids = []
+        for auto, trigger in triggered.runs:
+            version = (old or record).get("version") if event == "delete" else record.get("version")
+            key = f"{auto.name}:{ent.name}:{record['id']}:{event}:{version if occurrence is None else occurrence}"
+            error = triggered.stopped or triggered.failed.get(auto.name)
+            status = "stopped" if triggered.stopped else "dead" if error else "queued" if auto.job_steps else "done"
+            payload = {"chain": [*context.chain, auto.name]}
+            if event == "delete":
+                payload["record"] = _jsonable(ent, record)
+            if status != "queued":   # a finished run needs no id: written with the others before commit
+                self._finished_runs(conn).append(self._run_row(auto, ent, record["id"], trigger, key, status,
+                                                               context, now, payload, error))
+                continue
+            rid = self._insert_run(conn, auto, ent, record["id"], trigger, key, status, context, now, payload,
+                                   error=error)
+            if rid is not None:
+                ids.append(rid)
+        if ids:
+            self.db.on_commit(conn, lambda: self.submit(ids))
 
     def writer(self, context: Context, auto: Automation, depth: int | None = None) -> Context:
         """The context an automation's writes use: system rights, one level deeper in the chain."""

@@ -12,7 +12,7 @@ from engine.metadata.loader import SCHEMA_DIR
 from engine.plugins import DocumentKind, hookimpl
 
 from .actions import actions_from_plugins, default_actions
-from .spec import compile_specs
+from .spec import compile_specs, triggers_from_plugins
 
 
 def _actions(plugins):
@@ -22,7 +22,8 @@ def _actions(plugins):
 
 def check_automations(*, model, documents: list, problems, functions=None, plugins=None) -> None:
     """Every automation document compiles: its trigger, condition and actions."""
-    for p in compile_specs(model, functions, _actions(plugins), workflows=False)[1]:
+    for p in compile_specs(model, functions, _actions(plugins), workflows=False,
+                           triggers=triggers_from_plugins(plugins))[1]:
         doc = documents[p.doc]
         name = f"automation {doc.data['automation']}" + (f" {'/'.join(map(str, p.path))}" if p.path else "")
         problems.add(doc_location(doc, p.path), f"{name}: {p.message}")

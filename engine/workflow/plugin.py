@@ -25,7 +25,10 @@ WRITES = "workflow.writes"
 def crm_startup(runtime) -> None:
     from . import WorkflowEngine, actions_from_plugins, compile_specs, make_runner
 
-    specs, _ = compile_specs(runtime.model, runtime.records.functions, actions_from_plugins(runtime.pm))
+    from .spec import triggers_from_plugins
+
+    specs, _ = compile_specs(runtime.model, runtime.records.functions, actions_from_plugins(runtime.pm),
+                             triggers=triggers_from_plugins(runtime.pm))
     engine = WorkflowEngine(runtime.records, specs, runtime.settings)
     engine.runner = make_runner(runtime.settings, engine.execute)
     runtime.extensions[NAME] = engine

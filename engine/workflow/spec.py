@@ -88,7 +88,7 @@ class Automation:
     @property
     def before_steps(self) -> tuple[Step, ...]:
         """Steps that run in the write's own transaction (only for write events and transitions)."""
-        if self.schedule is not None or self.events == {"delete"}:
+        if self.schedule is not None or not self.events <= {"create", "update", "delete"} or self.events == {"delete"}:
             return ()
         return tuple(s for s in self.steps if s.before_save)
 
@@ -206,9 +206,17 @@ class Compiler:
         return out
 
 
+def triggers_from_plugins(pm) -> frozenset[str]:
+    """The events plugins fire (``crm_automation_triggers``), which automations may follow."""
+    if pm is None:
+        return frozenset()
+    return frozenset(name for found in pm.hook.crm_automation_triggers() for name in found or ())
+
+
 def compile_specs(model: AppModel, functions=None, actions=None, *, workflows: bool = True,
-                  automations: bool = True) -> tuple[Specs, list[SpecProblem]]:
-    """The entities' workflows and the automation documents, compiled (either may be left out)."""
+                  automations: bool = True, triggers: frozenset[str] = frozenset()) -> tuple[Specs, list[SpecProblem]]:
+    """The entities' workflows and the automation documents, compiled (either may be left out);
+    ``triggers`` are the events plugins fire (``crm_automation_triggers``) beyond the write events."""
     from .actions import default_actions
 
     actions = actions if actions is not None else default_actions()
@@ -225,7 +233,7 @@ def compile_specs(model: AppModel, functions=None, actions=None, *, workflows: b
             problems.append(SpecProblem("automation", i, ("automation",),
                                         f"automation {name!r} is declared twice; names are unique"))
             continue
-        auto = _automation(model, doc, i, functions, actions, problems, specs)
+        auto = _automation(model, doc, i, functions, actions, problems, specs, triggers)
         if auto is not None:
             specs.automations[name] = auto
     return specs, problems
@@ -280,7 +288,8 @@ def _workflow(model, ent: Entity, functions, actions, problems) -> Workflow | No
     return Workflow(ent.name, fname, tuple(transitions), initial)
 
 
-def _automation(model, doc: Mapping, i: int, functions, actions, problems, specs: Specs) -> Automation | None:
+def _automation(model, doc: Mapping, i: int, functions, actions, problems, specs: Specs,
+                fired: frozenset[str] = frozenset()) -> Automation | None:
     c = Compiler(model, functions, problems, "automation", i, ())
     on = doc["on"]
     ent = model.entities.get(on["entity"])
@@ -291,7 +300,11 @@ def _automation(model, doc: Mapping, i: int, functions, actions, problems, specs
     if len(triggers) != 1:
         c.problem(("on",), "name exactly one trigger: events (with optional changed), transition or schedule")
         return None
-    events = frozenset(EVENTS[e] for e in on.get("events", ()))
+    for j, name in enumerate(on.get("events") or ()):
+        if name not in EVENTS and name not in fired:
+            known = ", ".join([*EVENTS, *sorted(fired)])
+            c.problem(("on", "events", j), f"{name!r} is no event; an automation follows one of: {known}")
+    events = frozenset(EVENTS.get(e, e) for e in on.get("events", ()))
     for j, name in enumerate(on.get("changed") or ()):
         if name not in ent.fields and name not in SYSTEM_COLUMNS:
             c.problem(("on", "changed", j), f"{ent.name} has no field {name!r}")
