@@ -205,7 +205,9 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "core": "engine.core_plugin",
     "core.security": "engine.security.guards",
     "workflow": "engine.workflow.plugin",
+    "workflow.kinds": "engine.workflow.kinds",         # its metadata: loads even when "workflow" is off
     "dashboards": "engine.dashboards.plugin",
+    "dashboards.kinds": "engine.dashboards.kinds",
 }
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from engine.plugins import hookimpl
 
-from .kinds import crm_document_kinds  # noqa: F401  (the dashboard document kind, part of this plugin)
 
 NAME = "dashboards"
 

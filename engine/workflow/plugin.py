@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from engine.plugins import hookimpl
 
-# The workflow's other hook implementations, registered with this module as one plugin (so that
-# CRM_DISABLED_PLUGINS=workflow takes all of it away): its document kind and checks, its commands
-# and its scheduled job.
+# Its commands and scheduled job are part of this plugin (CRM_DISABLED_PLUGINS=workflow takes them
+# away with the engine); its document kind and checks are the plugin "workflow.kinds", which stays,
+# so that the metadata of a site that turns the workflow off still loads unchanged.
 from .commands import crm_cli_commands, crm_scheduled_jobs  # noqa: F401
-from .kinds import crm_document_kinds, crm_model_checks  # noqa: F401
 
 NAME = "workflow"
 WRITES = "workflow.writes"
