@@ -40,7 +40,8 @@ class DocumentKind:
 
 @dataclass(frozen=True)
 class NavEntry:
-    """An entry of the web UI's navigation: a label (``{lang: text}``), an endpoint or URL, an icon;
+    """An entry of the web UI's navigation: a label (``{lang: text}``), the URL it links to (a path,
+    e.g. from ``url_for``; not an endpoint name), an icon (not drawn by the current templates);
     entries of one ``group`` (its English name, which the UI translates) share a drop-down menu."""
 
     key: str
