@@ -8,7 +8,7 @@ and reported at once in one ``MetadataError``.
 The loader knows two kinds of document of its own, ``entity`` and ``role``; every other kind
 (``automation``, ``dashboard``, a plugin's) and every check beyond the structure of entities and
 roles (the formula language's, the workflow's) is given to it: ``kinds`` (``DocumentKind``: name,
-JSON Schema, check) and ``checks`` (``check(model=, declared=, roles=, problems=, functions=, actions=)``).
+JSON Schema, check) and ``checks`` (``check(model=, declared=, roles=, problems=, functions=, plugins=)``).
 ``engine.runtime.load_model_from`` gathers them from the plugins.
 """
 
