@@ -118,3 +118,13 @@ class ApiClient:
         def call(path, headers=None, **kwargs):
             return getattr(self.client, method)(path, headers={**self.headers, **(headers or {})}, **kwargs)
         return call
+
+
+@pytest.fixture
+def receiver():
+    """A local HTTP receiver standing in for webhooks and chat platforms (``tests.automation_kit``)."""
+    from tests.automation_kit import Receiver
+
+    r = Receiver()
+    yield r
+    r.close()

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from engine.storage.records import Context
 
-from ..automation_kit import REDIS_URL, Harness, Receiver, redis_available
+from ..automation_kit import REDIS_URL, Harness, redis_available
 
 PLUGINS = Path(__file__).parent.parent / "plugins"
 
@@ -49,13 +49,6 @@ on: {entity: opportunity, schedule: {before: close_date, days: 1, at: "08:00"}}
 actions:
   - {do: notify, to: owner_id, message: "'Nudge: ' & name"}
 """
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture

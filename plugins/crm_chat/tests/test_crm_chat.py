@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.storage.records import Context
-from tests.automation_kit import Harness, Receiver
+from tests.automation_kit import Harness
 
 PLUGINS = Path(__file__).resolve().parents[2]      # the plugins/ folder: this plugin and its neighbours
 AUTOMATIONS = """
@@ -24,10 +24,9 @@ actions:
 
 
 @pytest.fixture
-def chat():
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
+def chat(receiver):
+    """The chat's incoming webhook: the engine's local receiver (tests/conftest.py)."""
+    return receiver
 
 
 @pytest.fixture
