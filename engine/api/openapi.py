@@ -115,6 +115,12 @@ def _nullable(schema: dict) -> dict:
     return {"anyOf": [schema, {"type": "null"}]} if schema else {}
 
 
+def _expandable(schema: dict) -> dict:
+    """A lookup as read: its id, the linked record as an object when ``expand=`` names it, or null."""
+    return {"anyOf": [schema, {"type": "object", "required": ["id"], "description": "the linked record (expand=)"},
+                      {"type": "null"}]}
+
+
 def _field_schema(field: Field) -> dict:
     schema = deepcopy(field.type.json_schema(field))
     if field.label:
@@ -125,13 +131,15 @@ def _field_schema(field: Field) -> dict:
 def _entity_components(schemas: dict, entity: Entity) -> None:
     name = _schema_name(entity)
     read = {n: _nullable(_field_schema(system_field(n))) for n in SYSTEM_TYPES}
+    for n in ("created_by", "updated_by", "owner_id"):
+        read[n] = _expandable(_field_schema(system_field(n)))
     read["id"] = ID_SCHEMA
     read["version"] = {"type": "integer", "minimum": 1}
     writable, required = {}, []
     for field in entity.fields.values():
         if not (field.stored or field.computed_on_read):
             continue
-        read[field.name] = _nullable(_field_schema(field))
+        read[field.name] = _expandable(_field_schema(field)) if field.target else _nullable(_field_schema(field))
         if field.readonly:
             continue
         # a required field is never blank: null is refused even where a default fills it when left out
