@@ -209,6 +209,12 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "workflow.kinds": "engine.workflow.kinds",         # its metadata: loads even when "workflow" is off
     "dashboards": "engine.dashboards.plugin",
     "dashboards.kinds": "engine.dashboards.kinds",
+    "follow_up": "engine.processes.follow_up.plugin",
+    "follow_up.kinds": "engine.processes.follow_up.kinds",
+    "conversions": "engine.processes.conversions.plugin",
+    "conversions.kinds": "engine.processes.conversions.kinds",
+    "pools": "engine.processes.pools.plugin",
+    "pools.kinds": "engine.processes.pools.kinds",
 }
 
 

@@ -1,0 +1,1 @@
+"""The ``conversions``  process (engine/processes/__init__.py)."""

@@ -1,0 +1,1 @@
+"""The ``follow_up``  process (engine/processes/__init__.py)."""

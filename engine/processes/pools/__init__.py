@@ -1,0 +1,1 @@
+"""The ``pools``  process (engine/processes/__init__.py)."""

@@ -1,0 +1,5 @@
+"""``pools`` as a default plugin (``"pools"`` in ``engine.plugins.DEFAULT_PLUGINS``)."""
+
+from __future__ import annotations
+
+from engine.plugins import hookimpl  # noqa: F401
