@@ -39,6 +39,16 @@ if_match = _routes._if_match           # the version If-Match names for a record
 record_json = _routes._record_json     # a record as the caller may see it
 int_arg = _routes._int_arg             # a bounded whole-number query parameter
 name_arg = _routes._name_arg           # a name-like query parameter
+list_query = _routes._list_query       # an entity's list parameters (filters, sort, cursor...) as a ListQuery
+expand_lookups = _routes._expand        # replace lookups of a page by the linked records (expand=)
+LIST_TIMEOUT_MS = _routes.LIST_TIMEOUT_MS   # the time limit of a list query
 
-__all__ = ["NAME_PATTERN", "ApiError", "api_routes", "context", "entity", "etag", "if_match", "int_arg",
-           "json_body", "json_response", "name_arg", "record_json", "runtime"]
+
+def dump_records(entity, records: list[dict], fields: tuple[str, ...] | None = None) -> list[dict]:
+    """A page of records of ``entity`` as JSON, with only the fields the caller may read (or ``fields``)."""
+    return _routes._serializers().dump_many(entity.name, records, _routes._only(entity, fields))
+
+
+__all__ = ["LIST_TIMEOUT_MS", "NAME_PATTERN", "ApiError", "api_routes", "context", "dump_records", "entity", "etag",
+           "expand_lookups", "if_match", "int_arg", "json_body", "json_response", "list_query", "name_arg", "record_json",
+           "runtime"]

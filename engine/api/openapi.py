@@ -405,6 +405,7 @@ def _audit_paths() -> dict:
 # -- for the fragments of plugins (crm_openapi): the same parts the API's own paths are made of --
 
 schema_name = _schema_name
+list_parameters = _list_parameters
 error_responses = _errors
 query_parameter = _query
 json_object = _json_object

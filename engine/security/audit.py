@@ -12,7 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 
 KINDS = ("login", "login_failed", "login_throttled", "logout", "permission_denied", "export", "migration",
-         "user_change", "admin_bypass", "keys_rotated", "restore", "record_created", "record_deleted")
+         "user_change", "admin_bypass", "keys_rotated", "restore", "record_created", "record_deleted",
+         "pool_claimed", "pool_assigned", "pool_returned", "pool_recycled")
 #: Fields of a user whose change is audited (who may do what, and whether they may log in).
 USER_FIELDS = ("role", "active", "team", "manager", "email")
 
