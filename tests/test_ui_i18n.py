@@ -44,7 +44,7 @@ from engine.ui.present import SYSTEM_LABELS
 
 UI_DIR = ROOT / "engine" / "ui"
 #: The UI and the default plugins whose screens draw in it (their strings are in the UI's catalogs).
-UI_DIRS = (UI_DIR, ROOT / "engine" / "workflow", ROOT / "engine" / "dashboards")
+UI_DIRS = (UI_DIR, ROOT / "engine" / "workflow", ROOT / "engine" / "dashboards", ROOT / "engine" / "processes")
 BABEL_CFG = ROOT / "babel.cfg"
 POT = CATALOGS / "messages.pot"
 ZH_PO = CATALOGS / "zh" / "LC_MESSAGES" / "messages.po"

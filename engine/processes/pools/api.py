@@ -203,7 +203,7 @@ def _pool_paths(model, pool, ids: dict, quota: dict) -> dict:
     reasons = [v for v, _ in pool.return_reasons]
     give_back = {"type": "object", "additionalProperties": False, "required": ["reason"], "properties": {
         "ids": ids, "id": ID, "reason": {"type": "string", **({"enum": reasons} if reasons else {})},
-        "note": {"type": "string", "maxLength": 2000}},
+        "note": {"type": ["string", "null"], "maxLength": 2000}},
         "oneOf": [{"required": ["ids"], "not": {"required": ["id"]}}, {"required": ["id"], "not": {"required": ["ids"]}}]}
     limit = {"type": ["integer", "null"], "minimum": 0, "maximum": 1_000_000}
     return {

@@ -102,8 +102,8 @@ def _records(service: PoolService, conn, pool: Pool, ids: list[int], now: dateti
     if not service.db.is_sqlite:
         stmt = stmt.with_for_update(of=table)
     out = {}
-    for row in conn.execute(stmt):
-        data = dict(row._mapping)
+    for row in conn.execute(stmt).mappings():
+        data = dict(row)
         holding = {i for i, _ in unless if data.pop(f"_unless_{i}")}
         out[data["id"]] = (data, holding)
     return out

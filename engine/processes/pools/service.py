@@ -232,12 +232,12 @@ class PoolService:
         q = self.quota(pool, user_id, role, conn=conn, now=now)
         if q.owned_limit is not None and q.owned + adding > q.owned_limit:
             raise PoolError(409, "pool-limit", f"limit reached: at most {q.owned_limit} {pool.entity} records "
-                            f"owned from {pool.name} at once; owned now {q.owned}, asked {adding} more. "
+                            f"owned from the {pool.label} at once; owned now {q.owned}, asked {adding} more. "
                             "Return or convert some first.", field="ids", limit="owned", allowed=q.owned_limit,
                             current=q.owned)
         if per_day and q.per_day_limit is not None and q.today + adding > q.per_day_limit:
             raise PoolError(409, "pool-limit", f"limit reached: at most {q.per_day_limit} claims a day from "
-                            f"{pool.name}; claimed today {q.today}, asked {adding} more; resets at "
+                            f"the {pool.label}; claimed today {q.today}, asked {adding} more; resets at "
                             f"{q.resets_at:%Y-%m-%d %H:%M} UTC", field="ids", limit="per_day",
                             allowed=q.per_day_limit, current=q.today, resets_at=q.resets_at.isoformat())
 
@@ -268,7 +268,7 @@ class PoolService:
             if owner[0] is not None:
                 raise PoolError(409, "already-claimed", f"{pool.entity} {rid} is already claimed by someone else",
                                 field="ids")
-            raise PoolError(409, "not-in-pool", f"{pool.entity} {rid} is not in {pool.name}", field="ids")
+            raise PoolError(409, "not-in-pool", f"{pool.entity} {rid} is not in the {pool.label}", field="ids")
         ctx = Context(user_id=actor_id, system=True)
         record = self.records.update(pool.entity, rid, {"owner_id": user_id}, context=ctx, conn=conn)
         due, warn = due_of(pool, record, now, now)

@@ -65,7 +65,7 @@ def pool_page(name: str):
     service, pool = _pool(name)
     ent = runtime().model.entity(pool.entity)
     hidden = hidden_of(ent) if not g.access.admin else frozenset()
-    cols = list_columns(ent, hidden)
+    cols = [c for c in list_columns(ent, hidden) if c.name != "owner_id"]   # a pool's records have none
     sort = request.args.get("sort") or (ent.layouts.get("list") or {}).get("sort") or "-id"
     error, page = None, None
     try:
