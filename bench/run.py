@@ -12,6 +12,7 @@ import api_vs_handwritten  # noqa: E402
 import automation_runners  # noqa: E402
 import bulk_upsert  # noqa: E402
 import formula_eval  # noqa: E402
+import pools  # noqa: E402
 import ui_list  # noqa: E402
 
 if __name__ == "__main__":
@@ -22,3 +23,5 @@ if __name__ == "__main__":
     automation_runners.main()
     print()
     ui_list.main()
+    print()
+    pools.main()

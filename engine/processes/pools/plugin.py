@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from engine.plugins import ScheduledJob, hookimpl
 
+from .commands import crm_cli_commands  # noqa: F401 - ``crm pools``, part of this plugin
+
 NAME = "pools"
 #: The scheduler ticks every 30 s by default; recycling is planned to the minute, not the second.
 EVERY = 60.0
