@@ -353,3 +353,28 @@ def test_the_api_names_the_missing_reason(api):
     assert api.post("/api/v1/_pools/lead_pool/return", json={"id": rid, "reason": "no_need"}).status_code == 200
     again = api.post("/api/v1/_pools/lead_pool/claim", json={"ids": [rid]})
     assert again.status_code == 409 and again.json["type"].endswith("/reclaim-window") and "until" in again.json
+
+
+# -- the command line --------------------------------------------------------------------------------
+
+def test_crm_pools_sets_a_users_limits_and_recycles(crm, settings):
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    rep = _user(crm, "Rep", "sales")
+    (rid,) = _leads(crm, 1)
+    t0 = _now()
+    _pools(crm).claim("lead_pool", [rid], user_id=rep["id"], role="sales", now=t0)
+    env = {"DATABASE_URL": settings.database_url, "CRM_PLUGIN_DIRS": ""}
+    done = CliRunner().invoke(main, ["pools", "limit", "lead_pool", str(rep["id"]), "--owned", "1"], env=env)
+    assert done.exit_code == 0, done.output
+    with pytest.raises(PoolError) as info:
+        _pools(crm).claim("lead_pool", _leads(crm, 1), user_id=rep["id"], role="sales")
+    assert info.value.detail["allowed"] == 1
+    listed = CliRunner().invoke(main, ["pools", "list"], env=env)
+    assert "lead_pool" in listed.output and "held now 1" in listed.output
+    later = (t0 + timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%S")
+    ran = CliRunner().invoke(main, ["pools", "recycle", "--now", later], env=env)
+    assert ran.exit_code == 0 and "recycled 1" in ran.output, ran.output
+    assert crm.records.get("lead", rid)["owner_id"] is None
