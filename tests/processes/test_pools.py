@@ -234,6 +234,9 @@ def test_recycling_warns_then_returns_and_keeps_the_former_owner_out(crm):
                                              for h in crm.records.history_of("lead", rid)]
     assert [a["kind"] for a in _rows(crm, "_crm_audit", record_id=rid) if a["kind"] == "pool_recycled"] == ["pool_recycled"]
     assert _rows(crm, "_crm_pool_hold") == []
+    runs = _rows(crm, "_crm_automation_run", automation="pool:lead_pool")
+    assert [(r["trigger"], r["status"], r["payload"]["counts"]["warned"], r["payload"]["counts"]["recycled"])
+            for r in runs] == [("recycle", "done", 1, 0), ("recycle", "done", 0, 1)]     # the run log
     with pytest.raises(PoolError) as info:
         pools.claim("lead_pool", [rid], user_id=rep["id"], role="sales", now=t0 + timedelta(days=16))
     assert info.value.kind == "reclaim-window"

@@ -11,11 +11,15 @@ indexed), a batch at a time, never the records of the pool; for each it reads th
   history, the audit log, the pool's event and the ``recycled`` trigger), the hold dropped;
 * to warn: a notification to the owner (a ``notification`` record), the hold marked warned.
 
+A pass that did something for a pool is a run in the automation run log (``pool:<pool>``, trigger
+``recycle``, its counts in the payload).
+
 ``now`` is a parameter everywhere, so tests and benches drive the clock.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -26,22 +30,39 @@ from .service import PoolService, due_of
 from .spec import Pool
 
 BATCH = 1000
+COUNTS = ("recycled", "warned", "replanned", "dropped", "failed")
 RETRY = timedelta(days=1)   # a record the record service refused to change is tried again a day later
 
 
 def recycle(service: PoolService, now: datetime | None = None, *, batch: int = BATCH) -> dict[str, int]:
     """One pass over every pool: counts of recycled, warned, replanned, dropped and failed holds."""
     now = now or service.clock()
-    counts = {"recycled": 0, "warned": 0, "replanned": 0, "dropped": 0, "failed": 0}
+    counts = dict.fromkeys(COUNTS, 0)
     for pool in service.pools.values():
         if not pool.recycle:
             continue
-        while _batch(service, pool, now, batch, counts, warn=False):
+        started, mine = time.monotonic(), dict.fromkeys(COUNTS, 0)
+        while _batch(service, pool, now, batch, mine, warn=False):
             pass
         if pool.warn_days:
-            while _batch(service, pool, now, batch, counts, warn=True):
+            while _batch(service, pool, now, batch, mine, warn=True):
                 pass
+        if any(mine.values()):
+            _log_run(service, pool, now, mine, started)
+        counts = {k: counts[k] + mine[k] for k in COUNTS}
     return counts
+
+
+def _log_run(service: PoolService, pool: Pool, now: datetime, counts: dict, started: float) -> None:
+    """A pass that did something is a run in the automation run log (``pool:<name>``, trigger ``recycle``)."""
+    runs = service.records.metadata.tables["_crm_automation_run"]
+    error = f"{counts['failed']} record(s) refused by the record service, tried again in a day" if counts["failed"] else None
+    with service.db.write() as conn:
+        conn.execute(runs.insert().values(
+            key=f"pool:{pool.name}:recycle:{now.isoformat()}:{time.time_ns()}"[:255], automation=f"pool:{pool.name}",
+            entity=pool.entity, record_id=None, trigger="recycle", status="done", attempts=1, max_attempts=1, depth=0,
+            user_id=None, payload={"counts": counts}, error=error, created_at=now, due_at=now, started_at=now,
+            finished_at=now, duration_ms=int((time.monotonic() - started) * 1000)))
 
 
 def _batch(service: PoolService, pool: Pool, now: datetime, batch: int, counts: dict, *, warn: bool) -> bool:
