@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, request
+from flask import Blueprint, g
 
 from engine.api import extend as api
 from engine.api.extend import ApiError
@@ -22,7 +22,7 @@ from engine.api.openapi import error_responses, list_parameters, schema_name
 from engine.fields import INT64_MAX
 
 from .plugin import pools_of
-from .service import MAX_IDS, PoolError, Quota, _role
+from .service import MAX_IDS, PoolError, Quota, role_of
 
 ID = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
 
@@ -57,7 +57,7 @@ def _service():
 
 def _pool(name: str):
     pool = _service().pool(name)
-    if not pool.may(_role(g.access), "see"):
+    if not pool.may(role_of(g.access), "see"):
         raise PoolError(404, "not-found", f"there is no pool {name!r}; GET /api/v1/_pools lists them")
     return pool
 
@@ -70,7 +70,7 @@ def pool_json(pool, quota: Quota, role: str) -> dict:
 
 
 def _pools():
-    service, role = _service(), _role(g.access)
+    service, role = _service(), role_of(g.access)
     return api.json_response({"data": [pool_json(p, service.quota(p, g.identity.user_id, role), role)
                                        for p in service.visible(role)]})
 
@@ -122,7 +122,7 @@ def _records_json(pool, records: list[dict]) -> list[dict]:
 def _claim(name: str):
     pool = _pool(name)
     ids = _ids(_body(("ids",)))
-    service, role = _service(), _role(g.access)
+    service, role = _service(), role_of(g.access)
     records = service.claim(pool.name, ids, user_id=g.identity.user_id, role=role)
     return api.json_response({"data": _records_json(pool, records),
                               "quota": service.quota(pool, g.identity.user_id, role).as_json()})
@@ -135,7 +135,7 @@ def _assign(name: str):
     user = body.get("user")
     if not isinstance(user, int) or isinstance(user, bool) or not 1 <= user <= INT64_MAX:
         raise PoolError(422, "validation", "user is required: the id of the user to assign to", field="user")
-    records = _service().assign(pool.name, ids, to_user=user, actor_id=g.identity.user_id, role=_role(g.access))
+    records = _service().assign(pool.name, ids, to_user=user, actor_id=g.identity.user_id, role=role_of(g.access))
     return api.json_response({"data": _records_json(pool, records)})
 
 
@@ -146,7 +146,7 @@ def _return(name: str):
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise PoolError(422, "validation", "reason must be one of the pool's return reasons", field="reason")
-    records = _service().give_back(pool.name, ids, user_id=g.identity.user_id, role=_role(g.access), reason=reason,
+    records = _service().give_back(pool.name, ids, user_id=g.identity.user_id, role=role_of(g.access), reason=reason,
                                    note=body.get("note"))
     return api.json_response({"data": _records_json(pool, records)})
 
@@ -162,7 +162,7 @@ def _limits(name: str, user_id: int):
         values[key] = value
     if not 1 <= user_id <= INT64_MAX:
         raise PoolError(404, "not-found", f"there is no user {user_id}")
-    return api.json_response(_service().set_limit(pool.name, user_id, role=_role(g.access), **values))
+    return api.json_response(_service().set_limit(pool.name, user_id, role=role_of(g.access), **values))
 
 
 # -- the document of these routes (crm_openapi) -----------------------------------------------------
@@ -195,11 +195,13 @@ def _pool_paths(model, pool, ids: dict, quota: dict) -> dict:
     name = schema_name(ent)
     base = f"/api/v1/_pools/{pool.name}"
     records = {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}}
-    action = lambda op, summary, body, out: {"post": {  # noqa: E731
-        "tags": ["pools"], "operationId": f"{op}_{pool.name}", "summary": summary,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
-        "responses": {"200": {"description": "Done", "content": _json(out)},
-                      **error_responses("400", "401", "404", "409", "415", "422")}}}
+
+    def action(op: str, summary: str, body: dict, out: dict) -> dict:
+        return {"post": {"tags": ["pools"], "operationId": f"{op}_{pool.name}", "summary": summary,
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+                         "responses": {"200": {"description": "Done", "content": _json(out)},
+                                       **error_responses("400", "401", "404", "409", "415", "422")}}}
+
     reasons = [v for v, _ in pool.return_reasons]
     give_back = {"type": "object", "additionalProperties": False, "required": ["reason"], "properties": {
         "ids": ids, "id": ID, "reason": {"type": "string", **({"enum": reasons} if reasons else {})},

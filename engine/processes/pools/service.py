@@ -100,8 +100,8 @@ class PoolService:
     def page(self, pool: Pool, q, *, access, user_id: int | None, timeout_ms: int | None = None):
         """A page of the pool's records (``q``: a ``ListQuery`` of its entity) for a user whose role may
         see the pool: through the pool they see its records beyond their usual scope, never more fields."""
-        if access is not None and not pool.may(_role(access), "see"):
-            raise PoolError(403, "forbidden", f"your role ({_role(access)}) may not see {pool.name}")
+        if access is not None and not pool.may(role_of(access), "see"):
+            raise PoolError(403, "forbidden", f"your role ({role_of(access)}) may not see {pool.name}")
         from dataclasses import replace
 
         table = self.records.table(pool.entity)
@@ -329,7 +329,8 @@ class ThroughPool:
         return None if entity == self._entity else self._access.visibility(records, entity, table)
 
 
-def _role(access) -> str:
+def role_of(access) -> str:
+    """The role a pool checks for ``access``: ``admin`` for admins, whatever their role is called."""
     return "admin" if access.admin else access.role
 
 

@@ -19,7 +19,7 @@ from engine.ui.i18n import translate as _
 from engine.ui.present import display, list_columns, lookup_titles, title_of
 
 from .plugin import pools_of
-from .service import PoolError, _role
+from .service import PoolError, role_of
 
 GROUP = "Pools"   # the navigation's menu, as the UI's catalogs translate it
 PAGE = 50
@@ -38,7 +38,7 @@ def nav_entries(service, access) -> list[NavEntry]:
     if service is None:
         return []
     return [NavEntry(key=f"pool:{p.name}", label=dict(p.label.texts), group=GROUP,
-                     url=url_for("pools_ui.pool", name=p.name)) for p in service.visible(_role(access))]
+                     url=url_for("pools_ui.pool", name=p.name)) for p in service.visible(role_of(access))]
 
 
 def return_action(service, ent, record: dict, access) -> list[RecordAction]:
@@ -46,7 +46,7 @@ def return_action(service, ent, record: dict, access) -> list[RecordAction]:
     if service is None or record.get("owner_id") != access.user_id:
         return []
     hold = service.hold_of(ent.name, record["id"])
-    if hold is None or hold["user_id"] != access.user_id or not service.pool(hold["pool"]).may(_role(access), "return"):
+    if hold is None or hold["user_id"] != access.user_id or not service.pool(hold["pool"]).may(role_of(access), "return"):
         return []
     return [RecordAction(key="pool-return", label=_("Return to pool"), method="get", style="outline-warning",
                          kind="pool", order=50,
@@ -56,7 +56,7 @@ def return_action(service, ent, record: dict, access) -> list[RecordAction]:
 def _pool(name: str):
     service = pools_of(runtime())
     pool = service.pools.get(name) if service is not None else None
-    if pool is None or not pool.may(_role(g.access), "see"):
+    if pool is None or not pool.may(role_of(g.access), "see"):
         abort(404)
     return service, pool
 
@@ -79,7 +79,7 @@ def pool_page(name: str):
     titles = lookup_titles(runtime().records, ent, cols, rows, g.context)
     table = [{"id": r["id"], "cells": [(c, display(c, r.get(c.name), lang, titles), link_to(c, r.get(c.name)))
                                        for c in cols]} for r in rows]
-    role = _role(g.access)
+    role = role_of(g.access)
     return render_template("pools/pool.html", pool=pool, ent=ent, cols=cols, table=table, page=page, error=error,
                            quota=service.quota(pool, g.access.user_id, role), may={
                                a: pool.may(role, a) for a in ("claim", "assign")},
@@ -107,7 +107,7 @@ def claim(name: str):
     if not ids:
         return with_message(back, _("Select the records to claim."), "warning")
     try:
-        done = service.claim(pool.name, ids, user_id=g.access.user_id, role=_role(g.access))
+        done = service.claim(pool.name, ids, user_id=g.access.user_id, role=role_of(g.access))
     except PoolError as exc:
         return with_message(back, exc.message, "danger")
     return with_message(back, _("Claimed %(n)s record(s); they are yours now.") % {"n": len(done)}, "success")
@@ -120,7 +120,7 @@ def assign(name: str):
     if not ids or not user:
         return with_message(back, _("Select the records and the user to assign them to."), "warning")
     try:
-        done = service.assign(pool.name, ids, to_user=user, actor_id=g.access.user_id, role=_role(g.access))
+        done = service.assign(pool.name, ids, to_user=user, actor_id=g.access.user_id, role=role_of(g.access))
     except PoolError as exc:
         return with_message(back, exc.message, "danger")
     return with_message(back, _("Assigned %(n)s record(s).") % {"n": len(done)}, "success")
@@ -134,7 +134,7 @@ def give_back(name: str, record_id: int):
     error = None
     if request.method == "POST":
         try:
-            service.give_back(pool.name, [record_id], user_id=g.access.user_id, role=_role(g.access),
+            service.give_back(pool.name, [record_id], user_id=g.access.user_id, role=role_of(g.access),
                               reason=request.form.get("reason") or None, note=request.form.get("note") or None)
         except PoolError as exc:
             error = exc
