@@ -14,6 +14,8 @@ record, the second finds it owned and is told "already claimed"). A request is a
 from __future__ import annotations
 
 import hashlib
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable
@@ -75,6 +77,7 @@ class PoolService:
         self.clock = clock
         tables = self.records.metadata.tables
         self.holds, self.events, self.limits = tables["_crm_pool_hold"], tables["_crm_pool_event"], tables["_crm_pool_limit"]
+        self._sqlite_turns = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------------
     def pool(self, name: str) -> Pool:
@@ -151,7 +154,7 @@ class PoolService:
         pool, ids = self.pool(name), _ids(ids)
         self._require(pool, role, "claim")
         now = now or self.clock()
-        with self.db.write() as conn:
+        with self._turn(), self.db.write() as conn:
             self._lock(conn, pool, user_id)
             self._check_limits(conn, pool, user_id, role, len(ids), now, per_day=True)
             self._check_reclaim(conn, pool, ids, user_id, now)
@@ -165,7 +168,7 @@ class PoolService:
         pool, ids = self.pool(name), _ids(ids)
         self._require(pool, role, "assign")
         now = now or self.clock()
-        with self.db.write() as conn:
+        with self._turn(), self.db.write() as conn:
             target_role = conn.execute(sa.select(self.records.table(USER_ENTITY).c.role).where(
                 self.records.table(USER_ENTITY).c.id == to_user,
                 self.records.table(USER_ENTITY).c.active.is_not(False))).first()
@@ -190,7 +193,7 @@ class PoolService:
             raise PoolError(422, "validation", "note must be a text of at most 2000 characters", field="note")
         now = now or self.clock()
         out = []
-        with self.db.write() as conn:
+        with self._turn(), self.db.write() as conn:
             table = self.records.table(pool.entity)
             for rid in ids:
                 owner = conn.execute(_locked(self.db, sa.select(table.c.owner_id).where(table.c.id == rid), table)).first()
@@ -217,6 +220,12 @@ class PoolService:
         return {"pool": pool.name, "user_id": user_id, "owned": owned, "per_day": per_day}
 
     # -- the steps ---------------------------------------------------------------------------------
+    def _turn(self):
+        """On SQLite, this process's pool writes take turns on a lock of their own before the file's
+        write lock: SQLite's busy handler polls with growing sleeps, so writers waiting on it may lose
+        their turn again and again (a p99 of seconds under 8 claimers); a queue here keeps them in order."""
+        return self._sqlite_turns if self.db.is_sqlite else nullcontext()
+
     def _require(self, pool: Pool, role: str | None, action: str) -> None:
         if not pool.may(role, action):
             allowed = ", ".join(sorted(pool.roles.get(action, ()))) or "admin only"
