@@ -265,7 +265,10 @@ def _targets(runtime, conn, conv: Conversion, source: dict, chosen: dict, contex
         else:
             mapped = _mapped(runtime, conn, conv, [v for v in target.values if not v.ref], source,
                              context.user_id, now)
-            values = {**mapped, **choice["values"]}
+            if context.access is not None and not context.system:   # what the role may not write stays unset
+                refused = {e.field for e in context.access.write_errors(target.entity, mapped)}
+                mapped = {k: v for k, v in mapped.items() if k not in refused}
+            values = {**{k: v for k, v in mapped.items() if v is not None}, **choice["values"]}
             blocked = set()
             for v in target.values:
                 if v.ref:
