@@ -58,7 +58,7 @@ def nav_entries(rt, access) -> list[NavEntry]:
             continue
         plural = rt.model.entity(name).plural
         text = _("Convert in bulk: %(entities)s") % {"entities": plural.get(lang)}
-        out.append(NavEntry(key=f"convert:{name}", label={lang: text, "en": text}, group="Sales",
+        out.append(NavEntry(key=f"convert:{name}", label={lang: text, "en": text}, group="Processes",
                             url=url_for("conversions_ui.convert_many", entity=name)))
     return out
 
@@ -112,7 +112,9 @@ def _panels(found: service.Proposal) -> list[dict]:
                                             for r in c.reasons)} for c in tp.candidates]
         panels.append({"target": tp.target, "ent": ent, "cols": cols, "values": tp.values, "titles": titles,
                        "candidates": candidates,
-                       "refs": [(ent.fields[v.field].label.get(current_lang()), v.ref) for v in tp.target.values if v.ref]})
+                       "refs": [(ent.fields[v.field].label.get(current_lang()), v.field,
+                                 found.conversion.target(v.ref).label.get(current_lang()))
+                                for v in tp.target.values if v.ref]})
     return panels
 
 
