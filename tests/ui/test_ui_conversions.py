@@ -58,3 +58,25 @@ def test_errors_show_beside_their_fields_and_nothing_is_written(page, live_serve
     shot(page, "errors")
     assert {e: len(rt.records.query(e, limit=10_000)) for e in counts} == counts
     assert rt.records.get("lead", lead["id"])["status"] == "working"
+
+
+def test_bulk_convert_converts_the_ticked_leads_and_leaves_matched_ones(page, live_server):
+    rt, sales = live_server.runtime, live_server.sales
+    ctx = Context(user_id=sales.id, system=True)
+    rt.records.create("account", {"name": "Vandelay Industries"}, context=ctx)
+    fresh = rt.records.create("lead", {"last_name": "Kramer", "company": "Kramerica Zyx", "status": "qualified"},
+                              context=ctx)
+    matched = rt.records.create("lead", {"last_name": "Costanza", "company": "VANDELAY INDUSTRIES, Inc.",
+                                         "status": "qualified"}, context=ctx)
+    login(page, live_server, sales)
+    page.goto(f"{live_server.url}/ui/lead/convert")
+    page.check(f"input[name=ids][value='{fresh['id']}']")
+    page.check(f"input[name=ids][value='{matched['id']}']")
+    page.click("#bulk-form [type=submit]")
+    page.wait_for_selector("#bulk-results")
+    assert page.locator(f"#bulk-results [data-id='{fresh['id']}']").get_attribute("data-status") == "converted"
+    assert page.locator(f"#bulk-results [data-id='{matched['id']}']").get_attribute("data-status") == "matches"
+    shot(page, "results")
+    assert rt.records.get("lead", fresh["id"])["status"] == "converted"
+    assert rt.records.get("lead", matched["id"])["status"] == "qualified"
+    assert page.locator(f"input[name=ids][value='{fresh['id']}']").count() == 0   # no longer offered
