@@ -125,7 +125,8 @@ def openapi_fragment(model: AppModel, conversions: Mapping) -> dict:
                      "summary": f"Convert this {source} ({', '.join(names)}) in one transaction",
                      "requestBody": {"required": False, "content": {"application/json": {"schema": {
                          "type": "object", "properties": {"targets": {
-                             "type": "object", "properties": {n: choice for n in names}}}}}}},
+                             "type": "object", "additionalProperties": False,
+                             "properties": {n: choice for n in names}}}}}}},
                      "responses": {"200": {"description": "What was created or attached", "content": result},
                                    **error_responses("400", "401", "403", "404", "409", "415", "422")}}}
         item = {"type": "object", "required": ["id", "status"], "properties": {

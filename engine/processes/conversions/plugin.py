@@ -1,8 +1,9 @@
 """Conversions as a default plugin (``"conversions"`` in ``engine.plugins.DEFAULT_PLUGINS``).
 
 At startup the model's conversions are compiled into ``runtime.extensions["conversions"]`` (``{source
-entity: Conversion}``) and a write hook is registered that keeps a converted record read-only for
-users where the conversion says ``lock: true``. On the web they add the convert routes to the API
+entity: Conversion}``) and a write hook is registered (``lock.py``) that lets only the conversion
+mark a record converted and, where it says ``lock: true``, keeps a converted record read-only for
+users. On the web they add the convert routes to the API
 and its document, the Convert button of a record page and the convert screens.
 """
 
@@ -11,26 +12,25 @@ from __future__ import annotations
 from engine.plugins import hookimpl
 
 NAME = "conversions"
-LOCK = "conversions.lock"
+GUARD = "conversions.guard"
 
 
 @hookimpl
 def crm_startup(runtime) -> None:
-    from .lock import ConversionLock
+    from .lock import ConversionGuard
     from .spec import compile_conversions
 
     conversions, _ = compile_conversions(runtime.model, runtime.records.functions)
     runtime.extensions[NAME] = conversions
-    locked = {c.source: c for c in conversions.values() if c.lock}
-    if locked:
-        runtime.pm.register(ConversionLock(locked), name=LOCK)
+    if conversions:
+        runtime.pm.register(ConversionGuard(conversions), name=GUARD)
 
 
 @hookimpl
 def crm_shutdown(runtime) -> None:
     runtime.extensions.pop(NAME, None)
-    if runtime.pm.get_plugin(LOCK) is not None:
-        runtime.pm.unregister(name=LOCK)
+    if runtime.pm.get_plugin(GUARD) is not None:
+        runtime.pm.unregister(name=GUARD)
 
 
 @hookimpl

@@ -35,6 +35,7 @@ TRIGGER = "converted"
 ACTIONS = ("create", "existing", "skip")
 #: Records one bulk conversion takes at most.
 BULK_LIMIT = 200
+MAX_ID = 2**63 - 1
 
 
 class ConversionError(RecordError):
@@ -173,8 +174,7 @@ def convert_many(runtime, entity: str, ids: Any, context: Context, *, now: datet
     """Convert each record creating new targets, each in its own transaction; a record with match
     candidates for a target is skipped (``status: "matches"``, with them) for a person to decide."""
     conv = conversion_for(runtime, entity)
-    if not isinstance(ids, list) or not ids or len(ids) > BULK_LIMIT or \
-            not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
+    if not isinstance(ids, list) or not ids or len(ids) > BULK_LIMIT or not all(_record_id(i) for i in ids):
         raise ConversionError(422, "Validation failed", f"ids must be a list of 1 to {BULK_LIMIT} record ids",
                               [{"target": None, "field": "ids", "code": "type",
                                 "message": f"a list of 1 to {BULK_LIMIT} record ids"}])
@@ -225,14 +225,14 @@ def parse_choices(conv: Conversion, choices: Any) -> dict[str, dict]:
         if action == "skip" and not target.optional:
             errors.append(_error(target.name, "action", "required", f"{target.name} cannot be skipped"))
             continue
-        if action == "existing":
-            rid = choice.get("id")
-            if not target.existing:
-                errors.append(_error(target.name, "action", "choice", f"{target.name} is always created new"))
-                continue
-            if isinstance(rid, bool) or not isinstance(rid, int) or not 0 < rid <= 2**63 - 1:
-                errors.append(_error(target.name, "id", "required", "the id of the existing record to attach"))
-                continue
+        rid = choice.get("id")
+        if (action == "existing" or rid is not None) and not _record_id(rid):
+            errors.append(_error(target.name, "id", "required", "the id of the existing record to attach "
+                                                                "(a whole number from 1 to 2^63-1)"))
+            continue
+        if action == "existing" and not target.existing:
+            errors.append(_error(target.name, "action", "choice", f"{target.name} is always created new"))
+            continue
         values = choice.get("values", {})
         if not isinstance(values, Mapping):
             errors.append(_error(target.name, "values", "type", "must be an object of field values"))
@@ -352,6 +352,10 @@ def _evaluate(runtime, conn, conv: Conversion, rule, record: dict, user_id, now)
         except NotFound:
             user = None
     return rule.evaluate(record, prior=record, is_new=False, user=user, now=now, related=related)
+
+
+def _record_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
 
 
 def _error(target: str | None, fld: str | None, code: str, message: str) -> dict:
