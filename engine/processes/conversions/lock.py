@@ -1,9 +1,10 @@
 """A converted record is converted only by its conversion, and stays as it was converted.
 
 For writes made for users (system writes, such as the conversion's own stamp, automations and the
-follow-up signals, pass): a create or update that would make ``converted_when`` hold is refused
-(convert the record instead: a hand-set status would create nothing); with ``lock: true``, once
-``converted_when`` holds, every update is refused. Registered per runtime by the plugin at startup.
+follow-up signals, pass): an update that would make ``converted_when`` hold is refused (convert the
+record instead: a hand-set status would create nothing; a create may, so that converted records
+can be imported from another system); with ``lock: true``, once ``converted_when`` holds, every
+update is refused. Registered per runtime by the plugin at startup.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class ConversionGuard:
             raise ValidationFailed([FieldError(None, "locked", f"this {entity.name} has been converted and is "
                                                                "read-only; change the records it was converted to")],
                                    entity.name)
-        if _converted(conv, record, now) and (old is None or not _converted(conv, old, now)):
+        if old is not None and _converted(conv, record, now) and not _converted(conv, old, now):
             field = next(iter(sorted(conv.converted_when.fields)), None)
             raise ValidationFailed([FieldError(field, "convert", f"a {entity.name} is converted with "
                                                                  f"'{conv.label.get('en')}', which creates its records")],

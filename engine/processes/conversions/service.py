@@ -203,8 +203,6 @@ def convert_many(runtime, entity: str, ids: Any, context: Context, *, now: datet
 
 def parse_choices(conv: Conversion, choices: Any) -> dict[str, dict]:
     """The choices per target, checked (a 422 listing every bad one); a target left out is created."""
-    if choices is None:
-        choices = {}
     errors = []
     if not isinstance(choices, Mapping):
         raise ConversionError(422, "Validation failed", "the choices must be an object: {target: {action: ...}}")
@@ -226,7 +224,7 @@ def parse_choices(conv: Conversion, choices: Any) -> dict[str, dict]:
             errors.append(_error(target.name, "action", "required", f"{target.name} cannot be skipped"))
             continue
         rid = choice.get("id")
-        if (action == "existing" or rid is not None) and not _record_id(rid):
+        if (action == "existing" or "id" in choice) and not _record_id(rid):
             errors.append(_error(target.name, "id", "required", "the id of the existing record to attach "
                                                                 "(a whole number from 1 to 2^63-1)"))
             continue
