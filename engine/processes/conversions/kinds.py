@@ -1,6 +1,29 @@
-"""The metadata of ``conversions``, as a default plugin gives it to the loader (``"conversions.kinds"``): it
-loads even when ``"conversions"`` is turned off."""
+"""The conversions' metadata, as a default plugin gives it to the loader (``"conversions.kinds"``):
+the ``conversion`` document kind (its JSON Schema and its check) and the ``converted`` automation
+trigger, so that the metadata of a site that turns ``"conversions"`` off still loads unchanged.
+"""
 
 from __future__ import annotations
 
-from engine.plugins import hookimpl  # noqa: F401
+from engine.metadata.declared import doc_location
+from engine.metadata.loader import SCHEMA_DIR
+from engine.plugins import DocumentKind, hookimpl
+
+from .spec import compile_conversions
+
+
+def check_conversions(*, model, documents: list, problems, functions=None) -> None:
+    """Every conversion document compiles: its entities, fields, matches, formulas and moves."""
+    for p in compile_conversions(model, functions)[1]:
+        doc = documents[p.doc]
+        problems.add(doc_location(doc, p.path), f"conversion {doc.data['conversion']}: {p.message}")
+
+
+@hookimpl
+def crm_document_kinds():
+    return [DocumentKind("conversion", SCHEMA_DIR / "conversion.schema.json", check_conversions)]
+
+
+@hookimpl
+def crm_automation_triggers():
+    return ["converted"]
