@@ -108,7 +108,7 @@ class _Compiler:
             return None
         targets = {name: self.target(name, props) for name, props in doc["targets"].items()}
         targets = {k: v for k, v in targets.items() if v is not None}
-        via = self.via(doc.get("via") or {}, targets)
+        via = self.via(doc.get("via") or {}, set(doc["targets"]))
         links = {name: self.link(activity, name, i, set(targets) | set(via)) for i, name in enumerate(doc["links"])}
         sources = self.sources(links, targets, via)
         touched_by = self.touched_by(activity, doc.get("touched_by", "owner_id"))
@@ -145,7 +145,7 @@ class _Compiler:
             ok = False
         return Target(name, **props) if ok else None
 
-    def via(self, via: dict, targets: dict[str, Target]) -> dict[str, tuple[tuple[str, str], ...]]:
+    def via(self, via: dict, targets: set[str]) -> dict[str, tuple[tuple[str, str], ...]]:
         out = {}
         for name, lookups in via.items():
             ent = self.model.entities.get(name)
@@ -157,7 +157,7 @@ class _Compiler:
                 field = ent.fields.get(lookup)
                 if field is None or field.type_name != "lookup":
                     self.problem(("via", name), f"{name}.{lookup} must be a lookup to a followed entity "
-                                                f"({', '.join(targets) or 'none'})")
+                                                f"({', '.join(sorted(targets))})")
                 elif field.target not in targets:
                     self.problem(("via", name), f"{name}.{lookup} points at {field.target}, which is not followed "
                                                 f"(not in targets)")
@@ -190,9 +190,9 @@ class _Compiler:
         for link, (reference, points) in links.items():
             for entity in points:
                 if entity in targets:
-                    out[entity].append(Source(link, reference))
+                    out.setdefault(entity, []).append(Source(link, reference))
                 for lookup, target in via.get(entity, ()):
-                    out[target].append(Source(link, reference, entity, lookup))
+                    out.setdefault(target, []).append(Source(link, reference, entity, lookup))
         for name, found in out.items():
             if not found and not self.failed:
                 self.problem(("targets", name), f"no link of the activity reaches {name} (directly or via)")
