@@ -355,3 +355,16 @@ def test_the_base_crm_declares_its_signals_once(make_runtime):
     [doc] = model.documents["follow_up"]
     assert doc["activity"] == "activity" and set(doc["targets"]) == {"account", "contact", "lead", "opportunity"}
     assert not any(d["automation"] == "account_last_activity" for d in model.documents["automation"])
+
+
+def test_demo_data_ends_with_consistent_signals(make_runtime):
+    from engine.demo import seed
+    from engine.processes.follow_up.commands import backfill
+
+    rt = make_runtime()
+    seed(rt.records, 4)
+    counts = backfill(rt)
+    assert counts["account"][0] > 0 and all(changed == 0 for _, changed in counts.values())
+    with rt.db.read() as conn:
+        table = rt.records.table("account")
+        assert conn.execute(sa.select(sa.func.count()).where(table.c.owner_touched_at.is_(None))).scalar() == 0

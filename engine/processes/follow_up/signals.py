@@ -21,6 +21,7 @@ the same values.
 
 from __future__ import annotations
 
+import weakref
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Iterable
 
@@ -52,7 +53,9 @@ def refresh(svc: "RecordService", conn, spec: FollowUp, target: str, ids: Iterab
 def _refresh_chunk(svc, conn, spec: FollowUp, target: str, chunk: list[int]) -> int:
     found: dict[int, list] = {}
     for source in spec.sources[target]:
-        for pid, last, nxt, touched in conn.execute(_aggregate(svc, spec, target, source, chunk)):
+        stmt = _aggregate(svc, spec, target, source)
+        params = {"ids": [Ref(target, i) for i in chunk] if source.reference and source.through is None else chunk}
+        for pid, last, nxt, touched in conn.execute(stmt, params):
             seen = found.setdefault(pid, [None, None, None])
             seen[0] = _later(seen[0], last)
             seen[1] = _earlier(seen[1], nxt)
@@ -73,7 +76,21 @@ def _refresh_chunk(svc, conn, spec: FollowUp, target: str, chunk: list[int]) -> 
     return len(rows)
 
 
-def _aggregate(svc, spec: FollowUp, target: str, source: Source, chunk: list[int]) -> sa.Select:
+#: Built statements, per record service (the same for every chunk: the ids are an expanding parameter).
+_STATEMENTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _aggregate(svc, spec: FollowUp, target: str, source: Source) -> sa.Select:
+    """The grouped query of one source for the records ``:ids`` (for a direct reference, their
+    ``entity:id`` values, so the database starts from the activities' indexed link)."""
+    built = _STATEMENTS.setdefault(svc, {})
+    key = (spec.name, target, source)
+    if key not in built:
+        built[key] = _build(svc, spec, target, source)
+    return built[key]
+
+
+def _build(svc, spec: FollowUp, target: str, source: Source) -> sa.Select:
     from engine import rules
 
     act = svc.table(spec.entity)
@@ -82,23 +99,22 @@ def _aggregate(svc, spec: FollowUp, target: str, source: Source, chunk: list[int
     done, planned = spec.done.where(scope), spec.planned.where(scope)
     followed = svc.table(target).alias("followed")
     link = act.c[source.link]
+    ids = sa.bindparam("ids", expanding=True)
     if source.through is None:
         joined = act.join(followed, _points_at(link, source, target, followed))
-        where = [followed.c.id.in_(chunk)]
-        if source.reference:   # the indexed column itself, so the database starts from the activities
-            where.append(link.in_([Ref(target, i) for i in chunk]))
+        where = link.in_(ids) if source.reference else followed.c.id.in_(ids)
     else:
         through = svc.table(source.through).alias("through")
         joined = (act.join(through, _points_at(link, source, source.through, through))
                   .join(followed, followed.c.id == through.c[source.lookup]))
-        where = [through.c[source.lookup].in_(chunk)]
+        where = through.c[source.lookup].in_(ids)
     moment = UtcDateTime()
     own = sa.and_(done, act.c[spec.touched_by] == followed.c.owner_id)
     return (sa.select(followed.c.id,
                       sa.type_coerce(sa.func.max(sa.case((done, happened))), moment),
                       sa.type_coerce(sa.func.min(sa.case((planned, happened))), moment),
                       sa.type_coerce(sa.func.max(sa.case((own, happened))), moment))
-            .select_from(joined).where(*where).group_by(followed.c.id))
+            .select_from(joined).where(where).group_by(followed.c.id))
 
 
 def _points_at(link, source: Source, entity: str, table) -> sa.ColumnElement:
