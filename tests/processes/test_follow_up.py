@@ -368,3 +368,23 @@ def test_demo_data_ends_with_consistent_signals(make_runtime):
     with rt.db.read() as conn:
         table = rt.records.table("account")
         assert conn.execute(sa.select(sa.func.count()).where(table.c.owner_touched_at.is_(None))).scalar() == 0
+
+
+def test_a_field_filled_by_two_declarations_is_an_error(write_tree):
+    site = write_tree("site", {"more.yaml": """\
+        follow_up: contracts
+        activity: activity
+        links: [related_to]
+        happened_at: "start_at"
+        done_when: "status = 'completed'"
+        planned_when: "status = 'not_started'"
+        targets:
+          contract: {last: end_date}
+          account: {next: next_activity_at}
+        """})
+    with pytest.raises(MetadataError) as info:
+        load_model_from(make_plugin_manager(entry_point_plugins=False),
+                        [("system", SYSTEM_LAYER), ("base", BASE_CONFIG / "base"), ("site", site)])
+    [problem] = info.value.problems     # a date field (contract.end_date) may be a target
+    assert (problem.location.file.rsplit("/", 1)[-1], problem.location.line) == ("more.yaml", 9)
+    assert problem.message == "follow_up contracts: account.next_activity_at is already filled by follow_up activities"

@@ -85,9 +85,11 @@ def compile_follow_ups(model: AppModel, functions=None) -> tuple[dict[str, Follo
         for target in spec.targets.values():
             for signal, name in target.fields.items():
                 other = filled.setdefault((target.entity, name), spec.name)
-                if other != spec.name or list(target.fields.values()).count(name) > 1:
+                if other != spec.name:
                     c.problem(("targets", target.entity, signal),
-                              f"{target.entity}.{name} is filled by two signals (follow_up {other})")
+                              f"{target.entity}.{name} is already filled by follow_up {other}")
+                elif list(target.fields.values()).count(name) > 1:
+                    c.problem(("targets", target.entity, signal), f"{target.entity}.{name} is filled by two signals")
         out[spec.name] = spec
     return out, problems
 
@@ -109,7 +111,8 @@ class _Compiler:
         targets = {name: self.target(name, props) for name, props in doc["targets"].items()}
         targets = {k: v for k, v in targets.items() if v is not None}
         via = self.via(doc.get("via") or {}, set(doc["targets"]))
-        links = {name: self.link(activity, name, i, set(targets) | set(via)) for i, name in enumerate(doc["links"])}
+        followed = set(doc["targets"]) | set(doc.get("via") or {})
+        links = {name: self.link(activity, name, i, followed) for i, name in enumerate(doc["links"])}
         sources = self.sources(links, targets, via)
         touched_by = self.touched_by(activity, doc.get("touched_by", "owner_id"))
         happened = self.formula(activity, doc["happened_at"], ("happened_at",), DATE_TYPES)
