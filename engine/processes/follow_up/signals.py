@@ -54,7 +54,9 @@ def _refresh_chunk(svc, conn, spec: FollowUp, target: str, chunk: list[int]) -> 
     found: dict[int, list] = {}
     for source in spec.sources[target]:
         stmt = _aggregate(svc, spec, target, source)
-        params = {"ids": [Ref(target, i) for i in chunk] if source.reference and source.through is None else chunk}
+        params = {"ids": chunk}
+        if source.reference and source.through is None:
+            params["refs"] = [Ref(target, i) for i in chunk]
         for pid, last, nxt, touched in conn.execute(stmt, params):
             seen = found.setdefault(pid, [None, None, None])
             seen[0] = _later(seen[0], last)
@@ -81,8 +83,8 @@ _STATEMENTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _aggregate(svc, spec: FollowUp, target: str, source: Source) -> sa.Select:
-    """The grouped query of one source for the records ``:ids`` (for a direct reference, their
-    ``entity:id`` values, so the database starts from the activities' indexed link)."""
+    """The grouped query of one source for the records ``:ids`` (and, for a direct reference,
+    their ``entity:id`` values ``:refs``)."""
     built = _STATEMENTS.setdefault(svc, {})
     key = (spec.name, target, source)
     if key not in built:
@@ -102,7 +104,9 @@ def _build(svc, spec: FollowUp, target: str, source: Source) -> sa.Select:
     ids = sa.bindparam("ids", expanding=True)
     if source.through is None:
         joined = act.join(followed, _points_at(link, source, target, followed))
-        where = link.in_(ids) if source.reference else followed.c.id.in_(ids)
+        where = followed.c.id.in_(ids)
+        if source.reference:   # and the activities' indexed link itself, so neither side is scanned
+            where = sa.and_(where, link.in_(sa.bindparam("refs", expanding=True)))
     else:
         through = svc.table(source.through).alias("through")
         joined = (act.join(through, _points_at(link, source, source.through, through))
