@@ -388,3 +388,20 @@ def test_a_field_filled_by_two_declarations_is_an_error(write_tree):
     [problem] = info.value.problems     # a date field (contract.end_date) may be a target
     assert (problem.location.file.rsplit("/", 1)[-1], problem.location.line) == ("more.yaml", 9)
     assert problem.message == "follow_up contracts: account.next_activity_at is already filled by follow_up activities"
+
+
+def test_through_the_api_a_users_activity_and_owner_change_keep_the_signals(api):
+    set_now(api.rt, T0)
+    acc = api.post("/api/v1/account", json={"name": "Acme"}).get_json()
+    assert acc["owner_touched_at"] == acc["owner_assigned_at"] == T0.isoformat()
+    assert api.post("/api/v1/activity", json={"subject": "Visit", "related_to": {"entity": "account", "id": acc["id"]},
+                                              "status": "completed", "start_at": at(5).isoformat()}).status_code == 201
+    got = api.get(f"/api/v1/account/{acc['id']}").get_json()
+    assert got["last_activity_at"] == got["owner_touched_at"] == at(5).isoformat()    # the admin owns both
+    assert got["version"] == acc["version"]
+    bob = user(api.rt, "Bob")
+    set_now(api.rt, at(7))
+    moved = api.patch(f"/api/v1/account/{acc['id']}", json={"owner_id": bob}).get_json()
+    assert moved["owner_touched_at"] == moved["owner_assigned_at"] == at(7).isoformat()
+    assert moved["last_activity_at"] == at(5).isoformat()
+    assert api.patch(f"/api/v1/account/{acc['id']}", json={"owner_touched_at": at(9).isoformat()}).status_code == 422
