@@ -196,6 +196,18 @@ def test_bulk_activities_keep_every_parent_right(crm):
         assert signals(crm, "account", acc)["next_activity_at"] is None
 
 
+def test_an_account_with_more_contacts_than_one_query_takes_counts_them_all(crm):
+    acc = _account(crm)
+    contacts = crm.records.bulk("contact", [{"last_name": f"C{i}", "account": acc} for i in range(1100)],
+                                context=SYSTEM)
+    first, last = contacts.items[0]["id"], contacts.items[-1]["id"]
+    activity(crm, f"contact:{first}", status="completed", start_at=at(3))
+    activity(crm, f"contact:{last}", status="completed", start_at=at(9))     # in the second thousand
+    activity(crm, f"contact:{last}", start_at=at(20))
+    got = signals(crm, "account", acc)
+    assert (got["last_activity_at"], got["next_activity_at"]) == (at(9), at(20))
+
+
 def test_signals_roll_back_with_the_activity_write(crm):
     acc = _account(crm)
     with pytest.raises(RuntimeError):

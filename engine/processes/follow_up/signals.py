@@ -2,14 +2,20 @@
 
 For a set of records of a target entity, each way activities reach it (a ``Source``: the
 activity's link points at the record, or at a record of a ``via`` entity whose lookup points at
-it) is one grouped query over the activity table::
+it) is one grouped query over the activity table per 1000 records pointed at::
 
     SELECT followed.id,
            MAX(CASE WHEN <done_when> THEN <happened_at> END),                               -- last
            MIN(CASE WHEN <planned_when> THEN <happened_at> END),                            -- next
            MAX(CASE WHEN <done_when> AND touched_by = followed.owner_id THEN <happened_at> END)
-      FROM activity JOIN [via entity ON link = via.id JOIN] followed ON ... = followed.id
-     WHERE followed.id IN (:ids) GROUP BY followed.id
+      FROM activity JOIN [via_entity ON link = via_entity.id JOIN] followed ON ... = followed.id
+     WHERE <pointed>.id IN (:ids) AND activity.link IN (:links) GROUP BY followed.id
+
+where the records pointed at are the followed ones, or the via entity's records whose lookup
+points at them (read first by that lookup's index), and ``:links`` the link values that are those
+records (``contact:12`` for a reference), so the activities are read through the link's index,
+never by a scan of their table (PostgreSQL hashed the whole table for a join on the computed
+``'contact:' || id`` alone).
 
 The sources' rows are folded per record (latest, earliest, latest), ``owner_touched`` is the
 later of that and ``owner_since`` (when the current owner got the record: kept by the write hooks,
@@ -54,14 +60,12 @@ def _refresh_chunk(svc, conn, spec: FollowUp, target: str, chunk: list[int]) -> 
     found: dict[int, list] = {}
     for source in spec.sources[target]:
         stmt = _aggregate(svc, spec, target, source)
-        params = {"ids": chunk}
-        if source.reference and source.through is None:
-            params["refs"] = [Ref(target, i) for i in chunk]
-        for pid, last, nxt, touched in conn.execute(stmt, params):
-            seen = found.setdefault(pid, [None, None, None])
-            seen[0] = _later(seen[0], last)
-            seen[1] = _earlier(seen[1], nxt)
-            seen[2] = _later(seen[2], touched)
+        for params in _batches(svc, conn, target, source, chunk):
+            for pid, last, nxt, touched in conn.execute(stmt, params):
+                seen = found.setdefault(pid, [None, None, None])
+                seen[0] = _later(seen[0], last)
+                seen[1] = _earlier(seen[1], nxt)
+                seen[2] = _later(seen[2], touched)
     fields = spec.targets[target].fields          # signal -> field
     table = svc.table(target)
     columns = [table.c[name] for name in fields.values()]
@@ -83,13 +87,28 @@ _STATEMENTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _aggregate(svc, spec: FollowUp, target: str, source: Source) -> sa.Select:
-    """The grouped query of one source for the records ``:ids`` (and, for a direct reference,
-    their ``entity:id`` values ``:refs``)."""
+    """The grouped query of one source for the records ``:ids`` the activities point at (the
+    followed records, or those of the ``via`` entity) and the link values ``:links`` that are them."""
     built = _STATEMENTS.setdefault(svc, {})
     key = (spec.name, target, source)
     if key not in built:
         built[key] = _build(svc, spec, target, source)
     return built[key]
+
+
+def _batches(svc, conn, target: str, source: Source, chunk: list[int]):
+    """The parameters of one source's query for these records: the records themselves, or, through
+    a ``via`` entity, its records pointing at them (found first by its indexed lookup, then taken
+    by the thousand, however many there are). Each comes with the values the activity's link holds
+    for them, so the database reads the activities through their link's index, never the table."""
+    entity, ids = target, chunk
+    if source.through is not None:
+        table = svc.table(source.through)
+        entity = source.through
+        ids = list(conn.execute(sa.select(table.c.id).where(table.c[source.lookup].in_(chunk))).scalars())
+    for start in range(0, len(ids), 1000):
+        part = ids[start:start + 1000]
+        yield {"ids": part, "links": [Ref(entity, i) for i in part] if source.reference else part}
 
 
 def _build(svc, spec: FollowUp, target: str, source: Source) -> sa.Select:
@@ -101,24 +120,21 @@ def _build(svc, spec: FollowUp, target: str, source: Source) -> sa.Select:
     done, planned = spec.done.where(scope), spec.planned.where(scope)
     followed = svc.table(target).alias("followed")
     link = act.c[source.link]
-    ids = sa.bindparam("ids", expanding=True)
+    ids, links = sa.bindparam("ids", expanding=True), sa.bindparam("links", expanding=True)
     if source.through is None:
         joined = act.join(followed, _points_at(link, source, target, followed))
-        where = followed.c.id.in_(ids)
-        if source.reference:   # and the activities' indexed link itself, so neither side is scanned
-            where = sa.and_(where, link.in_(sa.bindparam("refs", expanding=True)))
+        pointed = followed
     else:
-        through = svc.table(source.through).alias("through")
-        joined = (act.join(through, _points_at(link, source, source.through, through))
-                  .join(followed, followed.c.id == through.c[source.lookup]))
-        where = through.c[source.lookup].in_(ids)
+        pointed = svc.table(source.through).alias("through")
+        joined = (act.join(pointed, _points_at(link, source, source.through, pointed))
+                  .join(followed, followed.c.id == pointed.c[source.lookup]))
     moment = UtcDateTime()
     own = sa.and_(done, act.c[spec.touched_by] == followed.c.owner_id)
     return (sa.select(followed.c.id,
                       sa.type_coerce(sa.func.max(sa.case((done, happened))), moment),
                       sa.type_coerce(sa.func.min(sa.case((planned, happened))), moment),
                       sa.type_coerce(sa.func.max(sa.case((own, happened))), moment))
-            .select_from(joined).where(where).group_by(followed.c.id))
+            .select_from(joined).where(pointed.c.id.in_(ids), link.in_(links)).group_by(followed.c.id))
 
 
 def _points_at(link, source: Source, entity: str, table) -> sa.ColumnElement:
