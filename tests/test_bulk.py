@@ -150,11 +150,11 @@ def test_write_hooks_share_a_state_per_record_and_bulk_runs_them_only_for_watche
     assert watcher.after[-1] == ("contact", ids[0], "update Kim")
     watcher.before.clear()
     watcher.after.clear()
-    accounts = crm.records.bulk("account", [{"name": f"Acme {i}"} for i in range(3)])
-    assert accounts.counts() == {"created": 3}
-    assert watcher.before == [] and watcher.after == []      # nobody watches accounts: the fast path, no hooks
-    one = crm.records.create("account", {"name": "Solo"})   # a single write always runs the hooks
-    assert watcher.before == [("account", "create")] and watcher.after == [("account", one["id"], "create Solo")]
+    products = crm.records.bulk("product", [{"name": f"Widget {i}", "code": f"W-{i}"} for i in range(3)])
+    assert products.counts() == {"created": 3}
+    assert watcher.before == [] and watcher.after == []      # nobody watches products: the fast path, no hooks
+    one = crm.records.create("product", {"name": "Solo", "code": "S-1"})   # a single write always runs the hooks
+    assert watcher.before == [("product", "create")] and watcher.after == [("product", one["id"], "create Solo")]
 
 
 class LeadOwnerSeen:

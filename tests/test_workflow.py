@@ -131,24 +131,43 @@ def _runs(rt):
         return [dict(r._mapping) for r in conn.execute(sa.select(rt.workflow.runs).order_by(rt.workflow.runs.c.id))]
 
 
-def test_activities_keep_the_accounts_last_activity_current(crm):
+STAMP_SITE = """
+    entity: account
+    fields:
+      stamped_at: {type: datetime, readonly: true}
+    ---
+    automation: stamp_account
+    on: {entity: activity, events: [created, updated], changed: [related_to, start_at, due_date]}
+    run_as: system     # stamped_at is read-only
+    actions:
+      - do: update_related
+        path: [related_to, related_to.account]
+        entity: account
+        values: {stamped_at: "NOW()"}
+"""
+
+
+def test_update_related_follows_a_reference_and_a_lookup_behind_it(make_runtime, write_tree):
+    """An activity about an account, or about one of its contacts, stamps the account (as the base CRM
+    once kept last_activity_at, before the follow-up signals did)."""
+    crm = make_runtime(site_dir=write_tree("site", {"stamp.yaml": STAMP_SITE}))
     sam = _user(crm)
     ctx = Context(user_id=sam["id"])
     acc = crm.records.create("account", {"name": "Acme"}, context=ctx)
     other = crm.records.create("account", {"name": "Other"}, context=ctx)
     contact = crm.records.create("contact", {"last_name": "Doe", "account": acc["id"]}, context=ctx)
-    assert crm.records.get("account", acc["id"])["last_activity_at"] is None
+    assert crm.records.get("account", acc["id"])["stamped_at"] is None
     before = datetime.now(timezone.utc)
     crm.records.create("activity", {"subject": "Call", "type": "call", "related_to": f"contact:{contact['id']}"},
                        context=ctx)
     crm.workflow.runner.drain()
-    stamped = crm.records.get("account", acc["id"])["last_activity_at"]
+    stamped = crm.records.get("account", acc["id"])["stamped_at"]
     assert stamped is not None and stamped >= before
-    assert crm.records.get("account", other["id"])["last_activity_at"] is None
+    assert crm.records.get("account", other["id"])["stamped_at"] is None
     crm.records.create("activity", {"subject": "Visit", "type": "meeting", "related_to": f"account:{other['id']}"},
                        context=ctx)
     crm.workflow.runner.drain()
-    assert crm.records.get("account", other["id"])["last_activity_at"] >= stamped
+    assert crm.records.get("account", other["id"])["stamped_at"] >= stamped
 
 
 def test_a_high_priority_case_unassigned_for_4_hours_is_escalated(crm):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import sqlalchemy as sa
 
@@ -106,10 +106,20 @@ def refresh(svc: "RecordService", conn, child: "Entity", parents: dict[Rollup, s
                 scope = rules.Scope(svc.metadata, child.name, svc.model, dialect=svc.db.dialect, now=now)
                 stmt = scope.apply(stmt.where(r.where.where(scope)))
             found = {pid: value for pid, value in conn.execute(stmt)}
-            params = [{"_pid": pid, "_value": zero if found.get(pid) is None else found[pid]} for pid in chunk]
-            update = (parent_table.update().where(parent_table.c.id == sa.bindparam("_pid"))
-                      .values({r.field.name: sa.bindparam("_value", type_=column.type)}))
-            conn.execute(update, params)
+            write_computed(conn, parent_table, (column.name,),
+                           [(pid, (zero if found.get(pid) is None else found[pid],)) for pid in chunk])
+
+
+def write_computed(conn, table: sa.Table, columns: Sequence[str], rows: Iterable[tuple[Any, Sequence]]) -> None:
+    """Write values the engine computes (rollups, follow-up signals) straight to rows: ``rows`` are
+    ``(id, values)`` with one value per column. Bookkeeping, not an edit: no ``version`` bump, no
+    ``updated_at``, no field history, no hooks. One executemany statement."""
+    params = [{"_pid": pid, **{f"_v{i}": v for i, v in enumerate(values)}} for pid, values in rows]
+    if not params:
+        return
+    update = (table.update().where(table.c.id == sa.bindparam("_pid"))
+              .values({c: sa.bindparam(f"_v{i}", type_=table.c[c].type) for i, c in enumerate(columns)}))
+    conn.execute(update, params)
 
 
 def after_write(svc: "RecordService", conn, child: "Entity", old: dict | None, new: dict | None,

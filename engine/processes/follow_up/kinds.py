@@ -1,6 +1,23 @@
-"""The metadata of ``follow_up``, as a default plugin gives it to the loader (``"follow_up.kinds"``): it
-loads even when ``"follow_up"`` is turned off."""
+"""The metadata of ``follow_up``, as a default plugin gives it to the loader (``"follow_up.kinds"``): the
+``follow_up`` document kind, its JSON Schema and its check, each problem at the file:line of what it
+names. It loads even when ``"follow_up"`` is turned off."""
 
 from __future__ import annotations
 
-from engine.plugins import hookimpl  # noqa: F401
+from engine.metadata.declared import doc_location
+from engine.metadata.loader import SCHEMA_DIR
+from engine.plugins import DocumentKind, hookimpl
+
+from .spec import compile_follow_ups
+
+
+def check_follow_ups(*, model, documents: list, problems, functions=None) -> None:
+    """Every follow_up document compiles: its activity entity, links, via lookups, formulas and targets."""
+    for p in compile_follow_ups(model, functions)[1]:
+        doc = documents[p.doc]
+        problems.add(doc_location(doc, p.path), f"follow_up {doc.data['follow_up']}: {p.message}")
+
+
+@hookimpl
+def crm_document_kinds():
+    return [DocumentKind("follow_up", SCHEMA_DIR / "follow_up.schema.json", check_follow_ups)]
