@@ -176,6 +176,10 @@ class Hooks:
         """Return ``RecordAction`` objects: buttons on the page of ``record``."""
 
     @hookspec
+    def crm_list_actions(self, runtime: Any, entity: Any, access: Any) -> list:
+        """Return ``RecordAction`` objects: buttons on the list of ``entity`` acting on the selected records."""
+
+    @hookspec
     def crm_record_panels(self, runtime: Any, entity: Any, record: dict, access: Any) -> list:
         """Return ``Panel`` objects shown on the page of ``record``."""
 

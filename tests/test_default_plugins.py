@@ -5,7 +5,8 @@
    paths, navigation entries and home panel are gone with it.
 2. A test plugin implements every web and runtime hook (``crm_startup``, ``crm_shutdown``,
    ``crm_blueprints``, ``crm_openapi``, ``crm_nav_entries``, ``crm_home_panels``,
-   ``crm_record_actions``, ``crm_record_panels``) and each one's effect is seen through the app.
+   ``crm_record_actions``, ``crm_list_actions``, ``crm_record_panels``) and each one's effect is seen
+   through the app.
 """
 
 from __future__ import annotations
@@ -135,6 +136,12 @@ class Probe:
                 RecordAction("odd", "Odd", "/ui/_probe", kind='x" onclick="alert(1)')]
 
     @hookimpl
+    def crm_list_actions(self, runtime, entity, access):
+        if entity.name != "account" or not access.can("account", "update"):
+            return []
+        return [RecordAction("tag", "Tag <them>", "/ui/_probe", kind="probe", style="outline-primary")]
+
+    @hookimpl
     def crm_record_panels(self, runtime, entity, record, access):
         return [Panel("probe", f"About this {entity.name}", Markup("<p id=\"probe-about\">") + escape(record.get("name"))
                       + Markup("</p>"))]
@@ -215,6 +222,22 @@ def test_crm_record_actions_and_crm_record_panels_are_drawn_on_the_record_page(p
     contact = rt.records.create("contact", {"last_name": "Lovelace", "account": acme["id"]}, context=SYSTEM)
     other = text(site.browser(site.admin).get(f"/ui/contact/{contact['id']}"))
     assert "data-probe=" not in other and "About this contact" in other
+
+
+def test_crm_list_actions_post_the_selected_records_of_a_list(probed):
+    _, rt = probed
+    site = make_site(rt, seeded=False)
+    acme = rt.records.create("account", {"name": "Acme"}, context=SYSTEM)
+    page = text(site.browser(site.admin).get("/ui/account"))
+    form = page[page.index('<form method="post" action="/ui/account/_bulk" id="bulk-form">'):page.index("</form>",
+                                                                                                        page.index('id="bulk-form"'))]
+    # a submit button of the list's selection form: the ticked ids and the CSRF token go to the plugin's route
+    assert ('<button class="btn btn-sm btn-outline-primary probe" type="submit" formaction="/ui/_probe" '
+            'data-probe="tag">Tag &lt;them&gt;</button>') in form
+    assert f'name="ids" value="{acme["id"]}"' in form
+    assert "data-probe=" not in text(site.browser(site.admin).get("/ui/contact"))     # other entities: none
+    viewer = site.user("viewer@example.com", "standard", name="Vi Viewer")
+    assert "data-probe=" not in text(site.browser(viewer).get("/ui/account"))         # the plugin said no
 
 
 def test_the_workflows_transition_buttons_are_its_record_actions(crm):

@@ -29,7 +29,7 @@ from .common import (
 )
 from .i18n import current_lang
 from .i18n import translate as _
-from .present import column, columns, display, list_columns, lookup_titles
+from .present import buttons, column, columns, display, list_columns, lookup_titles
 
 PAGE_SIZES = (25, 50, 100)
 
@@ -69,10 +69,16 @@ def list_page(entity: str):
         "ui/list.html", ent=ent, cols=cols, table=table, page=page, error=error, where=where, sort=sort, size=size,
         sizes=PAGE_SIZES, count_cap=COUNT_CAP, filterable=filterable, operators=fb.OPERATORS,
         operators_for=fb.operators_for, views=_views(ent), editable=editable,
-        export_url=_export_url(ent, cols, where, sort), can=allowed_ops(ent),
+        export_url=_export_url(ent, cols, where, sort), can=allowed_ops(ent), actions=_list_actions(ent),
         sort_url=lambda name: url_with(sort=_toggle(sort, name), cursor=None),
         next_url=url_with(cursor=page.next_cursor) if page and page.next_cursor else None,
         first_url=url_with(cursor=None) if args.get("cursor") else None)
+
+
+def _list_actions(ent) -> list[dict]:
+    """The plugins' buttons acting on the selected records of this list (``crm_list_actions``)."""
+    rt = runtime()
+    return buttons(rt.pm.hook.crm_list_actions(runtime=rt, entity=ent, access=g.access))
 
 
 def _apply_builder(ent, hidden):

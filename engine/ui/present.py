@@ -5,6 +5,7 @@ widget); no entity is known by name.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -177,3 +178,12 @@ def input_value(col: Column, value: Any) -> Any:
 
 __all__ = ["Column", "column", "columns", "display", "form_sections", "input_value", "list_columns",
            "lookup_titles", "title_of"]
+
+
+def buttons(contributed) -> list[dict]:
+    """``RecordAction``s the plugins returned (a hook's results, in registration order) as the
+    templates draw them, in order; a kind that is no plain name becomes ``action``."""
+    found = [a for each in reversed(contributed) for a in each or ()]
+    return [{"key": a.key, "label": a.label, "url": a.url, "opens": a.method.lower() == "get", "style": a.style,
+             "kind": a.kind if re.fullmatch(r"[a-z][a-z0-9-]*", a.kind or "") else "action"}
+            for a in sorted(found, key=lambda a: a.order)]

@@ -4,7 +4,6 @@ are changes of its field (the workflow, when it guards that field, takes them as
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -37,6 +36,7 @@ from .i18n import current_lang
 from .i18n import translate as _
 from .present import (
     Column,
+    buttons,
     column,
     columns,
     display,
@@ -66,13 +66,10 @@ def record_page(entity: str, record_id: int):
 
 
 def _actions(ent, record: dict) -> list[dict]:
-    """The plugins' buttons for this record and user, in order (a kind that is no plain name: ``action``)."""
+    """The plugins' buttons for this record and user, in order."""
     rt = runtime()
-    found = [a for each in reversed(rt.pm.hook.crm_record_actions(runtime=rt, entity=ent, record=record, access=g.access))
-             for a in each or ()]
-    return [{"key": a.key, "label": a.label, "url": a.url, "opens": a.method.lower() == "get", "style": a.style,
-             "kind": a.kind if re.fullmatch(r"[a-z][a-z0-9-]*", a.kind or "") else "action"}
-            for a in sorted(found, key=lambda a: a.order)]
+    return buttons(rt.pm.hook.crm_record_actions(runtime=rt, entity=ent, record=record, access=g.access))
+
 
 
 def _panels(ent, record: dict) -> list:

@@ -84,12 +84,15 @@ def shell() -> dict:
     for ent in runtime().model.entities.values():
         if g.access.can(ent.name, "read"):
             modules.setdefault(ent.module or "other", []).append(ent)
-    return {"nav_modules": modules, "nav_groups": nav_groups(), "lang": lang, "me": g.access.user,
+    groups = nav_groups()
+    return {"nav_modules": modules, "nav_groups": [(k, v) for k, v in groups if k not in modules],
+            "nav_extras": {k: v for k, v in groups if k in modules}, "lang": lang, "me": g.access.user,
             "unread": unread_count(), "tr": label_text}
 
 
 def nav_groups() -> list[tuple[str, list]]:
-    """The plugins' navigation entries (``crm_nav_entries``) for this user, by group, in order."""
+    """The plugins' navigation entries (``crm_nav_entries``) for this user, by group, in order. A
+    group named like a module (``sales``) joins that module's menu, below its entities."""
     rt = runtime()
     entries = [e for found in reversed(rt.pm.hook.crm_nav_entries(runtime=rt, access=g.access)) for e in found or ()]
     groups: dict[str, list] = {}

@@ -4,6 +4,8 @@ created from the mapped values (one edited), the result page with links, the lea
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from engine.storage.records import Context
 
 from .conftest import login, shot
@@ -69,10 +71,11 @@ def test_bulk_convert_converts_the_ticked_leads_and_leaves_matched_ones(page, li
     matched = rt.records.create("lead", {"last_name": "Costanza", "company": "VANDELAY INDUSTRIES, Inc.",
                                          "status": "qualified"}, context=ctx)
     login(page, live_server, sales)
-    page.goto(f"{live_server.url}/ui/lead/convert")
-    page.check(f"input[name=ids][value='{fresh['id']}']")
-    page.check(f"input[name=ids][value='{matched['id']}']")
-    page.click("#bulk-form [type=submit]")
+    page.goto(f"{live_server.url}/ui/lead?where=" + quote("last_name IN ('Kramer', 'Costanza')"))
+    page.check(f".row-select[value='{fresh['id']}']")                  # ticked on the lead list
+    page.check(f".row-select[value='{matched['id']}']")
+    shot(page, "list")
+    page.click("[data-convert=convert-selected]")
     page.wait_for_selector("#bulk-results")
     assert page.locator(f"#bulk-results [data-id='{fresh['id']}']").get_attribute("data-status") == "converted"
     assert page.locator(f"#bulk-results [data-id='{matched['id']}']").get_attribute("data-status") == "matches"

@@ -4,7 +4,7 @@ At startup the model's conversions are compiled into ``runtime.extensions["conve
 entity: Conversion}``) and a write hook is registered (``lock.py``) that lets only the conversion
 mark a record converted and, where it says ``lock: true``, keeps a converted record read-only for
 users. On the web they add the convert routes to the API
-and its document, the Convert button of a record page and the convert screens.
+and its document, the Convert button of a record page, Convert selected on the list and the convert screens.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def crm_record_actions(runtime, entity, record, access) -> list:
 
 
 @hookimpl
-def crm_nav_entries(runtime, access) -> list:
-    from .ui import nav_entries
+def crm_list_actions(runtime, entity, access) -> list:
+    from .ui import list_actions
 
-    return nav_entries(runtime, access)
+    return list_actions(runtime, entity, access)

@@ -14,7 +14,7 @@ from werkzeug.datastructures import MultiDict
 
 from engine import rules
 from engine.fields import whole_number
-from engine.plugins import NavEntry, RecordAction
+from engine.plugins import RecordAction
 from engine.storage.errors import RecordError
 from engine.ui.common import editable_columns, entity_of, load_record, parse_input, runtime, with_message
 from engine.ui.extend import ui_routes
@@ -49,18 +49,14 @@ def convert_actions(rt, ent, record: dict, access) -> list[RecordAction]:
                          url=url_for("conversions_ui.convert", entity=ent.name, record_id=record["id"]))]
 
 
-def nav_entries(rt, access) -> list[NavEntry]:
-    """An entry per conversion the user may make: its bulk screen (the list page has no selection)."""
-    lang = current_lang()
-    out = []
-    for name, conv in service.conversions_of(rt).items():
-        if service.missing_rights(conv, access):
-            continue
-        plural = rt.model.entity(name).plural
-        text = _("Convert in bulk: %(entities)s") % {"entities": plural.get(lang)}
-        out.append(NavEntry(key=f"convert:{name}", label={lang: text, "en": text}, group="Processes",
-                            url=url_for("conversions_ui.convert_many", entity=name)))
-    return out
+def list_actions(rt, ent, access) -> list[RecordAction]:
+    """"Convert selected" on the list of an entity with a conversion the user may make: it posts the
+    ticked records to the bulk screen."""
+    conv = service.conversions_of(rt).get(ent.name)
+    if conv is None or service.missing_rights(conv, access):
+        return []
+    return [RecordAction(key="convert-selected", label=_("Convert selected"), kind="convert", style="outline-success",
+                         url=url_for("conversions_ui.convert_many", entity=ent.name))]
 
 
 def _conversion(entity: str):

@@ -21,7 +21,7 @@ from engine.ui.present import display, list_columns, lookup_titles, title_of
 from .plugin import pools_of
 from .service import PoolError, role_of
 
-GROUP = "Pools"   # the navigation's menu, as the UI's catalogs translate it
+GROUP = "Pools"   # the menu of a pool whose entity has no module (else that module's menu)
 PAGE = 50
 
 
@@ -37,8 +37,9 @@ def blueprint() -> Blueprint:
 def nav_entries(service, access) -> list[NavEntry]:
     if service is None:
         return []
-    return [NavEntry(key=f"pool:{p.name}", label=dict(p.label.texts), group=GROUP,
-                     url=url_for("pools_ui.pool", name=p.name)) for p in service.visible(role_of(access))]
+    model = service.runtime.model
+    return [NavEntry(key=f"pool:{p.name}", label=dict(p.label.texts), group=model.entity(p.entity).module or GROUP,
+                     url=url_for("pools_ui.pool", name=p.name), order=50) for p in service.visible(role_of(access))]
 
 
 def return_action(service, ent, record: dict, access) -> list[RecordAction]:
