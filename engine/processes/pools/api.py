@@ -214,7 +214,7 @@ def _pool_paths(model, pool, ids: dict, quota: dict) -> dict:
                        "parameters": list_parameters(ent),
                        "responses": {"200": {"description": "A page", "content": {"application/json": {
                            "schema": {"$ref": f"#/components/schemas/{name}Page"}}}},
-                           **error_responses("400", "401", "404", "503")}}},
+                           **error_responses("400", "401", "404", "414", "503")}}},
         f"{base}/claim": action("claim", f"Claim records of {pool.label}", {
             "type": "object", "additionalProperties": False, "required": ["ids"], "properties": {"ids": ids}},
             {"data": records, "quota": quota}),
