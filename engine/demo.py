@@ -2,7 +2,8 @@
 
 A field's ``demo`` hint is a Faker provider name, ``{choices: [...]}``, ``{min:, max:}`` (for dates:
 day offsets from today), or ``skip``. An entity's ``demo: {ratio: R}`` asks for R records per unit
-of ``--records``. Entities are seeded in lookup order (targets first) through the record service's
+of ``--records``, and ``unowned: S`` leaves that share of them without an owner (for the
+pools). Entities are seeded in lookup order (targets first) through the record service's
 bulk path, so every rule that holds for users holds for demo data: a field that ``required_when``
 makes required gets a value even when its hint is ``skip``, and a row that a validation rule
 (reading only the row itself) would refuse is drawn again.
@@ -57,6 +58,7 @@ def seed(records: RecordService, unit: int = 50, *, seed_value: int = DEFAULT_SE
     counts: dict[str, int] = {}
     for entity in seed_order(records.model):
         count = max(1, round(float(entity.demo["ratio"]) * unit))
+        unowned = float(entity.demo.get("unowned") or 0)   # a share left to the pools (drawn only when asked)
         users = ids.get("user") or []
         rows = []
         taken: dict[tuple[str, ...], set] = {key: set() for key in entity.unique_keys}
@@ -77,7 +79,7 @@ def seed(records: RecordService, unit: int = 50, *, seed_value: int = DEFAULT_SE
                 continue
             for key, value in values.items():
                 taken[key].add(value)
-            if users and entity.name != "user":
+            if users and entity.name != "user" and not (unowned and rng.random() < unowned):
                 row["owner_id"] = rng.choice(users)
             rows.append(row)
         result = records.bulk(entity.name, rows, mode="create", atomic=True, context=Context(system=True, automations=False))

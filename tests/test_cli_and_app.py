@@ -58,6 +58,9 @@ def test_demo_data_is_deterministic(make_runtime, tmp_path, settings):
     counts = seed(first.records, 10, seed_value=7)
     assert counts == seed(second.records, 10, seed_value=7)
     assert counts["account"] == 10 and all(n > 0 for n in counts.values())
+    leads = first.records.query("lead", limit=1000)      # demo: {unowned: 0.15}: some for the lead pool
+    assert 0 < sum(r["owner_id"] is None for r in leads) < len(leads) / 2
+    assert all(r["owner_id"] is not None for r in first.records.query("opportunity", limit=1000))
     for name in ("account", "opportunity", "activity"):
         # the times the engine takes from the clock: the write's, and the follow-up signals (when the
         # owner got the record; activities without a date count from their creation)
