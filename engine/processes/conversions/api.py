@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 
 from engine.api import extend as api
 from engine.api.extend import ApiError
@@ -67,7 +67,7 @@ def _proposal(entity: str, record_id: int):
 
 def _convert(entity: str, record_id: int):
     name = _entity(entity)
-    body = api.json_body()
+    body = api.json_body() if request.get_data(cache=True) else {}   # no body: every target as proposed
     try:
         out = service.convert(api.runtime(), name, record_id, body.get("targets", {}), api.context())
     except ConversionError as exc:
