@@ -24,6 +24,10 @@ def test_convert_a_lead_choosing_the_existing_account(page, live_server):
     page.wait_for_url(f"**/ui/lead/{lead['id']}/convert")
     existing = page.locator(f"input[name='choice.account'][value='existing:{account['id']}']")
     assert existing.is_checked()                                 # the match is proposed first
+    assert page.locator("[name='account.name']").is_hidden()     # no values of a new account while attaching
+    page.check("#c-account-create")
+    assert page.locator("[name='account.name']").is_visible()
+    existing.check()
     assert "Globex Corporation Ltd." in page.locator("[data-target=account]").inner_text()
     assert page.input_value("[name='contact.email']") == "jane.doe@globex.example"
     page.fill("[name='opportunity.name']", "Globex - pilot")
@@ -42,6 +46,8 @@ def test_convert_a_lead_choosing_the_existing_account(page, live_server):
     assert (deal["account"], str(deal["amount"])) == (account["id"], "12000.00")
     page.goto(f"{live_server.url}/ui/lead/{lead['id']}")
     assert page.locator("[data-convert=convert]").count() == 0     # converted: no button any more
+    assert page.locator("#edit").count() == 0 and page.locator("#locked").count() == 1   # and read-only
+    shot(page, "converted")
 
 
 def test_errors_show_beside_their_fields_and_nothing_is_written(page, live_server):

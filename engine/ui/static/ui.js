@@ -160,4 +160,13 @@
       });
     });
   }
+
+  // -- a block shown only while a group of radio buttons has one value (data-show-when-name/-value):
+  // the convert screen's values of a new record, hidden while an existing record is chosen ----------
+  const syncShown = () => document.querySelectorAll("[data-show-when-name]").forEach((block) => {
+    const picked = document.querySelector(`input[type=radio][name="${CSS.escape(block.dataset.showWhenName)}"]:checked`);
+    block.hidden = Boolean(picked) && picked.value !== block.dataset.showWhenValue;
+  });
+  document.addEventListener("change", (event) => { if (event.target.type === "radio") syncShown(); });
+  syncShown();
 })();
