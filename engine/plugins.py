@@ -176,6 +176,10 @@ class Hooks:
         """Return ``RecordAction`` objects: buttons on the page of ``record``."""
 
     @hookspec
+    def crm_record_lock(self, runtime: Any, entity: Any, record: dict, access: Any) -> str | None:
+        """Return why ``record`` is read-only for this user now (a text shown to them), or None."""
+
+    @hookspec
     def crm_list_actions(self, runtime: Any, entity: Any, access: Any) -> list:
         """Return ``RecordAction`` objects: buttons on the list of ``entity`` acting on the selected records."""
 

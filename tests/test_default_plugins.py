@@ -5,8 +5,8 @@
    paths, navigation entries and home panel are gone with it.
 2. A test plugin implements every web and runtime hook (``crm_startup``, ``crm_shutdown``,
    ``crm_blueprints``, ``crm_openapi``, ``crm_nav_entries``, ``crm_home_panels``,
-   ``crm_record_actions``, ``crm_list_actions``, ``crm_record_panels``) and each one's effect is seen
-   through the app.
+   ``crm_record_actions``, ``crm_list_actions``, ``crm_record_lock``, ``crm_record_panels``) and each
+   one's effect is seen through the app.
 """
 
 from __future__ import annotations
@@ -136,6 +136,12 @@ class Probe:
                 RecordAction("odd", "Odd", "/ui/_probe", kind='x" onclick="alert(1)')]
 
     @hookimpl
+    def crm_record_lock(self, runtime, entity, record, access):
+        if entity.name == "account" and record.get("name") == "Frozen <Co>":
+            return "Frozen <by the probe>"
+        return None
+
+    @hookimpl
     def crm_list_actions(self, runtime, entity, access):
         if entity.name != "account" or not access.can("account", "update"):
             return []
@@ -222,6 +228,22 @@ def test_crm_record_actions_and_crm_record_panels_are_drawn_on_the_record_page(p
     contact = rt.records.create("contact", {"last_name": "Lovelace", "account": acme["id"]}, context=SYSTEM)
     other = text(site.browser(site.admin).get(f"/ui/contact/{contact['id']}"))
     assert "data-probe=" not in other and "About this contact" in other
+
+
+def test_crm_record_lock_makes_a_record_read_only_on_its_screens(probed):
+    _, rt = probed
+    site = make_site(rt, seeded=False)
+    frozen = rt.records.create("account", {"name": "Frozen <Co>"}, context=SYSTEM)
+    other = rt.records.create("account", {"name": "Thawed"}, context=SYSTEM)
+    admin = site.browser(site.admin)
+    page = text(admin.get(f"/ui/account/{frozen['id']}"))
+    assert 'id="edit"' not in page
+    assert '<span class="badge text-bg-secondary align-self-center" id="locked" title="Frozen &lt;by the probe&gt;">' in page
+    r = admin.get(f"/ui/account/{frozen['id']}/edit")
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"/ui/account/{frozen['id']}")
+    assert "Frozen &lt;by the probe&gt;" in text(admin.get(r.headers["Location"]))    # the reason, as a message
+    assert 'id="edit"' in text(admin.get(f"/ui/account/{other['id']}"))              # other records: as before
+    assert admin.get(f"/ui/account/{other['id']}/edit").status_code == 200
 
 
 def test_crm_list_actions_post_the_selected_records_of_a_list(probed):

@@ -155,3 +155,11 @@ def in_zone(raw: str) -> str:
     except ValueError:
         return raw
     return (value.replace(tzinfo=current_zone()) if value.tzinfo is None else value).isoformat()
+
+
+def lock_of(ent, record: dict) -> str | None:
+    """Why ``record`` is read-only for the signed-in user (``crm_record_lock``: the first plugin that
+    says so), or None. The screens hide what edits it; the plugin's write hook refuses the edit."""
+    rt = runtime()
+    return next((why for why in rt.pm.hook.crm_record_lock(runtime=rt, entity=ent, record=record, access=g.access)
+                 if why), None)

@@ -29,6 +29,7 @@ from .common import (
     hidden_of,
     json_body,
     load_record,
+    lock_of,
     parse_input,
     runtime,
     with_message,
@@ -70,6 +71,9 @@ def new(entity: str):
 def edit(entity: str, record_id: int):
     ent = entity_of(entity, "update")
     record = load_record(ent, record_id)
+    locked = lock_of(ent, record)
+    if locked:   # the record's page says why; a POST would be refused by the plugin's write hook anyway
+        return with_message(url_for("ui.record", entity=ent.name, record_id=record_id), locked, "warning")
     if request.method == "POST":
         values, raw = _submitted(ent, record)
         version = request.form.get("version", "")

@@ -28,6 +28,7 @@ from .common import (
     json_body,
     link_to,
     load_record,
+    lock_of,
     runtime,
     with_message,
 )
@@ -61,6 +62,7 @@ def record_page(entity: str, record_id: int):
     state = field_states(ent, record, record)
     return render_template("ui/record.html", ent=ent, record=record, title=title_of(ent, record), sections=sections,
                            shown=shown, state=state, actions=_actions(ent, record), panels=_panels(ent, record),
+                           locked=lock_of(ent, record),
                            related=_related(ent, record_id), timeline=_timeline(ent, record),
                            history=_field_history(ent, record), can=allowed_ops(ent))
 

@@ -40,5 +40,10 @@ class ConversionGuard:
                                    entity.name)
 
 
+def locked(conv, record: dict) -> bool:
+    """Whether ``record`` is read-only for users: its conversion says ``lock: true`` and it is converted."""
+    return conv.lock and _converted(conv, record, datetime.now(timezone.utc))
+
+
 def _converted(conv, record: dict, now: datetime) -> bool:
     return conv.converted_when.evaluate(record, prior=record, now=now) is True

@@ -60,3 +60,10 @@ def crm_list_actions(runtime, entity, access) -> list:
     from .ui import list_actions
 
     return list_actions(runtime, entity, access)
+
+
+@hookimpl
+def crm_record_lock(runtime, entity, record, access):
+    from .ui import lock_reason
+
+    return lock_reason(runtime, entity, record)

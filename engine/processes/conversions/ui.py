@@ -23,6 +23,7 @@ from engine.ui.i18n import translate as _
 from engine.ui.present import column, display, input_value, lookup_titles, title_of
 
 from . import service
+from .lock import locked
 from .service import ConversionError
 
 #: Records the bulk screen lists at most.
@@ -47,6 +48,14 @@ def convert_actions(rt, ent, record: dict, access) -> list[RecordAction]:
     return [RecordAction(key="convert", label=conv.label.get(current_lang()), kind="convert", style="success",
                          method="get", order=5,
                          url=url_for("conversions_ui.convert", entity=ent.name, record_id=record["id"]))]
+
+
+def lock_reason(rt, ent, record: dict) -> str | None:
+    """Why a converted record is read-only, for the record page (``crm_record_lock``)."""
+    conv = service.conversions_of(rt).get(ent.name)
+    if conv is None or not locked(conv, record):
+        return None
+    return _("Converted: read-only. Change the records it was converted to.")
 
 
 def list_actions(rt, ent, access) -> list[RecordAction]:
