@@ -51,6 +51,7 @@ def seed(records: RecordService, unit: int = 50, *, seed_value: int = DEFAULT_SE
          today: date | None = None) -> dict[str, int]:
     """Create ``ratio x unit`` records for every entity with a ``demo`` section; return counts."""
     rng = random.Random(seed_value)
+    spare = random.Random(seed_value + 1)   # draws that must not move the others (the owners left out)
     fake = Faker(["en_US"])
     fake.seed_instance(seed_value)
     today = today or date.today()
@@ -58,7 +59,7 @@ def seed(records: RecordService, unit: int = 50, *, seed_value: int = DEFAULT_SE
     counts: dict[str, int] = {}
     for entity in seed_order(records.model):
         count = max(1, round(float(entity.demo["ratio"]) * unit))
-        unowned = float(entity.demo.get("unowned") or 0)   # a share left to the pools (drawn only when asked)
+        unowned = float(entity.demo.get("unowned") or 0)   # a share left to the pools
         users = ids.get("user") or []
         rows = []
         taken: dict[tuple[str, ...], set] = {key: set() for key in entity.unique_keys}
@@ -79,8 +80,10 @@ def seed(records: RecordService, unit: int = 50, *, seed_value: int = DEFAULT_SE
                 continue
             for key, value in values.items():
                 taken[key].add(value)
-            if users and entity.name != "user" and not (unowned and rng.random() < unowned):
-                row["owner_id"] = rng.choice(users)
+            if users and entity.name != "user":
+                owner = rng.choice(users)
+                if not (unowned and spare.random() < unowned):
+                    row["owner_id"] = owner
             rows.append(row)
         result = records.bulk(entity.name, rows, mode="create", atomic=True, context=Context(system=True, automations=False))
         if not result.ok:
