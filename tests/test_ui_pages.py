@@ -176,7 +176,7 @@ def test_home_search_notifications_and_every_dashboard_render(shared_site, role)
 
 
 def test_notifications_are_the_users_own_and_can_be_marked_read(site):
-    account = site.records.query("account", order_by=("id",), limit=1)[0]
+    account = site.records.create("account", {"name": "Notified & Co", "owner_id": site.sales["id"]}, context=SYSTEM)
     case = site.records.query("case", order_by=("id",), limit=1)[0]
 
     def notify(user, message, record=None):   # as the notify action makes them: owned by the recipient
