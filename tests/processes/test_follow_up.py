@@ -315,7 +315,7 @@ def expected(rt, entity: str, rid: int) -> dict:
 
 BAD = """\
 follow_up: broken
-activity: task
+of: task
 links: [about, title, nowhere]
 via: {client: title}
 happened_at: "title"
@@ -365,7 +365,7 @@ def test_the_base_crm_declares_its_signals_once(make_runtime):
     model = load_model_from(make_plugin_manager(entry_point_plugins=False),
                             [("system", SYSTEM_LAYER), ("base", BASE_CONFIG / "base")])
     [doc] = model.documents["follow_up"]
-    assert doc["activity"] == "activity" and set(doc["targets"]) == {"account", "contact", "lead", "opportunity"}
+    assert doc["of"] == "activity" and set(doc["targets"]) == {"account", "contact", "lead", "opportunity"}
     assert not any(d["automation"] == "account_last_activity" for d in model.documents["automation"])
 
 
@@ -385,7 +385,7 @@ def test_demo_data_ends_with_consistent_signals(make_runtime):
 def test_a_field_filled_by_two_declarations_is_an_error(write_tree):
     site = write_tree("site", {"more.yaml": """\
         follow_up: contracts
-        activity: activity
+        of: activity
         links: [related_to]
         happened_at: "start_at"
         done_when: "status = 'completed'"

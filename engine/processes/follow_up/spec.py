@@ -104,9 +104,9 @@ class _Compiler:
         self.problems.append(Problem(self.doc, path, message))
 
     def follow_up(self, doc: dict) -> FollowUp | None:
-        activity = self.model.entities.get(doc["activity"])
+        activity = self.model.entities.get(doc["of"])
         if activity is None:
-            self.problem(("activity",), f"there is no entity {doc['activity']!r}")
+            self.problem(("of",), f"there is no entity {doc['of']!r}")
             return None
         targets = {name: self.target(name, props) for name, props in doc["targets"].items()}
         targets = {k: v for k, v in targets.items() if v is not None}
