@@ -30,6 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.metadata.declared import DocProblem as Problem
 from engine.metadata.model import AppModel, Label
 
 TYPES = ("number", "bar", "line", "funnel")
@@ -62,12 +63,6 @@ class Dashboard:
     def widget(self, name: str) -> Widget | None:
         return next((w for w in self.widgets if w.name == name), None)
 
-
-@dataclass(frozen=True)
-class Problem:
-    doc: int
-    path: tuple
-    message: str
 
 
 def compile_dashboards(model: AppModel, functions=None) -> tuple[dict[str, Dashboard], list[Problem]]:

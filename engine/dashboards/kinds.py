@@ -5,7 +5,7 @@ that run in SQL), each problem at the file:line of what it names.
 
 from __future__ import annotations
 
-from engine.metadata.declared import doc_location
+from engine.metadata.declared import report_documents
 from engine.metadata.loader import SCHEMA_DIR
 from engine.plugins import DocumentKind, hookimpl
 
@@ -14,9 +14,7 @@ from . import compile_dashboards
 
 def check_dashboards(*, model, documents: list, problems, functions=None) -> None:
     """Every dashboard document compiles."""
-    for p in compile_dashboards(model, functions)[1]:
-        doc = documents[p.doc]
-        problems.add(doc_location(doc, p.path), f"dashboard {doc.data['dashboard']}: {p.message}")
+    report_documents("dashboard", documents, problems, compile_dashboards(model, functions)[1])
 
 
 @hookimpl

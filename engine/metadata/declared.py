@@ -53,3 +53,20 @@ class Problems(list):
 def doc_location(doc: Document, path: tuple) -> Location:
     """Location of ``path`` inside a document of any kind."""
     return Location(doc.layer, doc.file, doc.line(path), "/".join(map(str, path)))
+
+
+@dataclass(frozen=True)
+class DocProblem:
+    """A problem a capability's compiler found in document number ``doc`` of its kind, at ``path``."""
+
+    doc: int
+    path: tuple
+    message: str
+
+
+def report_documents(kind: str, documents: list, problems, found) -> None:
+    """Each ``DocProblem`` of ``found`` at the file:line of its document, as ``<kind> <name>: message``
+    (the check of a document kind whose compiler collects ``DocProblem``s)."""
+    for p in found:
+        doc = documents[p.doc]
+        problems.add(doc_location(doc, p.path), f"{kind} {doc.data[kind]}: {p.message}")

@@ -5,7 +5,7 @@ trigger, so that the metadata of a site that turns ``"conversions"`` off still l
 
 from __future__ import annotations
 
-from engine.metadata.declared import doc_location
+from engine.metadata.declared import report_documents
 from engine.metadata.loader import SCHEMA_DIR
 from engine.plugins import DocumentKind, hookimpl
 
@@ -14,9 +14,7 @@ from .spec import compile_conversions
 
 def check_conversions(*, model, documents: list, problems, functions=None) -> None:
     """Every conversion document compiles: its entities, fields, matches, formulas and moves."""
-    for p in compile_conversions(model, functions)[1]:
-        doc = documents[p.doc]
-        problems.add(doc_location(doc, p.path), f"conversion {doc.data['conversion']}: {p.message}")
+    report_documents("conversion", documents, problems, compile_conversions(model, functions)[1])
 
 
 @hookimpl

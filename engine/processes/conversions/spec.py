@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from engine.matching import NORMALISERS
+from engine.metadata.declared import DocProblem as Problem
 from engine.metadata.model import AppModel, Entity, Field, Label
 
 #: Field types a match may compare (their values are text).
@@ -77,12 +78,6 @@ class Conversion:
     def target(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
 
-
-@dataclass(frozen=True)
-class Problem:
-    doc: int
-    path: tuple
-    message: str
 
 
 def compile_conversions(model: AppModel, functions=None) -> tuple[dict[str, Conversion], list[Problem]]:

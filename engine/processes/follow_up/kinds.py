@@ -4,7 +4,7 @@ names. It loads even when ``"follow_up"`` is turned off."""
 
 from __future__ import annotations
 
-from engine.metadata.declared import doc_location
+from engine.metadata.declared import report_documents
 from engine.metadata.loader import SCHEMA_DIR
 from engine.plugins import DocumentKind, hookimpl
 
@@ -13,9 +13,7 @@ from .spec import compile_follow_ups
 
 def check_follow_ups(*, model, documents: list, problems, functions=None) -> None:
     """Every follow_up document compiles: its activity entity, links, via lookups, formulas and targets."""
-    for p in compile_follow_ups(model, functions)[1]:
-        doc = documents[p.doc]
-        problems.add(doc_location(doc, p.path), f"follow_up {doc.data['follow_up']}: {p.message}")
+    report_documents("follow_up", documents, problems, compile_follow_ups(model, functions)[1])
 
 
 @hookimpl

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from engine.metadata.declared import DocProblem as Problem
 from engine.metadata.model import AppModel, Entity
 
 #: What a target may fill: the keys of ``targets.<entity>``.
@@ -62,12 +63,6 @@ class FollowUp:
         """Whether writes of ``entity`` (not the activity) can change signals: a target or a via entity."""
         return entity in self.targets or entity in self.via
 
-
-@dataclass(frozen=True)
-class Problem:
-    doc: int
-    path: tuple
-    message: str
 
 
 def compile_follow_ups(model: AppModel, functions=None) -> tuple[dict[str, FollowUp], list[Problem]]:

@@ -4,7 +4,7 @@ names). It loads even when ``"pools"`` is turned off, so a site's metadata stays
 
 from __future__ import annotations
 
-from engine.metadata.declared import doc_location
+from engine.metadata.declared import report_documents
 from engine.metadata.loader import SCHEMA_DIR
 from engine.plugins import DocumentKind, hookimpl
 
@@ -13,9 +13,7 @@ from .spec import compile_pools
 
 def check_pools(*, model, documents: list, problems, functions=None) -> None:
     """Every pool document compiles: its entity, members, roles, limits and recycle rules."""
-    for p in compile_pools(model, functions)[1]:
-        doc = documents[p.doc]
-        problems.add(doc_location(doc, p.path), f"pool {doc.data['pool']}: {p.message}")
+    report_documents("pool", documents, problems, compile_pools(model, functions)[1])
 
 
 @hookimpl

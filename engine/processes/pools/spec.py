@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.metadata.declared import DocProblem as Problem
 from engine.metadata.model import AppModel, Label
 
 ACTIONS = ("see", "claim", "assign", "return")
@@ -77,12 +78,6 @@ class Pool:
     def reason(self, value: str) -> Label | None:
         return next((label for v, label in self.return_reasons if v == value), None)
 
-
-@dataclass(frozen=True)
-class Problem:
-    doc: int
-    path: tuple
-    message: str
 
 
 def compile_pools(model: AppModel, functions=None) -> tuple[dict[str, Pool], list[Problem]]:
