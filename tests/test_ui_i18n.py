@@ -97,13 +97,6 @@ def _where(folder, filename) -> str:
     return str(relative.relative_to("ui")) if relative.parts[0] == "ui" else f"../{relative}"
 
 
-def _registry() -> FieldTypeRegistry:
-    reg = FieldTypeRegistry()
-    for ftype in builtin_types():
-        reg.register(ftype)
-    return reg
-
-
 def model_modules() -> set[str]:
     """The ``module`` of every entity of the base CRM and of each industry layer on top of it."""
     base = [("system", SYSTEM_LAYER), ("base", INDUSTRIES / "base")]

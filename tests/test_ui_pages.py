@@ -25,7 +25,6 @@ from engine.storage.query import ListQuery
 from engine.storage.records import Context
 from engine.storage.search import search
 
-from .conftest import ON_POSTGRES
 
 pytest.register_assert_rewrite("tests.ui_kit")   # before its import: helpers assert too
 from .ui_kit import SYSTEM, base_entities, esc, form_fields, input_value, query_of, row_ids, text, textarea_value  # noqa: E402

@@ -10,7 +10,6 @@ import pytest
 from engine.metadata import MetadataError
 from engine.plugins import hookimpl
 from engine.security.tokens import create_token
-from engine.storage.errors import ValidationFailed
 from engine.storage.records import Context
 
 PLUGINS = Path(__file__).parent / "plugins"

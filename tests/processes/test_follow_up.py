@@ -5,7 +5,7 @@ the same values as the live path; bad declarations are errors at their file:line
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 
 import pytest
 import sqlalchemy as sa
