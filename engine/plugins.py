@@ -223,6 +223,10 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "conversions.kinds": "engine.processes.conversions.kinds",
     "pools": "engine.processes.pools.plugin",
     "pools.kinds": "engine.processes.pools.kinds",
+    "approvals": "engine.processes.approvals.plugin",
+    "approvals.kinds": "engine.processes.approvals.kinds",
+    "documents": "engine.documents.plugin",
+    "documents.kinds": "engine.documents.kinds",
 }
 
 

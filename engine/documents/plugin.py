@@ -1,0 +1,1 @@
+"""The documents capability as a default plugin (``"documents"``)."""

@@ -1,0 +1,1 @@
+"""The metadata of approvals, as a default plugin gives it to the loader (``"approvals.kinds"``)."""

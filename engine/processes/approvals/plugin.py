@@ -1,0 +1,1 @@
+"""The approvals capability as a default plugin (``"approvals"``)."""
