@@ -24,6 +24,7 @@ def crm_formula_functions():
 
 @hookimpl
 def crm_model_checks():
-    from engine.rules.model_checks import check_entity_formulas, check_rollups, check_sharing_rules
+    from engine.rules.model_checks import (check_computed_cycles, check_entity_formulas, check_follows, check_rollups,
+                                          check_sharing_rules)
 
-    return [check_entity_formulas, check_rollups, check_sharing_rules]
+    return [check_entity_formulas, check_rollups, check_sharing_rules, check_computed_cycles, check_follows]

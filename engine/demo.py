@@ -68,6 +68,11 @@ def seed(records: RecordService, unit: int = 50, *, seed_value: int = DEFAULT_SE
             for _attempt in range(20):  # a unique combination of random picks may need a few tries
                 row = {f.name: v for f in entity.fields.values()
                        if (v := _value(f, entity, n, rng, fake, ids, today)) is not None}
+                for field in entity.fields.values():  # a picklist option's sets give those fields their values
+                    for option in field.options if row.get(field.name) is not None else ():
+                        if option.value == row[field.name] and option.sets:
+                            for name in option.sets:
+                                row.pop(name, None)
                 for field, condition in conditional:  # required by a condition: a value even if hinted skip
                     if row.get(field.name) is None and _holds(condition, row, today):
                         row[field.name] = _value(field, entity, n, rng, fake, ids, today, forced=True)

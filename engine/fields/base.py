@@ -80,7 +80,8 @@ class FieldType(ABC):
     #: Common properties that make sense for this type.
     common: ClassVar[frozenset[str]] = frozenset({
         "type", "label", "help", "required", "unique", "indexed", "readonly", "track_history",
-        "searchable", "default", "renamed_from", "demo", "required_when", "visible_when", "readonly_when"})
+        "searchable", "default", "renamed_from", "demo", "required_when", "visible_when", "readonly_when",
+        "follows"})
 
     # -- metadata ---------------------------------------------------------------------------
     def allowed_props(self) -> frozenset[str]:

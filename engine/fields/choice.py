@@ -11,9 +11,22 @@ _FALSE = {"false", "0", "no", "n", "off", "f"}
 
 
 class BooleanType(FieldType):
+    """``exclusive_within: <lookup>``: at most one record with the same value of that lookup has the
+    field TRUE; setting it on one clears it on the others, through the record service
+    (``engine.storage.exclusive``)."""
+
     name = "boolean"
+    props = {"exclusive_within": {"type": "string", "minLength": 1}}
     formula_type = "boolean"
     widget = "checkbox"
+
+    def check(self, field, entity, report):
+        within = field.prop("exclusive_within")
+        if within is not None:
+            other = entity.fields.get(within)
+            if other is None or not other.target or other.type_name == "reference":
+                report("exclusive_within", f"exclusive_within {within!r}: {entity.name} has no lookup {within!r}")
+        super().check(field, entity, report)
 
     def column_type(self, field):
         return sa.Boolean(create_constraint=False)
@@ -42,7 +55,11 @@ _OPTION_SCHEMA = {
     "items": {"oneOf": [
         {"type": "string"},
         {"type": "object", "required": ["value"], "additionalProperties": False,
-         "properties": {"value": {"type": "string"}, "label": {}, "color": {"type": "string"}}}]}}
+         "properties": {"value": {"type": "string"}, "label": {}, "color": {"type": "string"},
+                        "sets": {"type": "object", "minProperties": 1,
+                                 "description": "Values given to other fields of the record when it is created "
+                                                "with this option or changes to it (fields the write does not set "
+                                                "itself)."}}}]}}
 
 
 class PicklistType(FieldType):
@@ -71,6 +88,22 @@ class PicklistType(FieldType):
         values = self.values(field)
         for value in {v for v in values if values.count(v) > 1}:
             report("options", f"option {value!r} is listed twice")
+        for i, option in enumerate(field.options):
+            for name, value in (option.sets or {}).items():
+                target = entity.fields.get(name)
+                where = ("options", i, "sets", name)
+                if target is None or target.name == field.name or target.type.computed or not target.stored:
+                    why = "is this picklist" if target is not None and target.name == field.name else (
+                        "is computed" if target is not None else "does not exist")
+                    report(*where[:1], f"option {option.value!r} sets {name!r}, which {why} in {entity.name}",
+                           *where[1:])
+                    continue
+                if value is None:
+                    continue
+                try:
+                    target.coerce(value)
+                except FieldValueError as exc:
+                    report(*where[:1], f"option {option.value!r} sets {name} to {value!r}: {exc.message}", *where[1:])
         super().check(field, entity, report)
 
     def coerce(self, field, value):

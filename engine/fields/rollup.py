@@ -57,14 +57,24 @@ class RollupType(FieldType):
         """The field whose formula type the rollup's values have (``engine.rules.schema.formula_type_of``)."""
         return self.source(field)
 
-    def resolve(self, field, entities: Mapping):
+    def resolve(self, field, entities: Mapping, _seen: frozenset = frozenset()):
         """The rollup with the child field it aggregates (``Field.source``); what cannot be resolved
-        is left unset and reported by the rollup checks (``engine.rules.model_checks``)."""
+        is left unset and reported by the rollup checks (``engine.rules.model_checks``). A rollup of
+        a child's rollup resolves that one first (a loop of rollups is left unresolved: the cycle
+        check reports it)."""
         child = entities.get(str(field.prop("of") or "").partition(".")[0])
         if field.prop("function") == "COUNT":
             return replace(field, source=_integer_field(field))
         if child is not None and field.prop("field") in child.fields:
-            return replace(field, source=child.fields[field.prop("field")])
+            source = child.fields[field.prop("field")]
+            if source.type_name == "rollup" and source.source is None:
+                key = (child.name, source.name)
+                if key in _seen:
+                    return field
+                source = source.type.resolve(source, entities, _seen | {key})
+                if source.source is None:
+                    return field
+            return replace(field, source=source)
         return field
 
     def check(self, field, entity, report):

@@ -57,6 +57,8 @@ class Option:
 
     value: str
     label: Label
+    #: Values this option gives other fields when a record takes it (``sets:``), or None.
+    sets: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,9 @@ class Field:
         out = []
         for item in self.props.get("options") or ():
             if isinstance(item, Mapping):
-                out.append(Option(str(item["value"]), Label.of(item.get("label"), str(item["value"]))))
+                sets = item.get("sets")
+                out.append(Option(str(item["value"]), Label.of(item.get("label"), str(item["value"])),
+                                  MappingProxyType(dict(sets)) if isinstance(sets, Mapping) else None))
             else:
                 out.append(Option(str(item), Label.of(None, str(item))))
         return tuple(out)

@@ -109,11 +109,13 @@ def rollup_parts(model, entity, field) -> tuple[Any, Any, Any, tuple[str, str] |
         return child, lookup, None, ("field" if fname else "function",
                                      f"{function} needs 'field', a field of {child_name}" if not fname
                                      else f"field {fname!r}: {child_name} has no field {fname!r}")
-    ftype = formula_type_of(agg) if agg.type_name != "rollup" else "rollup"
+    if agg.type_name == "rollup" and field.source is None:   # a loop of rollups: the cycle check says so
+        return child, lookup, agg, None
+    ftype = formula_type_of(agg)   # a rollup of a rollup aggregates what that one aggregates
     allowed = SUMMABLE if function == "SUM" else COMPARABLE
-    if not agg.stored or agg.type_name == "rollup" or ftype not in allowed:
+    if not agg.stored or ftype not in allowed:
         what = "a number, currency, percent or integer" if function == "SUM" else "a number or a date/datetime"
-        why = "is not stored" if not agg.stored else ("is a rollup" if agg.type_name == "rollup" else f"is {ftype}")
+        why = "is not stored" if not agg.stored else f"is {ftype}"
         return child, lookup, agg, ("field", f"field {fname!r}: {function} needs a stored field that is {what}; "
                                              f"{child_name}.{fname} {why}")
     return child, lookup, agg, None
@@ -143,3 +145,51 @@ def _check_rollup_where(model, entity, field, fdecl, problems, functions) -> Non
             where = f" at column {exc.position.column}"
     if message is not None:
         problems.add(loc, f"{entity.name}.{field.name}.where{where}: {message} (in {text!r})")
+
+
+def check_computed_cycles(*, model, declared: dict, problems) -> None:
+    """No computed value may depend on itself through formulas, rollups and ``follows``
+    (``engine.rules.dependencies``): each cycle is one problem naming every field of it with its
+    file:line."""
+    from .dependencies import ComputedGraph
+
+    def where(node) -> Any:
+        ent, name = node
+        fdecl = declared[ent].fields[name]
+        fld = model.entities[ent].fields[name]
+        prop = {"formula": "expr", "rollup": "of"}.get(fld.type_name, "follows")
+        return fdecl.loc(prop) if prop in fdecl.props else fdecl.loc("type")
+
+    for cycle in ComputedGraph.of(model).cycles():
+        steps = [f"{e}.{f} ({where((e, f)).file}:{where((e, f)).line})" for e, f in cycle]
+        problems.add(where(cycle[0]), "computed values form a cycle (each needs the next to be computed first): "
+                                      + " -> ".join([*steps, steps[0]]))
+
+
+def check_follows(*, model, declared: dict, problems, functions=None) -> None:
+    """A field's ``follows``: ``value`` an expression of the field's type and ``when`` a condition,
+    both reading only the record's own stored fields (so the write that changes them recomputes it)."""
+    for name, entity in model.entities.items():
+        for field in entity.fields.values():
+            spec = field.prop("follows")
+            if not isinstance(spec, dict):
+                continue
+            fdecl = declared[name].fields[field.name]
+            for key in ("value", "when"):
+                text = spec.get(key)
+                if not isinstance(text, str):
+                    continue
+                message = None
+                try:
+                    compiled = compile(text, name, model, registry=functions)
+                    if key == "when" and compiled.type not in ("boolean", "null"):
+                        message = f"needs a condition (TRUE or FALSE), not a {compiled.type}"
+                    elif any("." in p for p in compiled.fields) or compiled.uses & {"user", "prior", "is_new"}:
+                        message = "may read only the record's own fields"
+                    elif any(entity.fields[p].computed_on_read for p in compiled.fields if p in entity.fields):
+                        message = "may read only stored fields"
+                except RuleError as exc:
+                    message = f"{exc.kind.replace('_', ' ')} error: {exc.message}"
+                if message is not None:
+                    problems.add(fdecl.text_loc("follows", key), f"{name}.{field.name}.follows.{key}: {message} "
+                                                                 f"(in {text!r})")

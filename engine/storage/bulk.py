@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from engine.fields import INT64_MAX
 
+from . import exclusive
 from . import rollups as rollup_sums
 from .context import Context
 from .errors import Conflict, FieldError, ValidationFailed
@@ -139,6 +140,7 @@ class _Chunk:
                 except ValidationFailed as exc:  # a rule refused this item, not the whole request
                     self.errors[i].extend(exc.errors)
                     continue
+            svc.apply_option_sets(ent, record, old, self.rows[i] if isinstance(self.rows[i], dict) else {})
             svc.clear_hidden(self.conn, ent, record, old, self.context)
             if runner is not None:
                 runner.run(record, old, self.rows[i], self.errors[i])
@@ -146,6 +148,10 @@ class _Chunk:
             self.records[i], self.olds[i] = record, old
         self._check_targets(values_of)
         self._check_unique()
+        if svc.plan(ent).exclusive:
+            live = [r if not self.errors[i] else None for i, r in enumerate(self.records)]
+            for i, error in exclusive.duplicates(ent, svc.plan(ent).exclusive, live, self.olds).items():
+                self.errors[i].append(error)
 
     def _existing(self, values_of: list[dict]) -> dict:
         """Stored records this chunk addresses, by id (update) or by key value (upsert/update by key)."""
@@ -175,6 +181,8 @@ class _Chunk:
         names.update(name for key in self.ent.unique_keys for name in key)
         for rollup in self.svc.rollups_of(self.ent):   # which parents an update moves between
             names.update(rollup.reads)
+        for flag in plan.exclusive:                     # whether an update newly sets a flag
+            names.update((flag.name, flag.prop("exclusive_within")))
         for values in values_of:
             names.update(values)
         return [c for c in self.table.c if c.name in names]
@@ -308,12 +316,15 @@ class _Chunk:
                 history += svc.history_rows(ent, record["id"], self.olds[i], record)
                 done.append(("update", record, self.olds[i]))
         svc.log_history(self.conn, ent, history, ctx, now)
+        if svc.plan(ent).exclusive:
+            for _, record, old in done:
+                exclusive.clear_others(svc, self.conn, ent, record, old, ctx)
         rollups = svc.rollups_of(ent)
         if rollups and done:   # each affected parent once per chunk
             parents: dict = {}
             for _, record, old in done:
                 rollup_sums.affected(rollups, old, record, parents)
-            rollup_sums.refresh(svc, self.conn, ent, parents)
+            rollup_sums.refresh(svc, self.conn, ent, parents, context=ctx)
         if self.watched and svc.hooks.active("crm_after_write"):
             for event, record, old in done:
                 svc.hooks.call("crm_after_write", event=event, entity=ent, record=record, old=old, context=ctx,

@@ -55,3 +55,11 @@ def masked(context: Context, ent: Entity, record: dict) -> dict:
     if context.access is not None and not context.system:
         return context.access.mask(ent.name, [dict(record)])[0]
     return record
+
+
+def system_for(context: Context) -> Context:
+    """The context of a write the engine makes on behalf of ``context``'s writer (a parent's new
+    rollup values, clearing an exclusive flag): a system write by the same user, in the same chain
+    of automations."""
+    return Context(context.user_id, system=True, depth=context.depth, chain=context.chain,
+                   automations=context.automations)

@@ -33,6 +33,7 @@ class Rule:
     compiled: Any
     field: "Field | None" = None
     message: str = ""
+    when: Any = None                  # ``follows``: the condition under which the field takes the value
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class EntityRules:
     """The compiled expressions of one entity."""
 
     defaults: tuple[Rule, ...]        # default: {formula: ...}, evaluated on create for fields not given
-    stored: tuple[Rule, ...]          # formula fields with a column, in dependency order
+    stored: tuple[Rule, ...]          # formula fields with a column and ``follows`` fields, in dependency order
     on_read: tuple[Rule, ...]         # formula fields computed when records are read
     required_when: tuple[Rule, ...]
     readonly_when: tuple[Rule, ...]
@@ -59,8 +60,13 @@ class EntityRules:
         def compile_(text: str, blank_as_zero: bool = False):
             return rules.compile(text, ent.name, svc.model, registry=svc.functions, blank_as_zero=blank_as_zero)
 
+        from engine.rules.dependencies import follows_of
+
         defaults, stored, on_read, required_when, readonly_when, validations = [], [], [], [], [], []
         for field in ent.fields.values():
+            follows = follows_of(field)
+            if follows is not None:
+                stored.append(Rule(field.name, compile_(follows[0]), field, when=compile_(follows[1])))
             if field.default_formula is not None:
                 defaults.append(Rule(field.name, compile_(field.default_formula), field))
             if field.type_name == "formula":
@@ -78,25 +84,13 @@ class EntityRules:
         if not (defaults or stored or on_read or required_when or readonly_when or validations):
             return None
         written = [*defaults, *stored, *required_when, *readonly_when, *validations]
-        return cls(tuple(defaults), _in_dependency_order(stored), tuple(on_read), tuple(required_when),
+        compiled = [r.compiled for r in written] + [r.when for r in stored if r.when is not None]
+        by_name = {r.name: r for r in stored}   # in the order of the model's one dependency graph
+        ordered = tuple(by_name[f] for _, f in svc.computed_graph.order((ent.name, r.name) for r in stored))
+        return cls(tuple(defaults), ordered, tuple(on_read), tuple(required_when),
                    tuple(readonly_when), tuple(validations),
-                   frozenset(p for r in written for p in r.compiled.fields if "." in p),
-                   any("user" in r.compiled.uses for r in written))
-
-
-def _in_dependency_order(rules: list[Rule]) -> tuple[Rule, ...]:
-    """A formula reading another formula field of the record comes after it (cycles keep their order)."""
-    names = {r.name for r in rules}
-    done: list[Rule] = []
-    left = list(rules)
-    while left:
-        ready = [r for r in left if not (set(r.compiled.fields) & (names - {d.name for d in done} - {r.name}))]
-        if not ready:   # a cycle: each reads the other's stored value
-            ready = left[:1]
-        for r in ready:
-            done.append(r)
-            left.remove(r)
-    return tuple(done)
+                   frozenset(p for c in compiled for p in c.fields if "." in p),
+                   any("user" in c.uses for c in compiled))
 
 
 def result_value(field: "Field", value: Any) -> Any:
@@ -164,7 +158,10 @@ class RuleRunner:
                 if rule.name not in record:
                     record[rule.name] = result_value(rule.field, value(rule, "default"))
         for rule in r.stored:
-            record[rule.name] = result_value(rule.field, value(rule, "formula"))
+            if rule.when is None:
+                record[rule.name] = result_value(rule.field, value(rule, "formula"))
+            elif self._holds(rule.when, record, kwargs, errors, rule):
+                self._follow(rule, record, old, given, result_value(rule.field, value(rule, "follows")), errors)
         for rule in r.required_when:
             if blank(record.get(rule.name)) and value(rule, "required") is True:
                 errors.append(FieldError(rule.name, "required", f"is required when {rule.compiled.expression}"))
@@ -180,6 +177,29 @@ class RuleRunner:
             if value(rule, f"rule:{rule.name}") is True:
                 errors.append(FieldError(rule.field.name if rule.field is not None else None, f"rule:{rule.name}",
                                          rule.message))
+
+
+    def _holds(self, when, record: dict, kwargs: dict, errors: list[FieldError], rule: Rule) -> bool:
+        from engine import rules as lang
+
+        try:
+            return when.evaluate(record, **kwargs) is True
+        except lang.RuleError as exc:
+            errors.append(FieldError(rule.name, "follows", f"{rule.name}: {exc.message}"))
+            return False
+
+    def _follow(self, rule: Rule, record: dict, old: dict | None, given: dict, value: Any,
+                errors: list[FieldError]) -> None:
+        """``follows`` while its condition holds: the field takes the value; a user's different
+        value for it is refused (read-only while it follows)."""
+        name = rule.name
+        if name in given and not self.context.system:
+            before = old.get(name) if old is not None else value
+            if record.get(name) != before:
+                errors.append(FieldError(name, "readonly", f"follows {rule.compiled.expression} while "
+                                                           f"{rule.when.expression}: it cannot be changed"))
+                return
+        record[name] = value
 
 
 def fill_on_read(svc: "RecordService", conn, ent: "Entity", rules: EntityRules, rows: list[dict]) -> None:

@@ -41,6 +41,7 @@ class Reads:
     _functions: Any
     _rules: dict[str, Any]
     _rollups: dict[str, tuple]
+    _graph: Any
 
     def get(self, entity: str, record_id: int, *, conn: Connection | None = None, context: Context = Context()) -> dict:
         ent = self._entity(entity)
@@ -191,6 +192,15 @@ class Reads:
         except KeyError:
             found = self._rules[ent.name] = EntityRules.of(self, ent)
             return found
+
+    @property
+    def computed_graph(self):
+        """The model's one dependency graph of computed values (``engine.rules.dependencies``)."""
+        if self._graph is None:
+            from engine.rules.dependencies import ComputedGraph
+
+            self._graph = ComputedGraph.of(self.model)
+        return self._graph
 
     def rollups_of(self, ent: Entity) -> tuple:
         """The rollups aggregating records of ``ent`` (``rollups.Rollup``); empty for most entities."""

@@ -27,6 +27,7 @@ from .bulk import run_bulk
 from .context import Context, access_for, guard_write, masked
 from .database import Database
 from .errors import Conflict, DeleteRestricted, FieldError, ValidationFailed
+from .exclusive import clear_others
 from .hooks import LifecycleHooks
 from .reading import Reads
 from .rollups import after_write as rollups_after_write
@@ -56,6 +57,7 @@ class RecordService(Reads, WriteSteps, Rows):
         self._functions = None
         self._rules: dict[str, Any] = {}
         self._rollups: dict[str, tuple] = {}
+        self._graph = None
         self._visible: dict[str, tuple] = {}
 
     # -- writes -----------------------------------------------------------------------------
@@ -123,6 +125,7 @@ class RecordService(Reads, WriteSteps, Rows):
         state: dict = {}
         self.hooks.call("crm_before_write", event="create", entity=ent, record=record, old=None, context=context,
                         conn=conn, errors=errors, state=state)
+        self.apply_option_sets(ent, record, None, values if isinstance(values, dict) else {})
         self.clear_hidden(conn, ent, record, None, context)
         runner = self.rule_runner(conn, ent, context)
         if runner is not None:
@@ -142,25 +145,32 @@ class RecordService(Reads, WriteSteps, Rows):
         table = self.table(ent.name)
         params = {k: v for k, v in record.items() if k in table.c}
         record["id"] = self.write_rows(conn, ent, self._insert_returning(table), params).rows[0][0]
+        if self.plan(ent).exclusive:
+            clear_others(self, conn, ent, record, None, context)
         if self.rollups_of(ent):
-            rollups_after_write(self, conn, ent, None, record)
+            rollups_after_write(self, conn, ent, None, record, context=context)
         self.hooks.call("crm_after_write", event="create", entity=ent, record=record, old=None, context=context,
                         conn=conn, state=state)
         self.audit_writes(conn, ent, "create", [record], context)
         return record
 
-    def _update(self, conn, ent, record_id, values, version, context):
-        old = self._load(conn, ent, record_id, lock=True)   # a blind write waits for a concurrent one, then reads its result
+    def _update(self, conn, ent, record_id, values, version, context, *, old: dict | None = None,
+                computed: dict | None = None):
+        """Update one record. ``old``: the row already read and locked by the caller; ``computed``:
+        values the engine computed (a parent's new rollups), written as they are."""
+        if old is None:   # a blind write waits for a concurrent one, then reads its result
+            old = self._load(conn, ent, record_id, lock=True)
         if version is not None and version != old["version"]:
             raise Conflict(ent.name, record_id, version, old["version"])
         errors: list[FieldError] = []
         changes = self.coerce(ent, values, context, errors)
         if errors:
             raise ValidationFailed(errors, ent.name)
-        record = {**old, **changes}
+        record = {**old, **changes, **(computed or {})}
         state: dict = {}
         self.hooks.call("crm_before_write", event="update", entity=ent, record=record, old=old, context=context,
                         conn=conn, errors=errors, state=state)
+        self.apply_option_sets(ent, record, old, values)
         self.clear_hidden(conn, ent, record, old, context)
         runner = self.rule_runner(conn, ent, context)
         if runner is not None:
@@ -182,8 +192,10 @@ class RecordService(Reads, WriteSteps, Rows):
             raise Conflict(ent.name, record_id, old["version"], current)
         record.update(version=old["version"] + 1, updated_at=now, updated_by=context.user_id)
         self.log_history(conn, ent, self.history_rows(ent, record_id, old, record), context, now)
+        if self.plan(ent).exclusive:
+            clear_others(self, conn, ent, record, old, context)
         if self.rollups_of(ent):
-            rollups_after_write(self, conn, ent, old, record)
+            rollups_after_write(self, conn, ent, old, record, context=context)
         self.hooks.call("crm_after_write", event="update", entity=ent, record=record, old=old, context=context,
                         conn=conn, state=state)
         return record, old
@@ -228,7 +240,7 @@ class RecordService(Reads, WriteSteps, Rows):
         table = self.table(ent.name)
         self.write_rows(conn, ent, table.delete().where(table.c.id == record_id))
         if self.rollups_of(ent):
-            rollups_after_write(self, conn, ent, old, None, skip=doomed)
+            rollups_after_write(self, conn, ent, old, None, skip=doomed, context=context)
         self.hooks.call("crm_after_write", event="delete", entity=ent, record=old, old=old, context=context,
                         conn=conn, state=state)
         self.audit_writes(conn, ent, "delete", [old], context)

@@ -8,10 +8,14 @@ one when a child moves) are recomputed in the write's transaction with one aggre
 
     SELECT lookup, FUNCTION(field) FROM child WHERE lookup IN (:parents) AND <where> GROUP BY lookup
 
-and the results are written straight to the parents' rows. That write is bookkeeping, not an
-edit of the parent: it bumps no ``version``, leaves ``updated_at``/``updated_by`` alone, logs no
-field history and runs no hooks (so a client's optimistic ``version`` stays valid while children
-change). Bulk writes recompute each affected parent once per chunk.
+and the parents whose values change are written through the record service's own update path as a
+system write for the writer (``propagate``): each parent row is locked first (so two concurrent
+child writes on one parent serialize and the second aggregates the first's committed child), its
+stored formulas and ``follows`` fields that read the rollups are recomputed in the order of the
+model's dependency graph (``engine.rules.dependencies``), its ``version``, ``updated_at`` and field
+history move (so ETags and optimistic concurrency see the change), its hooks run, and its own
+change reaches its parent's rollups in turn. Bulk writes recompute each affected parent once per
+chunk. ``write_computed`` stays the bookkeeping write of values nothing else reads (follow-up signals).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sqlalchemy as sa
 if TYPE_CHECKING:
     from engine.metadata.model import Entity, Field
 
+    from .context import Context
     from .records import RecordService
 
 
@@ -79,35 +84,77 @@ def affected(rollups: Iterable[Rollup], old: dict | None, new: dict | None,
 
 
 def refresh(svc: "RecordService", conn, child: "Entity", parents: dict[Rollup, set],
-            skip: set | None = None) -> None:
-    """Recompute the rollups for the given parent ids and write them to the parents' rows.
-    ``skip`` holds (entity, id) pairs being deleted anyway."""
-    from engine import rules
-
-    now = datetime.now(timezone.utc)
-    child_table = svc.table(child.name)
+            skip: set | None = None, context: "Context | None" = None) -> None:
+    """Recompute the rollups for the given parent ids and write the parents whose values change
+    through the record service (``propagate``). ``skip`` holds (entity, id) pairs being deleted anyway."""
+    by_entity: dict[str, dict[Rollup, list]] = {}
     for r, ids in parents.items():
         ids = sorted(i for i in ids if not skip or (r.parent.name, i) not in skip)
-        if not ids:
-            continue
-        key = child_table.c[r.lookup]
-        if r.function == "COUNT":
-            agg = sa.func.count(child_table.c.id)
-        else:
-            value_column = child_table.c[r.value]   # read back as the column reads its values
-            agg = sa.type_coerce(getattr(sa.func, r.function.lower())(value_column), value_column.type)
-        parent_table = svc.table(r.parent.name)
-        column = parent_table.c[r.field.name]
-        zero = r.field.type.zero(r.field)
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start:start + 1000]
-            stmt = sa.select(key, agg).where(key.in_(chunk)).group_by(key)
-            if r.where is not None:
-                scope = rules.Scope(svc.metadata, child.name, svc.model, dialect=svc.db.dialect, now=now)
-                stmt = scope.apply(stmt.where(r.where.where(scope)))
-            found = {pid: value for pid, value in conn.execute(stmt)}
-            write_computed(conn, parent_table, (column.name,),
-                           [(pid, (zero if found.get(pid) is None else found[pid],)) for pid in chunk])
+        if ids:
+            by_entity.setdefault(r.parent.name, {})[r] = ids
+    for name, rollups in by_entity.items():
+        parent = svc.model.entities[name]
+        ids = sorted({i for found in rollups.values() for i in found})
+        olds = lock(svc, conn, parent, ids)   # before aggregating: a concurrent writer's lines are then committed
+        changes: dict[int, dict] = {}
+        for r, wanted in rollups.items():
+            for pid, value in aggregates(svc, conn, child, r, [i for i in wanted if i in olds]).items():
+                if olds[pid].get(r.field.name) != value:
+                    changes.setdefault(pid, {})[r.field.name] = value
+        propagate(svc, conn, parent, {pid: changes[pid] for pid in sorted(changes)}, olds, context)
+
+
+def lock(svc: "RecordService", conn, ent: "Entity", ids: list) -> dict[Any, dict]:
+    """The stored rows of ``ids`` (those that exist), locked for this transaction in id order (FOR NO
+    KEY UPDATE on PostgreSQL, which a concurrent insert of a child, holding a key-share lock on its
+    parent through the foreign key, does not block; SQLite's write transaction holds the database)."""
+    table = svc.table(ent.name)
+    out: dict[Any, dict] = {}
+    for start in range(0, len(ids), 1000):
+        stmt = sa.select(table).where(table.c.id.in_(ids[start:start + 1000])).order_by(table.c.id)
+        result = conn.execute(stmt if svc.db.is_sqlite else stmt.with_for_update(key_share=True))
+        names = list(result.keys())
+        out.update({row[0]: dict(zip(names, row)) for row in result})
+    return out
+
+
+def aggregates(svc: "RecordService", conn, child: "Entity", r: Rollup, ids: list) -> dict[Any, Any]:
+    """The value of rollup ``r`` for each parent of ``ids``: one aggregate query per 1000 parents."""
+    from engine import rules
+
+    child_table = svc.table(child.name)
+    key = child_table.c[r.lookup]
+    if r.function == "COUNT":
+        agg = sa.func.count(child_table.c.id)
+    else:
+        value_column = child_table.c[r.value]   # read back as the column reads its values
+        agg = sa.type_coerce(getattr(sa.func, r.function.lower())(value_column), value_column.type)
+    zero = r.field.type.zero(r.field)
+    out: dict[Any, Any] = {}
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start:start + 1000]
+        stmt = sa.select(key, agg).where(key.in_(chunk)).group_by(key)
+        if r.where is not None:
+            scope = rules.Scope(svc.metadata, child.name, svc.model, dialect=svc.db.dialect,
+                                now=datetime.now(timezone.utc))
+            stmt = scope.apply(stmt.where(r.where.where(scope)))
+        found = {pid: value for pid, value in conn.execute(stmt)}
+        out.update({pid: zero if found.get(pid) is None else found[pid] for pid in chunk})
+    return out
+
+
+def propagate(svc: "RecordService", conn, parent: "Entity", changes: dict[Any, dict], olds: dict[Any, dict],
+              context: "Context | None") -> None:
+    """Write new rollup values to their parents as a system write for the writer: the parent's
+    formulas and ``follows`` that read them are recomputed, its version, ``updated_at`` and field
+    history move, its hooks run, and its own change reaches the grandparent's rollups the same way."""
+    from .context import Context, system_for
+
+    system = system_for(context or Context())
+    for pid, values in changes.items():
+        record, old = svc._update(conn, parent, pid, {}, None, system, old=olds[pid], computed=values)
+        if record is not old:
+            svc._after_commit(conn, "update", parent, record, old, system)
 
 
 def write_computed(conn, table: sa.Table, columns: Sequence[str], rows: Iterable[tuple[Any, Sequence]]) -> None:
@@ -123,10 +170,10 @@ def write_computed(conn, table: sa.Table, columns: Sequence[str], rows: Iterable
 
 
 def after_write(svc: "RecordService", conn, child: "Entity", old: dict | None, new: dict | None,
-                skip: set | None = None) -> None:
+                skip: set | None = None, context: "Context | None" = None) -> None:
     """One child write: recompute the parents it touches (nothing when no rollup reads ``child``)."""
     rollups = svc.rollups_of(child)
     if rollups:
         parents = affected(rollups, old, new)
         if parents:
-            refresh(svc, conn, child, parents, skip)
+            refresh(svc, conn, child, parents, skip, context)

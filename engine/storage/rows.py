@@ -38,14 +38,15 @@ class Rows:
             raise NotFound("entity", name) from None
 
     def _load(self, conn: Connection, ent: Entity, record_id: Any, *, lock: bool = False) -> dict:
-        """The stored row; with ``lock`` locked until the write transaction ends (FOR UPDATE on
-        PostgreSQL; SQLite's write transaction already holds the whole database), so the version
-        read is still the stored one when the UPDATE runs."""
+        """The stored row; with ``lock`` locked until the write transaction ends (FOR NO KEY UPDATE
+        on PostgreSQL, which concurrent inserts of children pointing at the row through a foreign
+        key do not conflict with; SQLite's write transaction already holds the whole database), so
+        the version read is still the stored one when the UPDATE runs."""
         if isinstance(record_id, bool) or not isinstance(record_id, int) or not 0 < record_id <= INT64_MAX:
             raise NotFound(ent.name, record_id)
         table = self.table(ent.name)
         stmt = sa.select(table).where(table.c.id == record_id)
-        result = conn.execute(stmt.with_for_update() if lock and not self.db.is_sqlite else stmt)
+        result = conn.execute(stmt.with_for_update(key_share=True) if lock and not self.db.is_sqlite else stmt)
         row = result.first()
         if row is None:
             raise NotFound(ent.name, record_id)

@@ -70,6 +70,37 @@ class WriteSteps:
             if name not in record:
                 record[name] = copy(value) if isinstance(value, (list, dict)) else value
 
+    def apply_option_sets(self, ent: Entity, record: dict, old: dict | None, given: dict) -> None:
+        """A picklist option's ``sets``: when a record is created with the option or changes to it,
+        the fields it names take its values, unless the write sets them itself. A value the write
+        repeats (the stored one on an update, the declared default on a create: what a form posts
+        for a field nobody touched) is not setting it."""
+        for name, by_option in self.plan(ent).option_sets:
+            value = record.get(name)
+            if value is None or (old is not None and old.get(name) == value):
+                continue
+            for target, new in by_option.get(value, ()):
+                if target in given and not self._repeated(ent, target, given[target], old):
+                    continue
+                record[target] = new
+
+    def _repeated(self, ent: Entity, name: str, raw, old: dict | None) -> bool:
+        """Whether a value given for ``name`` only repeats what the record holds anyway."""
+        field = self.plan(ent).writable.get(name, (None,))[0]
+        if field is None:
+            return False
+        try:
+            value = None if raw is None or raw == "" else field.coerce(raw)
+        except FieldValueError:
+            return False
+        if old is not None:
+            return old.get(name) == value
+        default = field.default if field.default_formula is None else None
+        try:
+            return value == (None if default is None else field.coerce(default))
+        except FieldValueError:
+            return False
+
     def check_required(self, ent: Entity, record: dict, errors: list[FieldError], only: Iterable[str] | None = None) -> None:
         required = self.plan(ent).required
         for name in required if only is None else (n for n in only if n in required):

@@ -23,6 +23,10 @@ class WritePlan:
     tracked: tuple[Field, ...]
     autonumbers: tuple[Field, ...]
     pointers: tuple[Field, ...]
+    #: (picklist, {option: ((field, value), ...)}) for picklists whose options declare ``sets``.
+    option_sets: tuple[tuple[str, dict[str, tuple[tuple[str, Any], ...]]], ...] = ()
+    #: Booleans declaring ``exclusive_within`` (at most one TRUE per value of that lookup).
+    exclusive: tuple[Field, ...] = ()
 
     @classmethod
     def of(cls, ent: Entity) -> WritePlan:
@@ -38,6 +42,11 @@ class WritePlan:
             tracked=tuple(f for f in fields if f.prop("track_history")),
             autonumbers=tuple(f for f in fields if f.type_name == "autonumber"),
             pointers=tuple(f for f in (*fields, OWNER) if f.target or f.type_name == "reference"),
+            option_sets=tuple((f.name, {o.value: tuple((name, None if v is None else ent.fields[name].coerce(v))
+                                                       for name, v in o.sets.items())
+                                        for o in f.options if o.sets})
+                              for f in fields if f.type_name == "picklist" and any(o.sets for o in f.options)),
+            exclusive=tuple(f for f in fields if f.type_name == "boolean" and f.prop("exclusive_within")),
         )
 
 
