@@ -186,7 +186,7 @@ def migrate(dry_run: bool, allow_data_loss: bool) -> None:
         return
     try:
         applied = apply_migration(rt.db, rt.model, backup_dir=Path(rt.settings.backup_dir),
-                                  allow_data_loss=allow_data_loss, plan=plan)
+                                  allow_data_loss=allow_data_loss, plan=plan, progress=click.echo)
     except MigrationRefused as exc:
         click.echo(f"Refused, nothing changed. {exc}", err=True)
         sys.exit(1)
@@ -264,7 +264,7 @@ def up(records: int, host: str, port: int) -> None:
             made.unlink(missing_ok=True)
         raise
     try:
-        applied = rt.migrate()
+        applied = rt.migrate(progress=click.echo)
     except (MigrationRefused, BackupError) as exc:
         click.echo(f"The database was not changed. {exc}\nRun `crm migrate --dry-run` to see the plan.", err=True)
         sys.exit(1)

@@ -69,9 +69,9 @@ class Runtime:
     def plan(self):
         return plan_migration(self.db, self.model)
 
-    def migrate(self, *, allow_data_loss: bool = False) -> Applied:
+    def migrate(self, *, allow_data_loss: bool = False, progress=None) -> Applied:
         return apply_migration(self.db, self.model, backup_dir=Path(self.settings.backup_dir),
-                               allow_data_loss=allow_data_loss)
+                               allow_data_loss=allow_data_loss, progress=progress)
 
     def scheduler(self):
         """The platform scheduler, with the jobs every plugin contributes (engine/jobs.py)."""

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Callable
 
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Connection
 from engine.fields import FieldValueError
 from engine.metadata.model import AppModel
 
+from .backfill import backfill, backfill_steps
 from .backup import backup
 from .database import Database
 from .tables import build_metadata
@@ -103,6 +105,8 @@ def snapshot_of(md: sa.MetaData) -> dict:
             fk = next(iter(col.foreign_keys), None)
             columns[col.name] = {"sig": col.info.get("sig") or [type(col.type).__name__],
                                  "fk": fk.target_fullname if fk else None}
+            if col.info.get("computed") is not None:
+                columns[col.name]["computed"] = col.info["computed"]
         indexes = {ix.name: {"columns": [c.name for c in ix.columns], "unique": bool(ix.unique)}
                    for ix in table.indexes}
         tables[table.name] = {"columns": columns, "indexes": indexes}
@@ -131,6 +135,7 @@ def plan_migration(db: Database, model: AppModel) -> Plan:
         steps = _diff(old["tables"], new["tables"], md)
         for step in steps:
             _assess(conn, step, model)
+        steps += backfill_steps(conn, model, old["tables"], new["tables"])
     return Plan(steps, version + 1, model.digest, digest, new)
 
 
@@ -217,8 +222,9 @@ def _non_null(conn: Connection, table: str, column: str) -> int:
 # -- applying -------------------------------------------------------------------------------------
 
 def apply_migration(db: Database, model: AppModel, *, backup_dir: Path, allow_data_loss: bool = False,
-                    plan: Plan | None = None) -> Applied:
-    """Back up, then apply the plan in one transaction and record the model. All or nothing."""
+                    plan: Plan | None = None, progress: Callable[[str], None] | None = None) -> Applied:
+    """Back up, then apply the plan in one transaction and record the model. All or nothing.
+    ``progress`` is told how the backfill of computed values advances."""
     plan = plan or plan_migration(db, model)
     if plan.blocked:
         raise MigrationRefused(plan, plan.blocked, "The migration cannot be applied to the data as it is:")
@@ -235,7 +241,11 @@ def apply_migration(db: Database, model: AppModel, *, backup_dir: Path, allow_da
             raise MigrationRefused(plan, [], f"another migration (v{version}) was applied meanwhile; plan again")
         ops = Operations(MigrationContext.configure(conn))
         for step in plan.steps:
-            _apply_step(ops, db, md, model, step)
+            if step.op != "backfill":
+                _apply_step(ops, db, md, model, step)
+        fill = [s for s in plan.steps if s.op == "backfill"]
+        if fill:
+            backfill(conn, db, model, fill, progress)
         md.tables[MODEL_TABLE].create(conn, checkfirst=True)
         conn.execute(md.tables[MODEL_TABLE].insert().values(
             version=plan.version, digest=plan.digest, applied_at=datetime.now(timezone.utc),

@@ -8,6 +8,7 @@ record service, so adding a required field to a populated table is a safe migrat
 from __future__ import annotations
 
 import hashlib
+import json
 
 import sqlalchemy as sa
 
@@ -54,6 +55,9 @@ def _entity_table(md: sa.MetaData, entity: Entity) -> sa.Table:
             continue
         args = [sa.ForeignKey(f"{field.target}.id")] if field.type_name in ("lookup", "user") else []
         info = {"sig": field.type.signature(field), "renamed_from": field.prop("renamed_from")}
+        definition = computed_definition(field)
+        if definition is not None:   # a migration backfills the column when this changes
+            info["computed"] = definition
         columns.append(sa.Column(field.name, _column_type(entity, field), *args, nullable=True, info=info))
     # AUTOINCREMENT on SQLite: an id is never given twice, so a deleted record's history, ETags and
     # idempotent replays can never attach to a new one (PostgreSQL sequences never reuse either).
@@ -61,6 +65,21 @@ def _entity_table(md: sa.MetaData, entity: Entity) -> sa.Table:
     for columns_, (unique, name) in _index_specs(entity).items():
         sa.Index(name or index_name(entity.table, columns_, unique), *(table.c[c] for c in columns_), unique=unique)
     return table
+
+
+def computed_definition(field) -> str | None:
+    """What a stored computed value is computed from (a formula's expression, a rollup's ``of``,
+    function, field and ``where``, a field's ``follows``), as a text migrations compare; None for
+    a field the engine does not compute."""
+    if field.type_name == "formula":
+        keys = ("expr", "returns", "scale", "blank_as_zero")
+    elif field.type_name == "rollup":
+        keys = ("of", "function", "field", "where")
+    elif field.prop("follows") is not None:
+        keys = ("follows",)
+    else:
+        return None
+    return json.dumps({k: field.prop(k) for k in keys}, sort_keys=True, default=str)
 
 
 def _column_type(entity: Entity, field) -> sa.types.TypeEngine:
