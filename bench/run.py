@@ -13,6 +13,7 @@ import automation_runners  # noqa: E402
 import bulk_upsert  # noqa: E402
 import formula_eval  # noqa: E402
 import pools  # noqa: E402
+import quote_lines  # noqa: E402
 import ui_list  # noqa: E402
 
 if __name__ == "__main__":
@@ -25,3 +26,5 @@ if __name__ == "__main__":
     ui_list.main()
     print()
     pools.main()
+    print()
+    quote_lines.main()

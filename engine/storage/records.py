@@ -2,8 +2,10 @@
 
 Each call runs in one transaction: type coercion -> defaults -> ``crm_before_write`` hooks (the
 workflow's transition guard and before-save automations, the security guards, any plugin's) ->
-``visible_when`` -> formulas and validation rules -> required check -> lookup existence -> SQL write
-+ field history -> rollups -> ``crm_after_write`` hooks -> commit -> ``crm_after_commit`` hooks. One
+``visible_when`` -> picklist options' ``sets`` -> formulas (and ``follows``) and validation rules ->
+required check -> lookup existence -> SQL write + field history -> ``exclusive_within`` flags ->
+rollups (each parent whose rollups change is updated through this same path, recursively) ->
+``crm_after_write`` hooks -> commit -> ``crm_after_commit`` hooks. One
 write's before and after hooks share a ``state`` dict. Updates are optimistic: a stale ``version`` is
 a ``Conflict``, never an overwrite. Bulk writes (``bulk.py``) go through the same steps with batched
 statements.
@@ -58,6 +60,7 @@ class RecordService(Reads, WriteSteps, Rows):
         self._rules: dict[str, Any] = {}
         self._rollups: dict[str, tuple] = {}
         self._graph = None
+        self._statements: dict[tuple, Any] = {}
         self._visible: dict[str, tuple] = {}
 
     # -- writes -----------------------------------------------------------------------------
@@ -185,9 +188,9 @@ class RecordService(Reads, WriteSteps, Rows):
             return old, old
         now = datetime.now(timezone.utc)
         table = self.table(ent.name)
-        stmt = (table.update().where(table.c.id == record_id, table.c.version == old["version"])
-                .values(**changed, version=old["version"] + 1, updated_at=now, updated_by=context.user_id))
-        if self.write_rows(conn, ent, stmt).rowcount != 1:
+        params = {f"v_{k}": v for k, v in changed.items()}
+        params.update(_id=record_id, _version=old["version"], _now=now, _by=context.user_id)
+        if self.write_rows(conn, ent, self._update_statement(table, tuple(sorted(changed))), params).rowcount != 1:
             current = conn.execute(sa.select(table.c.version).where(table.c.id == record_id)).scalar()
             raise Conflict(ent.name, record_id, old["version"], current)
         record.update(version=old["version"] + 1, updated_at=now, updated_by=context.user_id)
@@ -199,6 +202,22 @@ class RecordService(Reads, WriteSteps, Rows):
         self.hooks.call("crm_after_write", event="update", entity=ent, record=record, old=old, context=context,
                         conn=conn, state=state)
         return record, old
+
+    def _update_statement(self, table: sa.Table, columns: tuple[str, ...]):
+        """``UPDATE .. SET columns, version + 1, updated_at, updated_by WHERE id AND version``, with
+        bound parameters, built once per table and set of columns (a parent's rollups change on
+        every child write)."""
+        key = ("update", table.name, columns)
+        stmt = self._statements.get(key)
+        if stmt is None:
+            t = table
+            stmt = self._statements[key] = (
+                t.update().where(t.c.id == sa.bindparam("_id"), t.c.version == sa.bindparam("_version"))
+                .values({**{c: sa.bindparam(f"v_{c}", type_=t.c[c].type) for c in columns},
+                         "version": t.c.version + 1,
+                         "updated_at": sa.bindparam("_now", type_=t.c.updated_at.type),
+                         "updated_by": sa.bindparam("_by", type_=t.c.updated_by.type)}))
+        return stmt
 
     def _delete(self, conn, ent, record_id, version, context, events, doomed: set) -> None:
         """Delete one record and apply on_delete to its referrers; ``doomed`` holds the records this

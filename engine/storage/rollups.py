@@ -108,18 +108,45 @@ def lock(svc: "RecordService", conn, ent: "Entity", ids: list) -> dict[Any, dict
     """The stored rows of ``ids`` (those that exist), locked for this transaction in id order (FOR NO
     KEY UPDATE on PostgreSQL, which a concurrent insert of a child, holding a key-share lock on its
     parent through the foreign key, does not block; SQLite's write transaction holds the database)."""
-    table = svc.table(ent.name)
+    stmt = _statement(svc, ("lock", ent.name), lambda: _lock_statement(svc, ent))
     out: dict[Any, dict] = {}
     for start in range(0, len(ids), 1000):
-        stmt = sa.select(table).where(table.c.id.in_(ids[start:start + 1000])).order_by(table.c.id)
-        result = conn.execute(stmt if svc.db.is_sqlite else stmt.with_for_update(key_share=True))
+        result = conn.execute(stmt, {"ids": ids[start:start + 1000]})
         names = list(result.keys())
         out.update({row[0]: dict(zip(names, row)) for row in result})
     return out
 
 
+def _lock_statement(svc: "RecordService", ent: "Entity"):
+    table = svc.table(ent.name)
+    stmt = sa.select(table).where(table.c.id.in_(sa.bindparam("ids", expanding=True))).order_by(table.c.id)
+    return stmt if svc.db.is_sqlite else stmt.with_for_update(key_share=True)
+
+
+def _statement(svc: "RecordService", key: tuple, build):
+    """A statement built once per service (the hot path of every child write)."""
+    found = svc._statements.get(key)
+    if found is None:
+        found = svc._statements[key] = build()
+    return found
+
+
 def aggregates(svc: "RecordService", conn, child: "Entity", r: Rollup, ids: list) -> dict[Any, Any]:
     """The value of rollup ``r`` for each parent of ``ids``: one aggregate query per 1000 parents."""
+    timeless = r.where is None or "now" not in r.where.uses   # a where reading TODAY() is built each time
+    stmt = (_statement(svc, ("aggregate", r.field.name, r.parent.name), lambda: _aggregate_statement(svc, child, r))
+            if timeless else _aggregate_statement(svc, child, r))
+    zero = r.field.type.zero(r.field)
+    out: dict[Any, Any] = {}
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start:start + 1000]
+        found = {pid: value for pid, value in conn.execute(stmt, {"ids": chunk})}
+        out.update({pid: zero if found.get(pid) is None else found[pid] for pid in chunk})
+    return out
+
+
+def _aggregate_statement(svc: "RecordService", child: "Entity", r: Rollup):
+    """``SELECT lookup, FUNCTION(field) FROM child WHERE lookup IN :ids AND <where> GROUP BY lookup``."""
     from engine import rules
 
     child_table = svc.table(child.name)
@@ -129,18 +156,12 @@ def aggregates(svc: "RecordService", conn, child: "Entity", r: Rollup, ids: list
     else:
         value_column = child_table.c[r.value]   # read back as the column reads its values
         agg = sa.type_coerce(getattr(sa.func, r.function.lower())(value_column), value_column.type)
-    zero = r.field.type.zero(r.field)
-    out: dict[Any, Any] = {}
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start:start + 1000]
-        stmt = sa.select(key, agg).where(key.in_(chunk)).group_by(key)
-        if r.where is not None:
-            scope = rules.Scope(svc.metadata, child.name, svc.model, dialect=svc.db.dialect,
-                                now=datetime.now(timezone.utc))
-            stmt = scope.apply(stmt.where(r.where.where(scope)))
-        found = {pid: value for pid, value in conn.execute(stmt)}
-        out.update({pid: zero if found.get(pid) is None else found[pid] for pid in chunk})
-    return out
+    stmt = sa.select(key, agg).where(key.in_(sa.bindparam("ids", expanding=True))).group_by(key)
+    if r.where is not None:
+        scope = rules.Scope(svc.metadata, child.name, svc.model, dialect=svc.db.dialect,
+                            now=datetime.now(timezone.utc))
+        stmt = scope.apply(stmt.where(r.where.where(scope)))
+    return stmt
 
 
 def propagate(svc: "RecordService", conn, parent: "Entity", changes: dict[Any, dict], olds: dict[Any, dict],

@@ -229,6 +229,9 @@ def field_states(ent, record: dict, old: dict | None) -> dict[str, dict[str, boo
     for field in ent.fields.values():
         for prop, key in (("visible_when", "visible"), ("required_when", "required"), ("readonly_when", "readonly")):
             text = field.prop(prop)
+            follows = field.prop("follows")
+            if prop == "readonly_when" and not isinstance(text, str) and isinstance(follows, dict):
+                text = follows.get("when") or "TRUE"   # read-only while it follows its computed value
             if not isinstance(text, str):
                 continue
             compiled = rules.compile(text, ent.name, svc.model, registry=svc.functions)
