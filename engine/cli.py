@@ -169,7 +169,7 @@ def validate(directory: Path | None, alone: bool) -> None:
 def migrate(dry_run: bool, allow_data_loss: bool) -> None:
     """Bring the database to the model: plan, back up, apply in one transaction."""
     from engine.storage.backup import BackupError
-    from engine.storage.migrate import MigrationRefused, apply_migration
+    from engine.storage.migrate import MigrationRefused
 
     rt = _runtime()
     plan = rt.plan()
@@ -185,8 +185,7 @@ def migrate(dry_run: bool, allow_data_loss: bool) -> None:
             sys.exit(1)
         return
     try:
-        applied = apply_migration(rt.db, rt.model, backup_dir=Path(rt.settings.backup_dir),
-                                  allow_data_loss=allow_data_loss, plan=plan, progress=click.echo)
+        applied = rt.migrate(allow_data_loss=allow_data_loss, plan=plan, progress=click.echo)
     except MigrationRefused as exc:
         click.echo(f"Refused, nothing changed. {exc}", err=True)
         sys.exit(1)

@@ -69,9 +69,16 @@ class Runtime:
     def plan(self):
         return plan_migration(self.db, self.model)
 
-    def migrate(self, *, allow_data_loss: bool = False, progress=None) -> Applied:
+    def migrate(self, *, allow_data_loss: bool = False, plan=None, progress=None) -> Applied:
+        """Apply the migration plan (``plan``, else a new one); ``progress`` is told how the backfill
+        of computed values advances."""
+        from functools import partial
+
+        from engine.storage.backfill import backfill
+
         return apply_migration(self.db, self.model, backup_dir=Path(self.settings.backup_dir),
-                               allow_data_loss=allow_data_loss, progress=progress)
+                               allow_data_loss=allow_data_loss, plan=plan, fill=partial(backfill, self.records),
+                               progress=progress)
 
     def scheduler(self):
         """The platform scheduler, with the jobs every plugin contributes (engine/jobs.py)."""

@@ -2,11 +2,12 @@
 that is added to a populated table, or whose definition changes, is filled in by the migration
 that brings it, so no record shows an empty (or stale) computed value.
 
-The plan compares each computed column's definition (``tables.computed_definition``, kept in the
-model snapshot) with the one last applied; a new or changed one gets a ``backfill`` step, and so
-does every computed value that reads it, across entities (``engine.rules.dependencies``), in the
-order of that graph. A column recorded before definitions were kept counts as changed (filled once).
-The steps run in the migration's transaction, in batches of ``BATCH`` records with progress told to
+The plan (``migrate.backfill_steps``) compares each computed column's definition
+(``tables.computed_definition``, kept in the model snapshot) with the one last applied; a new or
+changed one gets a ``backfill`` step, and so does every computed value that reads it, across
+entities (``engine.rules.dependencies``), in the order of that graph. A column recorded before
+definitions were kept counts as changed (filled once). The runtime hands ``backfill`` to
+``apply_migration`` with its record service; the steps run in the migration's transaction, in batches of ``BATCH`` records with progress told to
 ``progress``; the values are written as bookkeeping (``rollups.write_computed``: no version, history
 or hooks: a migration is not an edit).
 """
@@ -20,52 +21,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 if TYPE_CHECKING:
-    from engine.metadata.model import AppModel
-
-    from .database import Database
     from .migrate import Step
+    from .records import RecordService
 
 BATCH = 1000
 
 
-def backfill_steps(conn: Connection, model: "AppModel", old: dict, new: dict) -> list["Step"]:
-    """The ``backfill`` steps of a plan: new or changed computed columns of populated tables and
-    what reads them, in dependency order."""
-    from engine.rules.dependencies import ComputedGraph
-
-    from .migrate import Step
-
-    changed = set()
-    for name, table in new.items():
-        before = old.get(name)
-        if before is None or name not in model.entities:   # a new table starts empty
-            continue
-        for col, spec in table["columns"].items():
-            if "computed" in spec and before["columns"].get(col, {}).get("computed") != spec["computed"]:
-                changed.add((name, col))
-    if not changed:
-        return []
-    graph = ComputedGraph.of(model)
-    steps = []
-    for ent, col in graph.order(graph.downstream(changed) & graph.computed):
-        if ent not in old:
-            continue
-        rows = conn.execute(sa.text(f'SELECT COUNT(*) FROM "{model.entities[ent].table}"')).scalar()
-        if rows:
-            why = "new or changed" if (ent, col) in changed else "reads a backfilled value"
-            steps.append(Step("backfill", ent, col, f"({why}; {rows} records)"))
-    return steps
-
-
-def backfill(conn: Connection, db: "Database", model: "AppModel", steps: list["Step"],
+def backfill(svc: "RecordService", conn: Connection, steps: list["Step"],
              progress: Callable[[str], None] | None = None) -> None:
-    """Compute and write the columns of ``steps`` (in their order) for every record."""
-    from .records import RecordService
-
-    svc = RecordService(model, db)   # no plugins: only its computations
+    """Compute and write the columns of ``steps`` (in their order) for every record; ``svc`` is a
+    record service of the new model (only its computations are used: no hooks run)."""
     say = progress or (lambda _message: None)
     for step in steps:
-        ent = model.entities[step.table]
+        ent = svc.model.entities[step.table]
         table = svc.table(ent.name)
         ids = list(conn.execute(sa.select(table.c.id).order_by(table.c.id)).scalars())
         fill = _filler(svc, conn, ent, ent.fields[step.column])

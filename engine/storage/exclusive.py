@@ -39,11 +39,9 @@ def marked(ent: "Entity", fields, record: dict, old: dict | None) -> list:
 def clear_others(svc: "RecordService", conn, ent: "Entity", record: dict, old: dict | None,
                  context: Context) -> None:
     """After ``record`` is written: clear the flag on its siblings (nothing when no flag was set)."""
-    from .rollups import lock
-
     for field, parent_id in marked(ent, svc.plan(ent).exclusive, record, old):
         within = field.prop("exclusive_within")
-        lock(svc, conn, svc.model.entities[ent.fields[within].target], [parent_id])
+        svc.lock_rows(conn, svc.model.entities[ent.fields[within].target], [parent_id])
         table = svc.table(ent.name)
         others = conn.execute(sa.select(table.c.id).where(table.c[within] == parent_id, table.c[field.name].is_(True),
                                                           table.c.id != record["id"]).order_by(table.c.id)).scalars()

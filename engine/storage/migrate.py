@@ -24,7 +24,6 @@ from sqlalchemy.engine import Connection
 from engine.fields import FieldValueError
 from engine.metadata.model import AppModel
 
-from .backfill import backfill, backfill_steps
 from .backup import backup
 from .database import Database
 from .tables import build_metadata
@@ -215,6 +214,33 @@ def _assess(conn: Connection, step: Step, model: AppModel) -> None:
             step.blocked = f"{dupes} values occur more than once in {step.table}({cols.replace(chr(34), '')})"
 
 
+def backfill_steps(conn: Connection, model: AppModel, old: dict, new: dict) -> list[Step]:
+    """The ``backfill`` steps of a plan: new or changed computed columns of populated tables and
+    what reads them, in dependency order."""
+    from engine.rules.dependencies import ComputedGraph
+
+    changed = set()
+    for name, table in new.items():
+        before = old.get(name)
+        if before is None or name not in model.entities:   # a new table starts empty
+            continue
+        for col, spec in table["columns"].items():
+            if "computed" in spec and before["columns"].get(col, {}).get("computed") != spec["computed"]:
+                changed.add((name, col))
+    if not changed:
+        return []
+    graph = ComputedGraph.of(model)
+    steps = []
+    for ent, col in graph.order(graph.downstream(changed) & graph.computed):
+        if ent not in old:
+            continue
+        rows = conn.execute(sa.text(f'SELECT COUNT(*) FROM "{model.entities[ent].table}"')).scalar()
+        if rows:
+            why = "new or changed" if (ent, col) in changed else "reads a backfilled value"
+            steps.append(Step("backfill", ent, col, f"({why}; {rows} records)"))
+    return steps
+
+
 def _non_null(conn: Connection, table: str, column: str) -> int:
     return conn.execute(sa.text(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" IS NOT NULL')).scalar()
 
@@ -222,9 +248,12 @@ def _non_null(conn: Connection, table: str, column: str) -> int:
 # -- applying -------------------------------------------------------------------------------------
 
 def apply_migration(db: Database, model: AppModel, *, backup_dir: Path, allow_data_loss: bool = False,
-                    plan: Plan | None = None, progress: Callable[[str], None] | None = None) -> Applied:
+                    plan: Plan | None = None, fill: Callable | None = None,
+                    progress: Callable[[str], None] | None = None) -> Applied:
     """Back up, then apply the plan in one transaction and record the model. All or nothing.
-    ``progress`` is told how the backfill of computed values advances."""
+    ``fill(conn, steps, progress)`` runs the ``backfill`` steps (``engine.storage.backfill`` bound
+    to a record service of ``model``: ``Runtime.migrate`` gives it); ``progress`` is told how they
+    advance."""
     plan = plan or plan_migration(db, model)
     if plan.blocked:
         raise MigrationRefused(plan, plan.blocked, "The migration cannot be applied to the data as it is:")
@@ -233,6 +262,10 @@ def apply_migration(db: Database, model: AppModel, *, backup_dir: Path, allow_da
                                "The migration would lose data; run again with --allow-data-loss to accept:")
     if not plan.changes_model:
         return Applied(plan.version - 1, [], None)
+    fills = [s for s in plan.steps if s.op == "backfill"]
+    if fills and fill is None:
+        raise MigrationRefused(plan, fills, "Computed values must be backfilled, which needs the record service "
+                                            "(Runtime.migrate); nothing was changed:")
     saved = backup(db, backup_dir, f"before-v{plan.version}") if plan.steps else None
     md = build_metadata(model)
     with _ddl_transaction(db) as conn:
@@ -243,9 +276,8 @@ def apply_migration(db: Database, model: AppModel, *, backup_dir: Path, allow_da
         for step in plan.steps:
             if step.op != "backfill":
                 _apply_step(ops, db, md, model, step)
-        fill = [s for s in plan.steps if s.op == "backfill"]
-        if fill:
-            backfill(conn, db, model, fill, progress)
+        if fills:
+            fill(conn, fills, progress)
         md.tables[MODEL_TABLE].create(conn, checkfirst=True)
         conn.execute(md.tables[MODEL_TABLE].insert().values(
             version=plan.version, digest=plan.digest, applied_at=datetime.now(timezone.utc),

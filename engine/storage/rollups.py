@@ -95,32 +95,13 @@ def refresh(svc: "RecordService", conn, child: "Entity", parents: dict[Rollup, s
     for name, rollups in by_entity.items():
         parent = svc.model.entities[name]
         ids = sorted({i for found in rollups.values() for i in found})
-        olds = lock(svc, conn, parent, ids)   # before aggregating: a concurrent writer's lines are then committed
+        olds = svc.lock_rows(conn, parent, ids)   # before aggregating: a concurrent writer's lines are then committed
         changes: dict[int, dict] = {}
         for r, wanted in rollups.items():
             for pid, value in aggregates(svc, conn, child, r, [i for i in wanted if i in olds]).items():
                 if olds[pid].get(r.field.name) != value:
                     changes.setdefault(pid, {})[r.field.name] = value
         propagate(svc, conn, parent, {pid: changes[pid] for pid in sorted(changes)}, olds, context)
-
-
-def lock(svc: "RecordService", conn, ent: "Entity", ids: list) -> dict[Any, dict]:
-    """The stored rows of ``ids`` (those that exist), locked for this transaction in id order (FOR NO
-    KEY UPDATE on PostgreSQL, which a concurrent insert of a child, holding a key-share lock on its
-    parent through the foreign key, does not block; SQLite's write transaction holds the database)."""
-    stmt = _statement(svc, ("lock", ent.name), lambda: _lock_statement(svc, ent))
-    out: dict[Any, dict] = {}
-    for start in range(0, len(ids), 1000):
-        result = conn.execute(stmt, {"ids": ids[start:start + 1000]})
-        names = list(result.keys())
-        out.update({row[0]: dict(zip(names, row)) for row in result})
-    return out
-
-
-def _lock_statement(svc: "RecordService", ent: "Entity"):
-    table = svc.table(ent.name)
-    stmt = sa.select(table).where(table.c.id.in_(sa.bindparam("ids", expanding=True))).order_by(table.c.id)
-    return stmt if svc.db.is_sqlite else stmt.with_for_update(key_share=True)
 
 
 def _statement(svc: "RecordService", key: tuple, build):

@@ -27,6 +27,7 @@ class Rows:
     """Tables and rows of the model's entities (a part of ``RecordService``)."""
 
     _compiled: dict[tuple, tuple]   # execute_many's compiled statements, by key
+    _statements: dict[tuple, Any]   # statements of the hot paths, built once
 
     def table(self, entity: str) -> sa.Table:
         return self.metadata.tables[self._entity(entity).table]
@@ -51,6 +52,23 @@ class Rows:
         if row is None:
             raise NotFound(ent.name, record_id)
         return dict(zip(result.keys(), row))
+
+    def lock_rows(self, conn: Connection, ent: Entity, ids: list) -> dict[Any, dict]:
+        """The stored rows of ``ids`` (those that exist), locked for this transaction in id order, as
+        ``_load`` locks one (FOR NO KEY UPDATE, which a concurrent insert of a child holding a
+        key-share lock on its parent through the foreign key does not block)."""
+        key = ("lock", ent.name)
+        stmt = self._statements.get(key)
+        if stmt is None:
+            table = self.table(ent.name)
+            stmt = sa.select(table).where(table.c.id.in_(sa.bindparam("ids", expanding=True))).order_by(table.c.id)
+            stmt = self._statements[key] = stmt if self.db.is_sqlite else stmt.with_for_update(key_share=True)
+        out: dict[Any, dict] = {}
+        for start in range(0, len(ids), 1000):
+            result = conn.execute(stmt, {"ids": ids[start:start + 1000]})
+            names = list(result.keys())
+            out.update({row[0]: dict(zip(names, row)) for row in result})
+        return out
 
     def _existing_ids(self, conn: Connection, entity: str, ids: list[int], access: Any = None) -> set[int]:
         """Which of ``ids`` exist (and, with ``access``, are records the caller may read)."""
