@@ -206,7 +206,10 @@ def test_history_lists_changes_of_tracked_fields(api):
     api.patch(f"/api/v1/opportunity/{opp['id']}", json={"stage": "proposal"})
     r = api.get(f"/api/v1/opportunity/{opp['id']}/history")
     assert [(h["field"], h["old_value"], h["new_value"], h["changed_by"]) for h in r.json["data"]] == [
-        ("stage", "prospecting", "proposal", api.user["id"])]
+        ("stage", "prospecting", "proposal", api.user["id"]),
+        # the stage option's sets (probability, forecast category) are changes of the same write
+        ("probability", "10.00", "50.00", api.user["id"]),
+        ("forecast_category", "pipeline", "best_case", api.user["id"])]
     assert api.get("/api/v1/opportunity/424242/history").status_code == 404
 
 
