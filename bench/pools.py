@@ -15,7 +15,7 @@ its own). ``BENCH_POOL_ROWS`` changes the 100,000.
 
 from __future__ import annotations
 
-import benchenv  # noqa: F401 - a throwaway key for encrypted fields
+import benchenv  # a throwaway key for encrypted fields; the database
 
 import os
 import statistics
@@ -42,17 +42,7 @@ BATCH = 1000
 
 
 def _runtime(folder: Path) -> tuple[Runtime, str | None]:
-    url, schema = os.environ.get("BENCH_DATABASE_URL"), None
-    if url and url.startswith("postgresql"):
-        schema = f"bench_pools_{os.getpid()}"
-        admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        admin.dispose()
-        url = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-    else:
-        url = f"sqlite:///{folder / 'pools.db'}"
+    url, schema = benchenv.database_url(folder / "pools.db", "pools")
     rt = Runtime.boot(Settings(database_url=url, backup_dir=folder / "backups", var_dir=folder, plugin_dirs=(),
                                entry_point_plugins=False, secret_key="bench"))
     rt.migrate()
@@ -144,11 +134,7 @@ def main() -> None:
             claims(rt)
         finally:
             rt.close()
-            if schema:
-                admin = sa.create_engine(os.environ["BENCH_DATABASE_URL"], isolation_level="AUTOCOMMIT")
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-                admin.dispose()
+            benchenv.drop_schema(schema)
 
 
 if __name__ == "__main__":

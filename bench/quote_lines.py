@@ -14,7 +14,7 @@ its own). ``BENCH_LINES`` and ``BENCH_PARENTS`` change the 10,000 and 1,000.
 
 from __future__ import annotations
 
-import benchenv  # noqa: F401 - a throwaway key for encrypted fields
+import benchenv  # a throwaway key for encrypted fields; the database
 
 import os
 import sys
@@ -25,8 +25,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-import sqlalchemy as sa  # noqa: E402
 
 from engine.runtime import Runtime  # noqa: E402
 from engine.settings import Settings  # noqa: E402
@@ -55,41 +53,20 @@ fields:
   total: {type: formula, returns: currency, expr: "quantity * unit_price", blank_as_zero: true}
 """
 
-PLAIN = """
-entity: doc
-title: name
-fields:
-  name: {type: text, required: true}
-  discount: {type: percent, min: 0, max: 100, default: 0}
-  tax: {type: currency, min: 0}
-  shipping: {type: currency, min: 0}
-  subtotal: {type: currency}
-  grand_total: {type: currency}
----
-entity: line
-fields:
-  doc: {type: lookup, to: doc, required: true, on_delete: cascade}
-  quantity: {type: number, min: 0}
-  unit_price: {type: currency, min: 0}
-  total: {type: currency}
-"""
+#: The same model with plain columns where LIVE computes.
+PLAIN = (LIVE.replace("  subtotal: {type: rollup, of: line.doc, function: SUM, field: total}\n", "  subtotal: {type: currency}\n")
+         .replace("""  grand_total: {type: formula, returns: currency, expr: "subtotal * (1 - discount / 100) + tax + shipping",
+                blank_as_zero: true, track_history: true}
+""", "  grand_total: {type: currency}\n")
+         .replace('  total: {type: formula, returns: currency, expr: "quantity * unit_price", blank_as_zero: true}\n',
+                  "  total: {type: currency}\n"))
 
 
 def _runtime(folder: Path, model: str, name: str) -> tuple[Runtime, str | None]:
     root = folder / name / "industries"
     (root / "base").mkdir(parents=True)
     (root / "base" / "model.yaml").write_text(model.lstrip(), encoding="utf-8")
-    url, schema = os.environ.get("BENCH_DATABASE_URL"), None
-    if url and url.startswith("postgresql"):
-        schema = f"bench_lines_{name}_{os.getpid()}"
-        admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        admin.dispose()
-        url = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-    else:
-        url = f"sqlite:///{folder / name / 'lines.db'}"
+    url, schema = benchenv.database_url(folder / name / "lines.db", f"lines_{name}")
     rt = Runtime.boot(Settings(database_url=url, backup_dir=folder / name / "backups", var_dir=folder / name,
                                plugin_dirs=(), entry_point_plugins=False, secret_key="bench", config_root=root))
     rt.migrate()
@@ -142,11 +119,7 @@ def main() -> None:
         finally:
             for rt, schema in made:
                 rt.close()
-                if schema:
-                    admin = sa.create_engine(os.environ["BENCH_DATABASE_URL"], isolation_level="AUTOCOMMIT")
-                    with admin.connect() as conn:
-                        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-                    admin.dispose()
+                benchenv.drop_schema(schema)
 
 
 if __name__ == "__main__":
