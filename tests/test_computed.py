@@ -381,3 +381,22 @@ def test_bad_sets_follows_and_exclusive_are_metadata_errors(make_runtime, config
     assert "500" in found[("fields/stage/options/1/sets/chance", 9)]
     assert any(path.endswith("follows/when") and line == 11 and "own fields" in m for (path, line), m in found.items())
     assert "has no lookup 'name'" in found[("fields/primary/exclusive_within", 12)]
+
+
+def test_option_sets_in_bulk_on_an_entity_without_rules(make_runtime, config_root):
+    (config_root / "base" / "model.yaml").write_text(textwrap.dedent("""
+        entity: deal
+        fields:
+          name: {type: text}
+          stage: {type: picklist, default: open, options: [{value: open, sets: {chance: 10}}, {value: won, sets: {chance: 100}}]}
+          chance: {type: integer}
+    """).lstrip(), encoding="utf-8")
+    rt = make_runtime(config_root=config_root)
+    result = rt.records.bulk("deal", [{"name": "a"}, {"name": "b", "stage": "won"}])
+    ids = [item["id"] for item in result.items]
+    assert [rt.records.get("deal", i)["chance"] for i in ids] == [10, 100]
+    rt.records.update("deal", ids[1], {"chance": 90})
+    # a change to the option applies its sets; staying on it (the stored value sent again) does not
+    assert rt.records.bulk("deal", [{"id": ids[0], "stage": "won"}, {"id": ids[1], "stage": "won", "name": "x"}],
+                           mode="update").ok
+    assert [rt.records.get("deal", i)["chance"] for i in ids] == [100, 90]

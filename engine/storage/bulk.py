@@ -116,7 +116,8 @@ class _Chunk:
         hooked = self.watched and svc.hooks.active("crm_before_write")
         runner = svc.rule_runner(self.conn, ent, self.context)
         self.states: dict[int, dict] = {}   # id(record) -> the state its before and after hooks share
-        self.whole = self.watched or runner is not None
+        # whole records when something besides the input may change them (hooks, formulas, options' sets)
+        self.whole = self.watched or runner is not None or bool(svc.plan(ent).option_sets)
         self.values_of = values_of
         existing = self._existing(values_of)
         for i, values in enumerate(values_of):
@@ -183,6 +184,9 @@ class _Chunk:
             names.update(rollup.reads)
         for flag in plan.exclusive:                     # whether an update newly sets a flag
             names.update((flag.name, flag.prop("exclusive_within")))
+        for picklist, by_option in plan.option_sets:    # whether an update changes to an option with sets
+            names.add(picklist)
+            names.update(target for sets in by_option.values() for target, _ in sets)
         for values in values_of:
             names.update(values)
         return [c for c in self.table.c if c.name in names]
