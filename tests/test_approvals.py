@@ -135,7 +135,7 @@ def _rows(rt, table: str) -> list[dict]:
 
 # -- declarations ----------------------------------------------------------------------------------
 
-def test_a_bad_approval_document_is_refused_at_its_file_and_line(make_runtime, write_tree):
+def test_a_bad_approval_document_is_refused_at_its_file_and_line(make_runtime, write_tree, settings):
     site = write_tree("site", {"a.yaml": """
         approval: broken
         of: quote
@@ -167,6 +167,16 @@ def test_a_bad_approval_document_is_refused_at_its_file_and_line(make_runtime, w
     assert "skip_when" in text
     assert "a.yaml:12" in text and "there is no entity 'planet'" in text
     assert "a.yaml:17" in text   # one approver kind per item (the JSON Schema)
+    # `crm validate` of the tree over the base CRM says the same, and fails
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    env = {"DATABASE_URL": settings.database_url, "CRM_BACKUP_DIR": str(settings.backup_dir), "CRM_PLUGIN_DIRS": ""}
+    result = CliRunner().invoke(main, ["validate", str(site)], env=env)
+    assert result.exit_code == 1, result.output
+    assert "a.yaml:3" in result.output and "approval broken: type error: when needs a condition" in result.output
+    assert "a.yaml:12" in result.output and "there is no entity 'planet'" in result.output
 
 
 # -- the steps ---------------------------------------------------------------------------------------
@@ -433,3 +443,36 @@ def test_the_base_crm_quote_discount_approval_end_to_end(crm):
     assert sally.patch(f"/api/v1/quote/{large['id']}", {"discount": 10}).status_code == 422
     assert api.as_(director).post(f"/api/v1/quote/{large['id']}/_approval/approve").json["status"] == "approved"
     assert crm.records.get("quote", large["id"])["approval_status"] == "approved"
+
+
+# -- the platform seam: a capability's own tables -------------------------------------------------------
+
+def test_capabilities_declare_their_tables_through_crm_tables(crm):
+    from engine.plugins import hookimpl, make_plugin_manager
+
+    class Clocks:
+        @hookimpl
+        def crm_tables(self, metadata):
+            sa.Table("_crm_sla_clock", metadata, sa.Column("id", sa.Integer(), primary_key=True))
+
+    pm = make_plugin_manager(entry_point_plugins=False, extra=(Clocks(),))
+    md = sa.MetaData()
+    pm.hook.crm_tables(metadata=md)
+    assert {"_crm_approval", "_crm_approval_step", "_crm_pool_hold", "_crm_pool_event", "_crm_pool_limit",
+            "_crm_sla_clock"} <= set(md.tables)
+    # the runtime's tables hold the default plugins' (migrated, so usable), even with a capability off
+    assert {"_crm_approval", "_crm_approval_step", "_crm_pool_hold"} <= set(crm.records.metadata.tables)
+    with crm.db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(crm.records.metadata.tables["_crm_approval"])).scalar() == 0
+
+
+def test_turned_off_the_approvals_leave_no_routes_and_no_lock_but_keep_their_tables(make_runtime):
+    rt = make_runtime(disabled_plugins=("approvals",))
+    assert "approvals" not in rt.extensions and "_crm_approval" in rt.records.metadata.tables
+    owner = _user(rt, "Owen", "sales")
+    account = rt.records.create("account", {"name": "Acme", "owner_id": owner["id"]}, context=SYSTEM)
+    opp = rt.records.create("opportunity", {"name": "D", "stage": "prospecting", "account": account["id"],
+                                            "close_date": "2099-01-01", "owner_id": owner["id"]}, context=SYSTEM)
+    quote = rt.records.create("quote", {"name": "Q", "opportunity": opp["id"], "discount": 50}, context=SYSTEM)
+    r = Api(rt).as_(owner).post(f"/api/v1/quote/{quote['id']}/_approval/submit")
+    assert r.status_code == 404
