@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.metadata.declared import DocProblem as Problem
+from engine.metadata.declared import compile_documents
 from engine.metadata.model import AppModel, Label
 
 ADMIN = "admin"
@@ -67,21 +68,7 @@ class Approval:
 
 def compile_approvals(model: AppModel, functions=None) -> tuple[dict[str, Approval], list[Problem]]:
     """Every ``approval`` document of the model as an ``Approval``, and the problems of those that do not compile."""
-    approvals: dict[str, Approval] = {}
-    problems: list[Problem] = []
-    for i, doc in enumerate(model.documents.get("approval", ())):
-        found: list[Problem] = []
-
-        def problem(path, message, i=i, found=found):
-            found.append(Problem(i, tuple(path), message))
-
-        approval = _compile(model, doc, functions, problem)
-        if doc["approval"] in approvals:
-            problem(("approval",), f"approval {doc['approval']!r} is declared twice")
-        problems += found
-        if not found and approval is not None:
-            approvals[approval.name] = approval
-    return approvals, problems
+    return compile_documents("approval", model, lambda doc, problem: _compile(model, doc, functions, problem))
 
 
 def of_entity(approvals: dict[str, Approval], entity: str) -> list[Approval]:
