@@ -255,6 +255,8 @@ def test_reject_needs_a_comment_then_the_record_can_be_resubmitted(org):
     rt, api, u = org
     deal = _deal(rt, u["cleo"], 2000)
     api.as_(u["cleo"]).post(_url(deal, "submit"))
+    r = api.as_(u["gina"]).post(_url(deal, "reject"), {})
+    assert r.status_code == 403 and _kind(r) == "not-approver"
     r = api.as_(u["mo"]).post(_url(deal, "reject"), {})
     assert r.status_code == 422 and r.json["errors"][0]["field"] == "comment"
     assert rt.records.get("deal", deal["id"])["approval_status"] == "pending"
@@ -443,6 +445,18 @@ def test_the_base_crm_quote_discount_approval_end_to_end(crm):
     assert sally.patch(f"/api/v1/quote/{large['id']}", {"discount": 10}).status_code == 422
     assert api.as_(director).post(f"/api/v1/quote/{large['id']}/_approval/approve").json["status"] == "approved"
     assert crm.records.get("quote", large["id"])["approval_status"] == "approved"
+    # contracts above 100000 need finance
+    treasurer = _user(crm, "Fin", "finance")
+    contract = crm.records.create("contract", {"name": "C", "account": account["id"], "start_date": "2099-01-01",
+                                               "contract_value": 250000, "owner_id": boss["id"]}, context=SYSTEM)
+    state = api.as_(boss).post(f"/api/v1/contract/{contract['id']}/_approval/submit").json
+    assert [d["approver"]["id"] for d in state["steps"][0]["decisions"]] == [treasurer["id"]]
+    r = api.as_(boss).post(f"/api/v1/contract/{contract['id']}/_approval/reject", {"comment": "no"})
+    assert r.status_code == 403 and _kind(r) == "not-approver"
+    r = api.as_(treasurer).post(f"/api/v1/contract/{contract['id']}/_approval/reject", {})
+    assert r.status_code == 422
+    assert api.as_(treasurer).post(f"/api/v1/contract/{contract['id']}/_approval/reject",
+                                   {"comment": "payment terms"}).json["status"] == "rejected"
 
 
 # -- the platform seam: a capability's own tables -------------------------------------------------------

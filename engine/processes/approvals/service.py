@@ -157,10 +157,7 @@ class ApprovalService:
 
     def reject(self, entity: str, record_id: int, *, user_id: int, comment: str | None) -> dict:
         """The user rejects the record (a comment is required): the approval ends rejected."""
-        comment = _comment(comment)
-        if not comment:
-            raise ApprovalError(422, "validation", "a rejection needs a comment saying why", field="comment")
-        return self._decide(entity, record_id, user_id, "rejected", comment)
+        return self._decide(entity, record_id, user_id, "rejected", _comment(comment))
 
     def recall(self, entity: str, record_id: int, *, user_id: int, comment: str | None = None) -> dict:
         """The submitter takes the record back while it is pending."""
@@ -187,6 +184,8 @@ class ApprovalService:
                 raise ApprovalError(403, "not-approver", f"you are not an approver of the current step of this {entity}")
             if mine.decision != PENDING:
                 raise ApprovalError(409, "already-decided", f"you have already {mine.decision} this step")
+            if decision == "rejected" and not comment:
+                raise ApprovalError(422, "validation", "a rejection needs a comment saying why", field="comment")
             conn.execute(s.update().where(s.c.id == mine.id).values(decision=decision, comment=comment, decided_at=now))
             approval = self.approvals[instance.process]
             step = approval.step(instance.step)
@@ -203,6 +202,9 @@ class ApprovalService:
 
     def _pending_or_409(self, conn, entity: str, record_id: int):
         instance = self.pending(conn, entity, record_id, lock=True)
+        if instance is not None and instance.process not in self.approvals:
+            raise ApprovalError(409, "not-declared", f"this {entity} is pending in the approval process "
+                                                     f"{instance.process!r}, which the metadata no longer declares")
         if instance is not None:
             return instance
         last = conn.execute(sa.select(self.instances.c.status).where(
