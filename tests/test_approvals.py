@@ -490,3 +490,25 @@ def test_turned_off_the_approvals_leave_no_routes_and_no_lock_but_keep_their_tab
     quote = rt.records.create("quote", {"name": "Q", "opportunity": opp["id"], "discount": 50}, context=SYSTEM)
     r = Api(rt).as_(owner).post(f"/api/v1/quote/{quote['id']}/_approval/submit")
     assert r.status_code == 404
+
+
+def test_concurrent_submits_and_a_submit_racing_a_decision_end_cleanly(org):
+    rt, _, u = org
+    service = rt.extensions["approvals"]
+    deal = _deal(rt, u["cleo"], 2000)
+    results = _race([lambda: service.submit("deal", deal["id"], user_id=u["cleo"]["id"], access=None)
+                     for _ in range(3)])
+    assert sum(isinstance(r, dict) for r in results) == 1
+    assert all(r.kind == "already-pending" for r in results if isinstance(r, ApprovalError))
+    assert len([i for i in _rows(rt, "_crm_approval") if i["record_id"] == deal["id"]]) == 1
+    # a submit and an approval at the same instant: no deadlock; the approval holds, the submit is
+    # refused (it came first: pending) or starts a new approval of the approved record (it came after)
+    for _round in range(3):
+        results = _race([lambda: service.submit("deal", deal["id"], user_id=u["cleo"]["id"], access=None),
+                         lambda: service.approve("deal", deal["id"], user_id=u["mo"]["id"])])
+        assert isinstance(results[1], dict) and results[1]["status"] == "approved", results
+        submitted = results[0]
+        assert (isinstance(submitted, ApprovalError) and submitted.kind == "already-pending") or (
+            isinstance(submitted, dict) and submitted["status"] == "pending"), submitted
+        if isinstance(submitted, ApprovalError):
+            service.submit("deal", deal["id"], user_id=u["cleo"]["id"], access=None)

@@ -123,16 +123,20 @@ class ApprovalService:
     # -- actions -----------------------------------------------------------------------------------
     def submit(self, entity: str, record_id: int, *, user_id: int, access, comment: str | None = None) -> dict:
         """Start an approval of the record: the first process of its entity whose ``when`` holds, if the
-        user may submit and the record is not pending already (a rejected or recalled one may be re-submitted)."""
+        user may submit and the record is not pending already (a rejected, recalled or approved one may be
+        submitted again)."""
         comment = _comment(comment)
         processes = of_entity(self.approvals, entity)
         if not processes:
             raise ApprovalError(404, "not-found", f"{entity} records have no approval process")
         now = self.clock()
         with self.db.write() as conn:
-            record = self._readable(conn, entity, record_id, access, user_id, lock=True)
-            if self.pending(conn, entity, record_id, lock=True) is not None:
-                raise ApprovalError(409, "already-pending", f"this {entity} is already pending approval")
+            self._readable(conn, entity, record_id, access, user_id)
+            # the approval's row before the record's, in the order a decision takes them (no deadlock);
+            # two submits of one record queue on the record's row, the second finds the first's approval
+            self._not_pending(conn, entity, record_id, lock=True)
+            record = self.records._load(conn, self.records.model.entity(entity), record_id, lock=True)
+            self._not_pending(conn, entity, record_id)
             approval = next((a for a in processes if a.when is None
                              or self._holds(conn, a, a.when, record, user_id, now)), None)
             if approval is None:
@@ -199,6 +203,10 @@ class ApprovalService:
                 record = self.records.get(entity, record_id, conn=conn)
                 self._advance(conn, approval, instance, record, instance.step + 1, user_id, now)
             return self._state(conn, entity, record_id, instance.id, user_id)
+
+    def _not_pending(self, conn, entity: str, record_id: int, *, lock: bool = False) -> None:
+        if self.pending(conn, entity, record_id, lock=lock) is not None:
+            raise ApprovalError(409, "already-pending", f"this {entity} is already pending approval")
 
     def _pending_or_409(self, conn, entity: str, record_id: int):
         instance = self.pending(conn, entity, record_id, lock=True)
@@ -348,12 +356,10 @@ class ApprovalService:
             return True
         return (OWNER in approval.submitters and record.get("owner_id") == user_id) or access.role in approval.submitters
 
-    def _readable(self, conn, entity: str, record_id: int, access, user_id, *, lock: bool = False) -> dict:
+    def _readable(self, conn, entity: str, record_id: int, access, user_id) -> dict:
         """The record, if the caller may read it (404 otherwise, as a record they may not see)."""
         try:
             self.records.get(entity, record_id, context=Context(user_id=user_id, access=access), conn=conn)
-            if lock:   # two submits of one record run one after the other
-                return self.records._load(conn, self.records.model.entity(entity), record_id, lock=True)
             return self.records.get(entity, record_id, conn=conn)
         except (NotFound, PermissionDenied):
             raise ApprovalError(404, "not-found", f"there is no {entity} {record_id} you may see") from None
