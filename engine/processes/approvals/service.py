@@ -95,6 +95,14 @@ class ApprovalService:
             names = self._names(conn, {d.approver_id for d in decisions} | {r.submitted_by for r in rows})
         return [self._instance_json(r, [d for d in decisions if d.approval_id == r.id], names, user_id) for r in rows]
 
+    def waiting(self, user_id: int) -> int:
+        """How many approvals wait for ``user_id``'s decision (the navigation's count)."""
+        i, s = self.instances, self.steps
+        with self.db.read() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(s.join(i, i.c.id == s.c.approval_id)).where(
+                s.c.approver_id == user_id, s.c.decision == PENDING, i.c.status == PENDING,
+                s.c.step == i.c.step)).scalar()
+
     def inbox(self, user_id: int, *, limit: int = 200) -> list[dict]:
         """What waits for ``user_id``'s decision: the pending steps they are an approver of."""
         i, s = self.instances, self.steps

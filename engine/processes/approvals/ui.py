@@ -29,8 +29,10 @@ def blueprint() -> Blueprint:
 def nav_entries(service, access) -> list[NavEntry]:
     if service is None or not service.approvals:
         return []
-    return [NavEntry(key="approvals", label={"en": "Approvals", "zh": "审批"}, url=url_for("approvals_ui.inbox"),
-                     order=40)]
+    n = service.waiting(access.user_id)
+    count = f" ({n})" if n else ""
+    return [NavEntry(key="approvals", label={"en": f"Approvals{count}", "zh": f"审批{count}"},
+                     url=url_for("approvals_ui.inbox"), order=40)]
 
 
 def record_panel(service, ent, record: dict, access) -> list[Panel]:
