@@ -65,6 +65,13 @@ SITE = {"deal.yaml": """
     on: {entity: deal, events: [approved]}
     actions:
       - {do: notify, to: owner, message: "'Approved: ' & name"}
+    ---
+    automation: stamp_on_submitted
+    on: {entity: deal, events: [submitted]}
+    when: "amount > 100000"
+    run_as: system
+    actions:
+      - {do: set_fields, values: {name: "name & ' (in approval)'"}}
     """}
 
 
@@ -409,6 +416,13 @@ def test_the_approved_trigger_runs_automations_and_the_openapi_document_has_the_
     rt.workflow.runner.drain()
     [note] = rt.records.query("notification", where={"automation": "tell_on_approved"})
     assert note["message"] == "Approved: Big one" and note["user"] == u["cleo"]["id"]
+    # an automation on `submitted` writes the pending record (run_as: system: the lock lets it; with
+    # the submitter's rights, the default, it would meet the lock as the submitter does)
+    huge = _deal(rt, u["cleo"], 200000)
+    api.as_(u["cleo"]).post(_url(huge, "submit"))
+    rt.workflow.runner.drain()
+    assert rt.records.get("deal", huge["id"])["name"] == "Big one (in approval)"
+    assert rt.records.get("deal", deal["id"])["name"] == "Big one"      # its condition did not hold
     from engine.processes.approvals.api import openapi_fragment
 
     doc = openapi_fragment(rt.model, rt.extensions["approvals"].approvals)["paths"]
