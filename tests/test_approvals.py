@@ -359,6 +359,15 @@ def test_the_lock_through_the_ui_form_inline_bulk_and_the_inbox(org):
     assert rt.records.get("deal", deal["id"])["approval_status"] == "approved"
     mo.lang("zh")
     assert "审批" in mo.get("/ui/approvals").get_data(as_text=True)
+    # from the list: the ticked records submitted, each refusal named
+    other, small = _deal(rt, u["cleo"], 3000), _deal(rt, u["cleo"], 5)
+    assert 'data-approval="approval-submit"' in cleo.get("/ui/deal").get_data(as_text=True)
+    r = cleo.post("/ui/approvals/deal/_submit", [("ids", str(other["id"])), ("ids", str(small["id"]))],
+                  follow_redirects=True)
+    page = r.get_data(as_text=True)
+    assert "Submitted 1 record(s) for approval." in page and f"#{small['id']}: this deal needs no approval" in page
+    assert rt.records.get("deal", other["id"])["approval_status"] == "pending"
+    assert rt.records.get("deal", small["id"])["approval_status"] == "none"
 
 
 # -- races and triggers --------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ At startup the model's approval processes are compiled into an ``ApprovalService
 service's writes (``lock.py``); the plugin declares the automation triggers ``submitted``,
 ``approved``, ``rejected`` and ``recalled``. On the web it adds the approval routes to the API and its
 document, the Approvals inbox (a navigation entry), the approval panel of a record page with its
-buttons, and the read-only notice of a pending record. Without it (``CRM_DISABLED_PLUGINS=approvals``)
+buttons, Submit for approval on the list of the ticked records, and the read-only notice of a pending record. Without it (``CRM_DISABLED_PLUGINS=approvals``)
 none of these exist; the ``approval`` documents still load and the tables stay (``approvals.kinds``).
 """
 
@@ -76,6 +76,13 @@ def crm_record_panels(runtime, entity, record, access) -> list:
     from .ui import record_panel
 
     return record_panel(approvals_of(runtime), entity, record, access)
+
+
+@hookimpl
+def crm_list_actions(runtime, entity, access) -> list:
+    from .ui import list_actions
+
+    return list_actions(approvals_of(runtime), entity, access)
 
 
 @hookimpl

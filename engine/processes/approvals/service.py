@@ -143,8 +143,9 @@ class ApprovalService:
             # the approval's row before the record's, in the order a decision takes them (no deadlock);
             # two submits of one record queue on the record's row, the second finds the first's approval
             self._not_pending(conn, entity, record_id, lock=True)
-            record = self.records._load(conn, self.records.model.entity(entity), record_id, lock=True)
+            self.records._load(conn, self.records.model.entity(entity), record_id, lock=True)
             self._not_pending(conn, entity, record_id)
+            record = self.records.get(entity, record_id, conn=conn)     # with the values computed on read
             approval = next((a for a in processes if a.when is None
                              or self._holds(conn, a, a.when, record, user_id, now)), None)
             if approval is None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, g, render_template, request, url_for
 
-from engine.plugins import NavEntry, Panel
+from engine.fields import whole_number
+from engine.plugins import NavEntry, Panel, RecordAction
 from engine.ui.common import back_to, runtime, with_message
 from engine.ui.extend import ui_routes
 from engine.ui.i18n import current_lang
@@ -17,12 +18,14 @@ from .plugin import approvals_of
 from .service import ApprovalError
 
 ACTIONS = ("submit", "approve", "reject", "recall")
+MAX_SELECTED = 200
 
 
 def blueprint() -> Blueprint:
     bp = ui_routes("approvals_ui", __name__)
     bp.add_url_rule("/ui/approvals", "inbox", inbox, methods=["GET"])
     bp.add_url_rule("/ui/approvals/<entity>/<int:record_id>/<action>", "act", act, methods=["POST"])
+    bp.add_url_rule("/ui/approvals/<entity>/_submit", "submit_many", submit_many, methods=["POST"])
     return bp
 
 
@@ -47,6 +50,14 @@ def record_panel(service, ent, record: dict, access) -> list[Panel]:
     return [Panel(key="approvals", title=_("Approval"), html=html, order=20)]
 
 
+def list_actions(service, ent, access) -> list[RecordAction]:
+    """"Submit for approval" on the list of an entity with a process, for the ticked records."""
+    if service is None or ent.name not in service.entities:
+        return []
+    return [RecordAction(key="approval-submit", label=_("Submit for approval"), kind="approval",
+                         style="outline-primary", url=url_for("approvals_ui.submit_many", entity=ent.name))]
+
+
 def lock_reason(service, ent, record: dict, access) -> str | None:
     """Why a pending record is read-only for this user (``crm_record_lock``)."""
     if service is None or ent.name not in service.entities:
@@ -69,6 +80,27 @@ def inbox():
         ent = model.entity(item["entity"])
         item["entity_label"] = ent.label.get(current_lang())
     return render_template("approvals/inbox.html", items=items, lang=current_lang())
+
+
+def submit_many(entity: str):
+    """Submit each ticked record; those refused are listed with why."""
+    service = approvals_of(runtime())
+    if service is None or entity not in service.entities:
+        abort(404)
+    back = back_to(url_for("ui.list", entity=entity))
+    ids = [n for n in (whole_number(v) for v in request.form.getlist("ids")) if n][:MAX_SELECTED]
+    if not ids:
+        return with_message(back, _("Select at least one record."), "warning")
+    failed = []
+    for record_id in ids:    # one approval each, in its own transaction
+        try:
+            service.submit(entity, record_id, user_id=g.access.user_id, access=g.access)
+        except ApprovalError as exc:
+            failed.append(f"#{record_id}: {exc.message}")
+    message = _("Submitted %(n)s record(s) for approval.") % {"n": len(ids) - len(failed)}
+    if failed:
+        message += " " + _("Not done:") + " " + "; ".join(failed[:10])
+    return with_message(back, message, "warning" if failed else "success")
 
 
 def act(entity: str, record_id: int, action: str):
