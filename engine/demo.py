@@ -1,7 +1,8 @@
 """Deterministic demo data from the model: no entity is known here, only field types and hints.
 
 A field's ``demo`` hint is a Faker provider name, ``{choices: [...]}``, ``{min:, max:}`` (for dates:
-day offsets from today), or ``skip``. An entity's ``demo: {ratio: R}`` asks for R records per unit
+day offsets from today), ``{tree: N}`` (a lookup to its own entity: the records form a tree, each with
+at most N children, e.g. the users' manager chain), or ``skip``. An entity's ``demo: {ratio: R}`` asks for R records per unit
 of ``--records``, and ``unowned: S`` leaves that share of them without an owner (for the
 pools). Entities are seeded in lookup order (targets first) through the record service's
 bulk path, so every rule that holds for users holds for demo data: a field that ``required_when``
@@ -96,7 +97,25 @@ def seed(records: RecordService, unit: int = 50, *, seed_value: int = DEFAULT_SE
             raise RuntimeError(f"demo data for {entity.name} was refused: {bad}")
         ids[entity.name] = [i["id"] for i in result.items]
         counts[entity.name] = len(rows)
+        _grow_trees(records, entity, ids[entity.name])
     return counts
+
+
+def _grow_trees(records: RecordService, entity: Entity, made: list[int]) -> None:
+    """A lookup to its own entity hinted ``demo: {tree: N}`` (a user's manager) makes the records a
+    tree: each but the first points to an earlier one, which has at most N such children; so a
+    manager chain is some levels deep and never a cycle."""
+    for field in entity.fields.values():
+        hint = field.prop("demo")
+        if field.target != entity.name or not isinstance(hint, dict) or not hint.get("tree"):
+            continue
+        width = max(1, int(hint["tree"]))
+        rows = [{"id": rid, field.name: made[(k - 1) // width]} for k, rid in enumerate(made) if k]
+        if rows:
+            result = records.bulk(entity.name, rows, mode="update", atomic=True,
+                                  context=Context(system=True, automations=False))
+            if not result.ok:
+                raise RuntimeError(f"demo data for {entity.name}.{field.name} was refused: {result.items[:1]}")
 
 
 def _conditions(records: RecordService, entity: Entity) -> tuple[list, list]:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from importlib.metadata import entry_points
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import pluggy
 
@@ -124,6 +125,11 @@ class Hooks:
     @hookspec
     def crm_document_kinds(self) -> list:
         """Return ``DocumentKind`` objects: metadata document kinds with their schema and check."""
+
+    @hookspec
+    def crm_tables(self, metadata: Any) -> None:
+        """Add this plugin's own tables (``sa.Table(name, metadata, ...)``, names ``_crm_<plugin>_...``) to
+        ``metadata``; the migrations create and change them like the engine's."""
 
     @hookspec
     def crm_model_checks(self) -> list:

@@ -114,7 +114,7 @@ class FieldType(ABC):
         if self.computed:
             report("demo", "a computed field takes no demo hint")
         elif isinstance(hint, dict):
-            unknown = set(hint) - {"choices", "min", "max"}
+            unknown = set(hint) - {"choices", "min", "max", "tree"}   # tree: a lookup to its own entity (engine/demo.py)
             if unknown:
                 report("demo", f"unknown demo hint keys {sorted(unknown)}")
             for i, choice in enumerate(hint.get("choices") or ()):

@@ -70,3 +70,24 @@ def report_documents(kind: str, documents: list, problems, found) -> None:
     for p in found:
         doc = documents[p.doc]
         problems.add(doc_location(doc, p.path), f"{kind} {doc.data[kind]}: {p.message}")
+
+
+def compile_documents(kind: str, model, compile_one) -> tuple[dict, list[DocProblem]]:
+    """Every document of ``kind`` compiled by ``compile_one(doc, problem)`` (``problem(path, message)``
+    reports at a path inside the document), by its name; a document with problems is left out, and a
+    name declared again is a problem of the later one (the compilers of pools and approvals)."""
+    compiled: dict = {}
+    problems: list[DocProblem] = []
+    for i, doc in enumerate(model.documents.get(kind, ())):
+        found: list[DocProblem] = []
+
+        def problem(path, message, i=i, found=found):
+            found.append(DocProblem(i, tuple(path), message))
+
+        item = compile_one(doc, problem)
+        if doc[kind] in compiled:
+            problem((kind,), f"{kind} {doc[kind]!r} is declared twice")
+        problems += found
+        if not found and item is not None:
+            compiled[doc[kind]] = item
+    return compiled, problems

@@ -7,6 +7,7 @@ record service, so adding a required field to a populated table is a safe migrat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
@@ -34,13 +35,27 @@ def build_metadata(model: AppModel) -> sa.MetaData:
     """All tables of the model (entities and system tables) in one ``MetaData``."""
     md = sa.MetaData(naming_convention=NAMING)
     _system_tables(md)
+    _plugin_tables(md)
     for entity in model.entities.values():
         _entity_table(md, entity)
     return md
 
 
+def _plugin_tables(md: sa.MetaData) -> None:
+    """The default plugins' own tables (``crm_tables``: pools, approvals...). Always all of them, even of a
+    plugin turned off with ``CRM_DISABLED_PLUGINS``, so that turning one off never drops its data."""
+    _table_plugins().hook.crm_tables(metadata=md)
+
+
+@functools.cache
+def _table_plugins():
+    from engine.plugins import make_plugin_manager
+
+    return make_plugin_manager(entry_point_plugins=False)
+
+
 def _entity_table(md: sa.MetaData, entity: Entity) -> sa.Table:
-    user_fk = lambda: sa.ForeignKey(f"{USER_ENTITY}.id")  # noqa: E731
+    user_fk = lambda: sa.ForeignKey(f"{USER_ENTITY}.id")
     columns = [
         sa.Column("id", Id, primary_key=True, autoincrement=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
@@ -159,7 +174,6 @@ def _system_tables(md: sa.MetaData) -> None:
     _automation_tables(md)
     _security_tables(md)
     _ui_tables(md)
-    _pool_tables(md)
 
 
 def _automation_tables(md: sa.MetaData) -> None:
@@ -244,38 +258,3 @@ def _ui_tables(md: sa.MetaData) -> None:
                     sa.Column("sort", sa.String(255)),
                     sa.Column("created_at", UtcDateTime(), nullable=False))
     sa.Index("ux__crm_saved_view_user_entity_name", view.c.user_id, view.c.entity, view.c.name, unique=True)
-
-
-def _pool_tables(md: sa.MetaData) -> None:
-    """Pools of unowned records (engine/processes/pools): who holds which record from which pool and
-    when it goes back (indexed by due and warning time, so the recycling job reads only what is due),
-    every claim, assignment, return and recycle (daily counts, the re-claim window), and per-user limits."""
-    hold = sa.Table("_crm_pool_hold", md,
-                    sa.Column("pool", sa.String(64), primary_key=True),
-                    sa.Column("record_id", sa.BigInteger(), primary_key=True, autoincrement=False),
-                    sa.Column("user_id", sa.BigInteger(), nullable=False),
-                    sa.Column("claimed_at", UtcDateTime(), nullable=False),
-                    sa.Column("due_at", UtcDateTime()),
-                    sa.Column("warn_at", UtcDateTime()),
-                    sa.Column("warned", sa.Boolean(), nullable=False, server_default=sa.false()))
-    sa.Index("ix__crm_pool_hold_due_at", hold.c.due_at)
-    sa.Index("ix__crm_pool_hold_warn_at", hold.c.warn_at)
-    sa.Index("ix__crm_pool_hold_user", hold.c.pool, hold.c.user_id)
-    event = sa.Table("_crm_pool_event", md,
-                     sa.Column("id", Id, primary_key=True, autoincrement=True),
-                     sa.Column("pool", sa.String(64), nullable=False),
-                     sa.Column("record_id", sa.BigInteger(), nullable=False),
-                     sa.Column("user_id", sa.BigInteger()),
-                     sa.Column("actor_id", sa.BigInteger()),
-                     sa.Column("action", sa.String(16), nullable=False),
-                     sa.Column("reason", sa.String(64)),
-                     sa.Column("note", sa.Text()),
-                     sa.Column("at", UtcDateTime(), nullable=False))
-    sa.Index("ix__crm_pool_event_user", event.c.pool, event.c.user_id, event.c.action, event.c.at)
-    sa.Index("ix__crm_pool_event_record", event.c.pool, event.c.record_id, event.c.at)
-    sa.Table("_crm_pool_limit", md,
-             sa.Column("pool", sa.String(64), primary_key=True),
-             sa.Column("user_id", sa.BigInteger(), primary_key=True, autoincrement=False),
-             sa.Column("owned", sa.Integer()),
-             sa.Column("per_day", sa.Integer()),
-             sa.Column("updated_at", UtcDateTime(), nullable=False))

@@ -12,5 +12,5 @@ them up. Declared in metadata (the ``pool`` document kind, docs/metadata.md#pool
 
 Its state is in the engine's tables ``_crm_pool_hold`` (who holds which record, due and warning
 times), ``_crm_pool_event`` (claims, assignments, returns, recycles) and ``_crm_pool_limit``
-(per-user limits), declared with the other system tables (engine/storage/tables.py).
+(per-user limits), declared by ``kinds.py`` through the ``crm_tables`` hook.
 """

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.metadata.declared import DocProblem as Problem
+from engine.metadata.declared import compile_documents
 from engine.metadata.model import AppModel, Label
 
 ACTIONS = ("see", "claim", "assign", "return")
@@ -82,21 +83,7 @@ class Pool:
 
 def compile_pools(model: AppModel, functions=None) -> tuple[dict[str, Pool], list[Problem]]:
     """Every ``pool`` document of the model as a ``Pool``, and the problems of those that do not compile."""
-    pools: dict[str, Pool] = {}
-    problems: list[Problem] = []
-    for i, doc in enumerate(model.documents.get("pool", ())):
-        found: list[Problem] = []
-
-        def problem(path, message, i=i, found=found):
-            found.append(Problem(i, tuple(path), message))
-
-        pool = _compile(model, doc, functions, problem)
-        if doc["pool"] in pools:
-            problem(("pool",), f"pool {doc['pool']!r} is declared twice")
-        problems += found
-        if not found and pool is not None:
-            pools[pool.name] = pool
-    return pools, problems
+    return compile_documents("pool", model, lambda doc, problem: _compile(model, doc, functions, problem))
 
 
 def _compile(model: AppModel, doc: dict, functions, problem) -> Pool | None:
