@@ -28,7 +28,6 @@ def crm_formula_functions():
 @hookimpl
 def crm_model_checks():
     from engine.rules.model_checks import check_entity_formulas, check_rollups, check_sharing_rules
-
     from engine.storage.derived import check_derived
 
     return [check_entity_formulas, check_rollups, check_sharing_rules, check_derived]

@@ -156,8 +156,8 @@ def check_derived(*, model, declared: dict, problems, functions=None) -> None:
         for f in ent.fields.values():
             fdecl = declared[name].fields[f.name]
 
-            def report(message: str, *path) -> None:
-                problems.add(fdecl.loc(*path), f"{name}.{f.name}: {message}")
+            def report(message: str, *path, fdecl=fdecl, where=f"{name}.{f.name}") -> None:
+                problems.add(fdecl.loc(*path), f"{where}: {message}")
 
             seq = f.prop("sequence")
             if isinstance(seq, Mapping):

@@ -104,8 +104,8 @@ def test_unit_price_comes_from_the_quotes_price_book_unless_given(crm):
 
 
 def test_the_price_is_editable_only_where_the_role_may(crm):
-    from engine.security.tokens import create_token
     from engine.app import create_app
+    from engine.security.tokens import create_token
 
     book, _, widget, _ = catalogue(crm)
     sam = crm.records.create("user", {"name": "Sam", "email": "sam@example.com", "role": "sales", "team": "n"},
