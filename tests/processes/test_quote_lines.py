@@ -31,12 +31,14 @@ def catalogue(rt):
     return book, other, widget, gadget
 
 
-def a_quote(rt, book, **values):
-    account = rt.records.create("account", {"name": "Acme"}, context=SYSTEM)
+def a_quote(rt, book, owner=None, **values):
+    """A quote of a new opportunity of a new account (all three owned by ``owner``)."""
+    ctx = Context(user_id=owner["id"], system=True) if owner else SYSTEM
+    account = rt.records.create("account", {"name": "Acme"}, context=ctx)
     deal = rt.records.create("opportunity", {"name": "Acme deal", "account": account["id"], "stage": "prospecting",
-                                             "close_date": "2030-01-01"}, context=SYSTEM)
+                                             "close_date": "2030-01-01"}, context=ctx)
     return rt.records.create("quote", {"name": "Q", "opportunity": deal["id"], "account": account["id"],
-                                       "price_book": book["id"], **values}, context=SYSTEM)
+                                       "price_book": book["id"], **values}, context=ctx)
 
 
 def test_lines_are_numbered_per_quote_and_keep_their_number_when_reordered(crm):
@@ -110,9 +112,7 @@ def test_the_price_is_editable_only_where_the_role_may(crm):
     book, _, widget, _ = catalogue(crm)
     sam = crm.records.create("user", {"name": "Sam", "email": "sam@example.com", "role": "sales", "team": "n"},
                              context=SYSTEM)
-    quote = crm.records.create("quote", {**{k: v for k, v in a_quote(crm, book).items()
-                                            if k in ("opportunity", "account", "price_book")}, "name": "Mine"},
-                               context=Context(user_id=sam["id"], system=True))
+    quote = a_quote(crm, book, owner=sam)
     _, token = create_token(crm.records, sam["id"], "t")
     client = create_app(runtime=crm).test_client()
     headers = {"Authorization": f"Bearer {token}"}
