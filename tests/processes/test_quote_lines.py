@@ -131,7 +131,7 @@ def test_line_discount_and_tax_and_the_headers_tax_rate(crm):
     line = crm.records.create("quote_line", {"quote": quote["id"], "product": widget["id"], "quantity": 4,
                                              "discount": 25}, context=SYSTEM)
     assert (line["discount_amount"], line["total"]) == (Decimal("100.00"), Decimal("300.00"))
-    assert (line["tax_rate"], line["tax"]) == (Decimal("10"), Decimal("30.00"))
+    assert (line["tax_rate"], line["tax"]) == (Decimal(10), Decimal("30.00"))
     own = crm.records.create("quote_line", {"quote": quote["id"], "product": gadget["id"], "tax_rate": 0},
                              context=SYSTEM)
     assert own["tax"] == Decimal("0.00")

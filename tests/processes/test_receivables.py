@@ -140,7 +140,7 @@ def test_the_daily_reminder_notifies_the_owner_and_refreshes_overdue(crm, monkey
     assert crm.records.get("order", order["id"])["amount_overdue"] == Decimal("0.00")
     later = datetime.now(timezone.utc) + timedelta(days=2)
 
-    import engine.storage.formulas as formulas
+    from engine.storage import formulas
 
     class Later(datetime):                                  # the formulas' clock, two days on
         @classmethod
@@ -170,5 +170,5 @@ def test_the_receivables_dashboard_sums_what_is_overdue(crm):
     r = client.get("/api/v1/_dashboards/receivables", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.json
     widgets = {w["name"]: w for w in r.json["widgets"]}
-    assert Decimal(str(widgets["overdue_amount"]["value"])) == Decimal("600")
-    assert Decimal(str(widgets["outstanding_amount"]["value"])) == Decimal("1000")
+    assert Decimal(str(widgets["overdue_amount"]["value"])) == Decimal(600)
+    assert Decimal(str(widgets["outstanding_amount"]["value"])) == Decimal(1000)

@@ -330,6 +330,9 @@ def _copy_lines(runtime, conn, conv: Conversion, lines: Lines, source_id: int, t
         child = svc._load(conn, ent, child_id)
         values = {k: v for k, v in _mapped(runtime, conn, conv, lines.values, child, context.user_id, now,
                                            entity=lines.source).items() if v is not None}
+        if context.access is not None and not context.system:   # as for targets: what the role may not write
+            refused = {e.field for e in context.access.write_errors(lines.entity, values)}
+            values = {k: v for k, v in values.items() if k not in refused}
         values[lines.link] = target_id
         try:
             with svc.db.savepoint(conn):
