@@ -10,22 +10,10 @@ from decimal import Decimal
 import pytest
 
 from engine.metadata import MetadataError
-from engine.security.tokens import create_token
 from engine.storage.records import Context
 
+from .test_conversions import _client, _user
 from .test_quote_lines import NEEDS_COMPUTED, SYSTEM, a_quote, catalogue
-
-
-def _user(rt, role="sales", name="Sam", team="north"):
-    return rt.records.create("user", {"name": name, "email": f"{name.lower()}@example.com", "role": role,
-                                      "team": team}, context=SYSTEM)
-
-
-def _client(rt, user):
-    from engine.app import create_app
-
-    _, token = create_token(rt.records, user["id"], "t")
-    return create_app(runtime=rt).test_client(), {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
