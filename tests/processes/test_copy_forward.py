@@ -189,3 +189,10 @@ def test_the_record_page_shows_a_button_per_conversion_and_the_screen_copies_the
     screen = web.get(f"/ui/quote/{quote['id']}/convert")
     assert screen.status_code == 200
     assert 'data-lines="2"' in screen.get_data(as_text=True)
+    named = web.get(f"/ui/quote/{quote['id']}/convert/quote_order")
+    assert named.status_code == 200 and f'action="/ui/quote/{quote["id"]}/convert"' in named.get_data(as_text=True)
+    done = web.post(f"/ui/quote/{quote['id']}/convert/quote_order", {"choice.order": "create"})
+    assert done.status_code == 200, done.get_data(as_text=True)[-800:]
+    [order] = rt.records.query("order", limit=5)
+    assert len(rt.records.query("order_line", where={"order": order["id"]}, limit=5)) == 2
+    assert web.get(f"/ui/quote/{quote['id']}/convert/nope").status_code == 404
