@@ -4,7 +4,8 @@ another entity. Both are field properties, applied in the write's transaction be
 
 ``sequence: {within: <lookup>}`` (integer fields)
     on create, when the value is not given: one more than the largest among the records with the
-    same parent (1 for the first). The parent's row is locked first (FOR UPDATE on PostgreSQL; a
+    same parent (1 for the first), and than the numbers this transaction already gave (a bulk
+    write numbers its rows before inserting them). The parent's row is locked first (FOR UPDATE on PostgreSQL; a
     SQLite write transaction holds the database), so two concurrent inserts get 1 and 2, never 1
     and 1. The number is kept afterwards: reordering lines never renumbers them.
 
@@ -144,7 +145,11 @@ class DerivedValues:
             return None           # the lookup check reports the missing parent
         table = svc.table(entity.name)
         last = conn.execute(sa.select(sa.func.max(table.c[seq.field])).where(table.c[seq.within] == parent_id)).scalar()
-        return int(last or 0) + 1
+        # a bulk write numbers all its rows before it inserts any: count on from what it already took
+        taken = svc.db.txn_cache(conn).setdefault(("sequence", entity.name, seq.field), {})
+        number = max(int(last or 0), taken.get(parent_id, 0)) + 1
+        taken[parent_id] = number
+        return number
 
 
 def check_derived(*, model, declared: dict, problems, functions=None) -> None:

@@ -195,3 +195,16 @@ def test_bad_sequence_and_lookup_defaults_are_refused_at_load(make_runtime, writ
     assert "thing.yaml:6" in text and "sequence.within must name a lookup" in text
     assert "thing.yaml:9" in text and "no entity 'nowhere'" in text
     assert "thing has no stored field 'nope'" in text
+
+
+def test_lines_imported_in_one_bulk_write_are_numbered_in_order(crm):
+    book, _, widget, gadget = catalogue(crm)
+    q1, q2 = a_quote(crm, book), a_quote(crm, book)
+    crm.records.create("quote_line", {"quote": q1["id"], "product": widget["id"]}, context=SYSTEM)
+    rows = [{"quote": q["id"], "product": p["id"]} for q, p in ((q1, widget), (q2, gadget), (q1, gadget), (q2, widget))]
+    result = crm.records.bulk("quote_line", rows, context=SYSTEM)
+    assert result.ok, result.items
+    got = [crm.records.get("quote_line", i["id"]) for i in result.items]
+    assert [(x["quote"], x["position"], x["unit_price"]) for x in got] == [
+        (q1["id"], 2, Decimal("100.00")), (q2["id"], 1, Decimal("250.50")),
+        (q1["id"], 3, Decimal("250.50")), (q2["id"], 2, Decimal("100.00"))]
