@@ -19,7 +19,7 @@ def test_an_opportunity_becomes_a_quote_with_priced_lines_then_an_order(page, li
     book = rt.records.create("price_book", {"name": "UI book"}, context=SYSTEM)
     products = [rt.records.create("product", {"name": name, "code": code}, context=SYSTEM)
                 for name, code in (("UI Widget", "UIW"), ("UI Gadget", "UIG"))]
-    for product, price in zip(products, ("120", "80.50")):
+    for product, price in zip(products, ("120", "80.50"), strict=True):
         rt.records.create("price_book_entry", {"price_book": book["id"], "product": product["id"], "unit_price": price},
                           context=SYSTEM)
     account = rt.records.create("account", {"name": "Quote UI Co"}, context=ctx)
@@ -33,7 +33,7 @@ def test_an_opportunity_becomes_a_quote_with_priced_lines_then_an_order(page, li
     page.wait_for_selector("#convert-done")
     [quote] = rt.records.query("quote", where={"opportunity": deal["id"]})
     assert (quote["account"], quote["price_book"]) == (account["id"], book["id"])
-    for product, quantity in zip(products, ("2", "1")):
+    for product, quantity in zip(products, ("2", "1"), strict=True):
         page.goto(f"{live_server.url}/ui/quote_line/new?quote={quote['id']}&product={product['id']}")
         page.fill("[name=quantity]", quantity)
         page.click("#save")
