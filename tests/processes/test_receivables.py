@@ -172,3 +172,14 @@ def test_the_receivables_dashboard_sums_what_is_overdue(crm):
     widgets = {w["name"]: w for w in r.json["widgets"]}
     assert Decimal(str(widgets["overdue_amount"]["value"])) == Decimal(600)
     assert Decimal(str(widgets["outstanding_amount"]["value"])) == Decimal(1000)
+
+
+def test_the_orders_payment_status_follows_the_payments(crm):
+    owner, ctx, account, order = _setup(crm)
+    _plan(crm, ctx, order, (600, 10), (400, 40))
+    crm.records.create("payment", {"order": order["id"], "amount": "600"}, context=ctx)
+    crm.workflow.runner.drain()
+    assert crm.records.get("order", order["id"])["payment_status"] == "partially_paid"
+    crm.records.create("payment", {"order": order["id"], "amount": "400"}, context=ctx)
+    crm.workflow.runner.drain()
+    assert crm.records.get("order", order["id"])["payment_status"] == "paid"
