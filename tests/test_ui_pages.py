@@ -759,11 +759,11 @@ def test_a_kanban_move_takes_the_workflow_transition_or_says_which_are_allowed(s
     r = site.browser(outsider).post_json(f"/ui/opportunity/{opp['id']}/_move", {"to": "proposal"})
     assert r.status_code == 404
     assert site.records.get("opportunity", opp["id"]) == before
-    # a role that may not change orders is told so in JSON (the board shows the answer's error)
-    order = site.records.query("order", limit=1)[0]
+    # a role that may not change payments is told so in JSON (the board shows the answer's error)
+    payment = site.records.query("payment", limit=1)[0]
     sales = site.browser(site.sales)
-    r = sales.post_json(f"/ui/order/{order['id']}/_move", {"to": "shipped"})
-    assert r.status_code == 403 and r.get_json() == {"error": "your role does not allow update on order"}
-    assert site.records.get("order", order["id"]) == order
+    r = sales.post_json(f"/ui/payment/{payment['id']}/_move", {"to": "cash"})
+    assert r.status_code == 403 and r.get_json() == {"error": "your role does not allow update on payment"}
+    assert site.records.get("payment", payment["id"]) == payment
     assert sales.get("/ui/case/_lookup?q=a").get_json() == {"error": "your role does not allow read on case"}
     assert sales.post_json("/ui/case/_form_state", {"values": {}}).status_code == 403

@@ -99,7 +99,7 @@ class FieldType(ABC):
         """Checks a schema cannot express; call ``report(prop, message)`` for each problem."""
         if field.prop("on_delete") == "set_null" and field.required:
             report("on_delete", f"on_delete: set_null cannot apply to a required {self.name} field")
-        if field.default is not None and field.default_formula is None:
+        if field.literal_default is not None:
             try:
                 self.coerce(field, field.default)
             except FieldValueError as exc:

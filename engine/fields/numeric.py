@@ -85,6 +85,9 @@ class _Numeric(FieldType):
 
 class IntegerType(_Numeric):
     name = "integer"
+    #: ``sequence: {within: <lookup>}``: numbered 1, 2, 3 per parent on create (engine/storage/derived.py).
+    props = {"sequence": {"type": "object", "required": ["within"], "additionalProperties": False,
+                          "properties": {"within": {"type": "string"}}}}
 
     def column_type(self, field):
         return sa.BigInteger()

@@ -144,6 +144,21 @@ class Field:
             return value["formula"]
         return None
 
+    @property
+    def default_lookup(self) -> Mapping | None:
+        """A default looked up in another entity, ``{lookup: {entity, where, value}}`` (None otherwise)."""
+        value = self.props.get("default")
+        if isinstance(value, Mapping) and isinstance(value.get("lookup"), Mapping):
+            return value["lookup"]
+        return None
+
+    @property
+    def literal_default(self) -> Any:
+        """The default when it is a plain value (None for a formula or a lookup)."""
+        if self.default_formula is not None or self.default_lookup is not None:
+            return None
+        return self.default
+
 
 @dataclass(frozen=True)
 class Index:

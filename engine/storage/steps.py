@@ -103,6 +103,8 @@ class WriteSteps:
 
     def check_required(self, ent: Entity, record: dict, errors: list[FieldError], only: Iterable[str] | None = None) -> None:
         required = self.plan(ent).required
+        if only is not None:   # a write refused early: not the fields a later step fills from other records
+            required = required - {f.name for f in ent.fields.values() if f.default_lookup is not None}
         for name in required if only is None else (n for n in only if n in required):
             value = record.get(name)
             if value is None or value == "" or value == []:

@@ -35,8 +35,8 @@ class WritePlan:
                     for f in (*fields, OWNER)}
         return cls(
             writable=writable,
-            defaults=tuple((f.name, f.coerce(f.default)) for f in fields
-                           if f.default is not None and f.default_formula is None)
+            defaults=tuple((f.name, f.coerce(f.literal_default)) for f in fields
+                           if f.literal_default is not None)
             + tuple((f.name, f.type.zero(f)) for f in fields if f.type_name == "rollup"),
             required=frozenset(f.name for f in fields if f.required and not f.type.computed),
             tracked=tuple(f for f in fields if f.prop("track_history")),

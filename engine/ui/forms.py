@@ -61,8 +61,8 @@ def new(entity: str):
             return _form(ent, None, raw, [FieldError(None, "error", str(exc))]), 422
         return with_message(url_for("ui.record", entity=ent.name, record_id=record["id"]),
                              _("%(thing)s created.") % {"thing": ent.label.get(current_lang())}, "success")
-    defaults = {f.name: input_value(column(ent, f.name), f.default) for f in ent.fields.values()
-                if f.default is not None and f.default_formula is None}
+    defaults = {f.name: input_value(column(ent, f.name), f.literal_default) for f in ent.fields.values()
+                if f.literal_default is not None}
     defaults["owner_id"] = str(g.identity.user_id)   # the record service's default: its creator
     prefill = {k: v for k, v in request.args.items() if k in ent.fields or k == "owner_id"}
     return _form(ent, None, {**defaults, **prefill}, [])

@@ -63,7 +63,10 @@ def test_every_route_of_the_api_is_in_the_document(api):
     exempt |= {(path.replace("<entity:entity>", name), method) for name in no_conversion
                for path, method in (("/api/v1/<entity:entity>/<int:record_id>/_convert", "GET"),
                                     ("/api/v1/<entity:entity>/<int:record_id>/_convert", "POST"),
-                                    ("/api/v1/<entity:entity>/_convert", "POST"))}
+                                    ("/api/v1/<entity:entity>/_convert", "POST"),
+                                    ("/api/v1/<entity:entity>/<int:record_id>/_convert/<name>", "GET"),
+                                    ("/api/v1/<entity:entity>/<int:record_id>/_convert/<name>", "POST"),
+                                    ("/api/v1/<entity:entity>/_convert/<name>", "POST"))}
     missing = sorted(routes - documented - exempt)
     assert missing == [], f"routes without a path in the OpenAPI document: {missing}"
     assert unknown == [], f"documented paths the API does not have: {unknown}"
@@ -75,7 +78,8 @@ def test_every_route_of_the_api_is_in_the_document(api):
     made = api.post("/api/v1/account", json={"name": "Acme"}).json
     for method, url in (("post", f"/api/v1/account/{made['id']}/transitions/anything"),
                         ("get", f"/api/v1/account/{made['id']}/_convert"),
-                        ("post", f"/api/v1/account/{made['id']}/_convert"), ("post", "/api/v1/account/_convert")):
+                        ("post", f"/api/v1/account/{made['id']}/_convert"), ("post", "/api/v1/account/_convert"),
+                        ("get", f"/api/v1/account/{made['id']}/_convert/x"), ("post", "/api/v1/account/_convert/x")):
         r = getattr(api, method)(url, json={}) if method == "post" else api.get(url)
         assert r.status_code == 404 and r.mimetype == "application/problem+json", (method, url, r.status_code)
 

@@ -17,7 +17,10 @@ from engine.storage.errors import FieldError, ValidationFailed
 
 class ConversionGuard:
     def __init__(self, conversions: dict):
-        self.conversions = conversions          # {source entity: Conversion}
+        # {source entity: [Conversion]}: only those that say when a record is converted
+        self.conversions = {source: [c for c in by_name.values() if c.converted_when is not None]
+                            for source, by_name in conversions.items()}
+        self.conversions = {k: v for k, v in self.conversions.items() if v}
 
     @hookimpl
     def crm_watches_writes(self, entity) -> bool:
@@ -25,9 +28,13 @@ class ConversionGuard:
 
     @hookimpl
     def crm_before_write(self, event, entity, record, old, context, conn, errors, state) -> None:
-        conv = self.conversions.get(entity.name)
-        if conv is None or event == "delete" or context.system:
+        if event == "delete" or context.system:
             return
+        for conv in self.conversions.get(entity.name, ()):
+            self._check(conv, entity, record, old)
+
+    @staticmethod
+    def _check(conv, entity, record: dict, old: dict | None) -> None:
         now = datetime.now(timezone.utc)
         if old is not None and conv.lock and _converted(conv, old, now):
             raise ValidationFailed([FieldError(None, "locked", f"this {entity.name} has been converted and is "
@@ -46,4 +53,4 @@ def locked(conv, record: dict) -> bool:
 
 
 def _converted(conv, record: dict, now: datetime) -> bool:
-    return conv.converted_when.evaluate(record, prior=record, now=now) is True
+    return conv.converted_when is not None and conv.converted_when.evaluate(record, prior=record, now=now) is True

@@ -1,11 +1,15 @@
 """Converting a record: the proposal (mapped values and match candidates per target) and the
 conversion itself, in one transaction through the record service.
 
-``proposal(runtime, entity, id, access)``        what the convert screen shows
-``convert(runtime, entity, id, choices, context)`` do it: per target ``create`` (with edited values),
-                                                 ``existing`` (an id) or ``skip`` (optional targets)
-``convert_many(runtime, entity, ids, context)``  bulk: new targets only; a record with match
-                                                 candidates is skipped and reported
+``proposal(runtime, entity, id, access, name=)``        what the convert screen shows
+``convert(runtime, entity, id, choices, context, name=)`` do it: per target ``create`` (with edited
+                                                        values), ``existing`` (an id) or ``skip``
+``convert_many(runtime, entity, ids, context, name=)``  bulk: new targets only; a record with match
+                                                        candidates is skipped and reported
+
+``name`` picks one of the entity's conversions (default: the first declared). A created target
+with ``lines`` gets a copy of the source's child records (copy-forward of a quote's lines into the
+order), created through the record service with the user's context in the same transaction.
 
 Targets are created with the user's own ``Context`` (permissions, validation rules, automations,
 field history and audit as for any create), each in a savepoint so that one refused target does not
@@ -28,7 +32,7 @@ from engine.storage.errors import NotFound, PermissionDenied, RecordError, Valid
 from engine.storage.formulas import result_value
 from engine.storage.records import Context
 
-from .spec import Conversion, Target, Value
+from .spec import Conversion, Lines, Target, Value
 
 NAME = "conversions"
 TRIGGER = "converted"
@@ -52,6 +56,7 @@ class TargetProposal:
     target: Target
     values: dict                                   # field -> value, as mapped from the source
     candidates: list[Candidate] = field(default_factory=list)
+    lines: dict[str, int] = field(default_factory=dict)   # child entity -> lines the new record gets
 
 
 @dataclass
@@ -63,24 +68,30 @@ class Proposal:
     missing: list[str] = field(default_factory=list)   # rights the user lacks ("create account")
 
 
-def conversions_of(runtime) -> dict[str, Conversion]:
-    """The compiled conversions by source entity (empty before startup or without the plugin)."""
+def conversions_of(runtime) -> dict[str, dict[str, Conversion]]:
+    """The compiled conversions by source entity and name (empty before startup or without the plugin)."""
     return runtime.extensions.get(NAME) or {}
 
 
-def conversion_for(runtime, entity: str) -> Conversion:
-    conv = conversions_of(runtime).get(entity)
-    if conv is None:
+def conversion_for(runtime, entity: str, name: str | None = None) -> Conversion:
+    """The conversion ``name`` of ``entity`` (default: its first); a 404 naming those it has."""
+    found = conversions_of(runtime).get(entity) or {}
+    if not found:
         raise ConversionError(404, "Not found", f"{entity} declares no conversion")
+    conv = next(iter(found.values())) if name is None else found.get(name)
+    if conv is None:
+        raise ConversionError(404, "Not found", f"{entity} has no conversion {name!r} "
+                                                f"(it has: {', '.join(found)})")
     return conv
 
 
 # -- the proposal ------------------------------------------------------------------------------------
 
-def proposal(runtime, entity: str, record_id: int, access, *, now: datetime | None = None) -> Proposal:
+def proposal(runtime, entity: str, record_id: int, access, *, now: datetime | None = None,
+             name: str | None = None) -> Proposal:
     """What converting record ``record_id`` would create, and the existing records each target could
     be attached to instead (those ``access`` may read)."""
-    conv = conversion_for(runtime, entity)
+    conv = conversion_for(runtime, entity, name)
     svc = runtime.records
     now = now or datetime.now(timezone.utc)
     context = Context(user_id=getattr(access, "user_id", None), access=access)
@@ -94,7 +105,12 @@ def proposal(runtime, entity: str, record_id: int, access, *, now: datetime | No
             if target.existing and target.match:
                 rules = [Rule(m.field, source.get(m.source), m.by) for m in target.match]
                 candidates = find_candidates(svc, target.entity, rules, access=access, conn=conn)
-            targets.append(TargetProposal(target, values, candidates))
+            lines = {}
+            for spec in target.lines:
+                table = svc.table(spec.source)
+                lines[spec.entity] = lines.get(spec.entity, 0) + conn.execute(
+                    sa.select(sa.func.count()).select_from(table).where(table.c[spec.source_link] == record_id)).scalar()
+            targets.append(TargetProposal(target, values, candidates, lines))
         problem = state_problem(runtime, conn, conv, source, context.user_id, now)
     return Proposal(conv, record, targets, problem, missing_rights(conv, access))
 
@@ -102,7 +118,7 @@ def proposal(runtime, entity: str, record_id: int, access, *, now: datetime | No
 def state_problem(runtime, conn, conv: Conversion, source: dict, user_id, now: datetime) -> str | None:
     """Why ``source`` cannot be converted now (already converted, ``when`` false), or None."""
     label = conv.source
-    if _holds(runtime, conn, conv, conv.converted_when, source, user_id, now):
+    if conv.converted_when is not None and _holds(runtime, conn, conv, conv.converted_when, source, user_id, now):
         return f"this {label} is already converted"
     if conv.when is not None and not _holds(runtime, conn, conv, conv.when, source, user_id, now):
         return f"this {label} may not be converted now (it must satisfy: {conv.when.expression})"
@@ -115,12 +131,15 @@ def missing_rights(conv: Conversion, access, choices: Mapping[str, dict] | None 
     if access is None or getattr(access, "admin", False):
         return []
     missing = []
-    if not access.can(conv.source, "update"):
-        missing.append(f"update {conv.source}")
+    if (conv.stamp or conv.moves or conv.converted_when is not None) and not access.can(conv.source, "update"):
+        missing.append(f"update {conv.source}")   # a copy-forward that leaves the source as it is needs none
     for target in conv.targets:
         action = (choices or {}).get(target.name, {}).get("action")
         if action == "skip":
             continue
+        if action in (None, "create"):
+            missing += [f"create {lines.entity}" for lines in target.lines
+                        if not access.can(lines.entity, "create") and f"create {lines.entity}" not in missing]
         if action == "existing" and not access.can(target.entity, "read"):
             missing.append(f"read {target.entity}")
         elif action == "create" and not access.can(target.entity, "create"):
@@ -134,10 +153,11 @@ def missing_rights(conv: Conversion, access, choices: Mapping[str, dict] | None 
 # -- the conversion ----------------------------------------------------------------------------------
 
 def convert(runtime, entity: str, record_id: int, choices: Any, context: Context, *,
-            now: datetime | None = None) -> dict:
-    """Convert one record as ``choices`` say; returns ``{"id", "targets": {name: {entity, id, action}},
-    "moved": {"entity.field": n}}``. Raises ``ConversionError`` (nothing written) or a record error."""
-    conv = conversion_for(runtime, entity)
+            now: datetime | None = None, name: str | None = None) -> dict:
+    """Convert one record as ``choices`` say; returns ``{"id", "conversion", "targets": {name: {entity,
+    id, action, lines}}, "moved": {"entity.field": n}}``. Raises ``ConversionError`` (nothing written)
+    or a record error."""
+    conv = conversion_for(runtime, entity, name)
     chosen = parse_choices(conv, choices)
     access = None if context.system else context.access
     missing = missing_rights(conv, access, chosen)
@@ -156,7 +176,7 @@ def convert(runtime, entity: str, record_id: int, choices: Any, context: Context
             converted = problem.endswith("already converted")
             raise ConversionError(409 if converted else 422, "Already converted" if converted else "Not convertible",
                                   problem)
-        ids = _targets(runtime, conn, conv, source, chosen, context, now)
+        ids, copied = _targets(runtime, conn, conv, source, chosen, context, now)
         moved = _move(runtime, conn, conv, record_id, ids, context)
         stamp = _mapped(runtime, conn, conv, conv.stamp, source, context.user_id, now, ids)
         system = Context(user_id=context.user_id, system=True, depth=context.depth, chain=context.chain)
@@ -164,16 +184,18 @@ def convert(runtime, entity: str, record_id: int, choices: Any, context: Context
         workflow = runtime.extensions.get("workflow")
         if workflow is not None:
             workflow.fire(conn, entity, TRIGGER, stamped, context=context)
-    return {"id": record_id,
-            "targets": {t.name: {"entity": t.entity, "id": ids.get(t.name), "action": chosen[t.name]["done"]}
+    return {"id": record_id, "conversion": conv.name,
+            "targets": {t.name: {"entity": t.entity, "id": ids.get(t.name), "action": chosen[t.name]["done"],
+                                 **({"lines": copied.get(t.name, 0)} if t.lines else {})}
                         for t in conv.targets},
             "moved": moved}
 
 
-def convert_many(runtime, entity: str, ids: Any, context: Context, *, now: datetime | None = None) -> list[dict]:
+def convert_many(runtime, entity: str, ids: Any, context: Context, *, now: datetime | None = None,
+                 name: str | None = None) -> list[dict]:
     """Convert each record creating new targets, each in its own transaction; a record with match
     candidates for a target is skipped (``status: "matches"``, with them) for a person to decide."""
-    conv = conversion_for(runtime, entity)
+    conv = conversion_for(runtime, entity, name)
     if not isinstance(ids, list) or not ids or len(ids) > BULK_LIMIT or not all(_record_id(i) for i in ids):
         raise ConversionError(422, "Validation failed", f"ids must be a list of 1 to {BULK_LIMIT} record ids",
                               [{"target": None, "field": "ids", "code": "type",
@@ -182,7 +204,7 @@ def convert_many(runtime, entity: str, ids: Any, context: Context, *, now: datet
     results = []
     for rid in dict.fromkeys(ids):
         try:
-            found = proposal(runtime, entity, rid, access, now=now)
+            found = proposal(runtime, entity, rid, access, now=now, name=conv.name)
             matched = {tp.target.name: [c.as_json() for c in tp.candidates] for tp in found.targets if tp.candidates}
             if found.problem:
                 results.append({"id": rid, "status": "error", "detail": found.problem, "errors": []})
@@ -192,7 +214,7 @@ def convert_many(runtime, entity: str, ids: Any, context: Context, *, now: datet
                                           " and ".join(sorted(matched)) + ": convert this one on its own"})
             else:
                 out = convert(runtime, entity, rid, {t.name: {"action": "create"} for t in conv.targets},
-                              context, now=now)
+                              context, now=now, name=conv.name)
                 results.append({"id": rid, "status": "converted", "targets": out["targets"]})
         except ConversionError as exc:
             results.append({"id": rid, "status": "error", "detail": exc.detail, "errors": exc.errors})
@@ -242,10 +264,13 @@ def parse_choices(conv: Conversion, choices: Any) -> dict[str, dict]:
     return out
 
 
-def _targets(runtime, conn, conv: Conversion, source: dict, chosen: dict, context: Context, now) -> dict:
-    """Create or attach each target; every refused one is reported before anything is kept."""
+def _targets(runtime, conn, conv: Conversion, source: dict, chosen: dict, context: Context,
+             now) -> tuple[dict, dict]:
+    """Create or attach each target (and copy its lines); every refused one is reported before
+    anything is kept. Returns the ids by target and the number of lines copied by target."""
     svc = runtime.records
     ids: dict[str, int | None] = {}
+    copied: dict[str, int] = {}
     failed: set[str] = set()
     errors: list[dict] = []
     for target in conv.targets:
@@ -279,9 +304,44 @@ def _targets(runtime, conn, conv: Conversion, source: dict, chosen: dict, contex
             except ValidationFailed as exc:
                 failed.add(target.name)
                 errors += [_error(target.name, e.field, e.code, e.message) for e in exc.errors if e.field not in blocked]
+                continue
+            for lines in target.lines:
+                done, wrong = _copy_lines(runtime, conn, conv, lines, source["id"], ids[target.name], context, now)
+                copied[target.name] = copied.get(target.name, 0) + done
+                errors += [_error(target.name, f, code, message) for f, code, message in wrong]
     if errors:
         raise ConversionError(422, "Validation failed", "; ".join(_sentence(e) for e in errors), errors)
-    return ids
+    return ids, copied
+
+
+def _copy_lines(runtime, conn, conv: Conversion, lines: Lines, source_id: int, target_id: int, context: Context,
+                now) -> tuple[int, list[tuple[str, str, str]]]:
+    """Create a child of the target's record per child of the source (in ``order_by`` order, then
+    by id), each through the record service as the user. The errors name the line:
+    ``lines.<entity>.<n>.<field>`` (n counted from 1)."""
+    svc = runtime.records
+    table = svc.table(lines.source)
+    order = [table.c[n.lstrip("-")].desc() if n.startswith("-") else table.c[n] for n in lines.order_by]
+    child_ids = conn.execute(sa.select(table.c.id).where(table.c[lines.source_link] == source_id)
+                             .order_by(*order, table.c.id)).scalars().all()
+    ent = svc.model.entity(lines.source)
+    done, errors = 0, []
+    for n, child_id in enumerate(child_ids, start=1):
+        child = svc._load(conn, ent, child_id)
+        values = {k: v for k, v in _mapped(runtime, conn, conv, lines.values, child, context.user_id, now,
+                                           entity=lines.source).items() if v is not None}
+        if context.access is not None and not context.system:   # as for targets: what the role may not write
+            refused = {e.field for e in context.access.write_errors(lines.entity, values)}
+            values = {k: v for k, v in values.items() if k not in refused}
+        values[lines.link] = target_id
+        try:
+            with svc.db.savepoint(conn):
+                svc.create(lines.entity, values, context=context, conn=conn)
+            done += 1
+        except ValidationFailed as exc:
+            errors += [(f"lines.{lines.entity}.{n}" + (f".{e.field}" if e.field else ""), e.code, e.message)
+                       for e in exc.errors]
+    return done, errors
 
 
 def _move(runtime, conn, conv: Conversion, record_id: int, ids: dict, context: Context) -> dict[str, int]:
@@ -313,14 +373,16 @@ def _move(runtime, conn, conv: Conversion, record_id: int, ids: dict, context: C
 
 # -- formulas ------------------------------------------------------------------------------------
 
-def _mapped(runtime, conn, conv: Conversion, values, source: dict, user_id, now, ids: dict | None = None) -> dict:
+def _mapped(runtime, conn, conv: Conversion, values, source: dict, user_id, now, ids: dict | None = None, *,
+            entity: str | None = None) -> dict:
+    """The values of ``values`` on ``source`` (a record of ``entity``, default the conversion's source)."""
     out = {}
     for v in values:
         if v.ref:
             if ids is not None:
                 out[v.field] = ids.get(v.ref)
             continue
-        out[v.field] = _value(v, _evaluate(runtime, conn, conv, v.rule, source, user_id, now))
+        out[v.field] = _value(v, _evaluate(runtime, conn, conv, v.rule, source, user_id, now, entity=entity))
     return out
 
 
@@ -337,12 +399,13 @@ def _holds(runtime, conn, conv, rule, record, user_id, now) -> bool:
     return _evaluate(runtime, conn, conv, rule, record, user_id, now) is True
 
 
-def _evaluate(runtime, conn, conv: Conversion, rule, record: dict, user_id, now) -> Any:
+def _evaluate(runtime, conn, conv: Conversion, rule, record: dict, user_id, now, *, entity: str | None = None) -> Any:
     from engine import rules
 
     svc = runtime.records
     paths = frozenset(p for p in rule.fields if "." in p)
-    related = rules.fetch_related(conn, svc.metadata, svc.model, conv.source, record, paths) if paths else None
+    related = (rules.fetch_related(conn, svc.metadata, svc.model, entity or conv.source, record, paths)
+               if paths else None)
     user = None
     if "user" in rule.uses and user_id is not None:
         try:

@@ -1,10 +1,14 @@
 """The ``conversion`` document kind compiled: what a record of the source entity turns into.
 
-``compile_conversions(model, functions)`` -> ``({source entity: Conversion}, [Problem])``. Every
-formula (``when``, ``converted_when``, the values of ``map`` and ``stamp``) is compiled on the source
-entity with the type of the field it fills; ``"@target"`` names the record chosen for another target
-(declared before it) and must fill a lookup to that target's entity. Each problem carries the path
-inside its document, which the kind's check turns into file:line.
+``compile_conversions(model, functions)`` -> ``({source entity: {name: Conversion}}, [Problem])``:
+an entity may have several named conversions (a quote into an order, an order into a contract); the
+first declared is its default (the unnamed API path). Every formula (``when``, ``converted_when``,
+the values of ``map`` and ``stamp``) is compiled on the source entity with the type of the field it
+fills; ``"@target"`` names the record chosen for another target (declared before it) and must fill a
+lookup to that target's entity. A target's ``lines`` copy the source's child records into children
+of the target (``from: child.lookup_to_source``, ``to: child.lookup_to_target``, ``map`` compiled on
+the ``from`` child). Each problem carries the path inside its document, which the kind's check turns
+into file:line.
 """
 
 from __future__ import annotations
@@ -38,6 +42,18 @@ class Match:
 
 
 @dataclass(frozen=True)
+class Lines:
+    """Child records of the source copied as children of a target's record."""
+
+    source: str               # the child entity of the source ("quote_line")
+    source_link: str          # its lookup to the source ("quote")
+    entity: str               # the child entity created ("order_line")
+    link: str                 # its lookup to the target ("order")
+    values: tuple[Value, ...]
+    order_by: tuple[str, ...]  # fields of the source child, "-" for descending
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     label: Label
@@ -46,6 +62,7 @@ class Target:
     existing: bool
     match: tuple[Match, ...]
     values: tuple[Value, ...]
+    lines: tuple[Lines, ...] = ()
 
     @property
     def refs(self) -> set[str]:
@@ -69,7 +86,7 @@ class Conversion:
     label: Label
     source: str
     when: Any                 # CompiledRule or None (always convertible)
-    converted_when: Any       # CompiledRule
+    converted_when: Any       # CompiledRule, or None: converted as often as wanted (copy-forward)
     targets: tuple[Target, ...]
     stamp: tuple[Value, ...]
     lock: bool
@@ -80,9 +97,9 @@ class Conversion:
 
 
 
-def compile_conversions(model: AppModel, functions=None) -> tuple[dict[str, Conversion], list[Problem]]:
-    """The model's conversion documents by source entity, and the problems found in them."""
-    out: dict[str, Conversion] = {}
+def compile_conversions(model: AppModel, functions=None) -> tuple[dict[str, dict[str, Conversion]], list[Problem]]:
+    """The model's conversion documents by source entity and name, and the problems found in them."""
+    out: dict[str, dict[str, Conversion]] = {}
     names: set[str] = set()
     problems: list[Problem] = []
     for i, doc in enumerate(model.documents.get("conversion", ())):
@@ -94,10 +111,7 @@ def compile_conversions(model: AppModel, functions=None) -> tuple[dict[str, Conv
         conv = c.conversion(doc)
         if conv is None:
             continue
-        if conv.source in out:
-            c.problem(("source",), f"{conv.source} already has a conversion ({out[conv.source].name})")
-            continue
-        out[conv.source] = conv
+        out.setdefault(conv.source, {})[conv.name] = conv
     return out, problems
 
 
@@ -116,9 +130,12 @@ class _Compiler:
             self.problem(("source",), f"there is no entity {doc['source']!r}")
             return None
         when = self.formula(doc.get("when"), source, ("when",), "boolean") if doc.get("when") else None
-        converted = self.formula(doc["converted_when"], source, ("converted_when",), "boolean")
+        converted = (self.formula(doc["converted_when"], source, ("converted_when",), "boolean")
+                     if doc.get("converted_when") else None)
         if converted is not None and (any("." in f for f in converted.fields) or "user" in converted.uses):
             self.problem(("converted_when",), "must read only the record's own fields (it is checked on every update)")
+        if doc.get("lock") and converted is None:
+            self.problem(("lock",), "lock needs converted_when (what says the record has been converted)")
         targets: list[Target] = []
         for name, t in doc["targets"].items():
             target = self.target(name, t, source, targets)
@@ -153,8 +170,33 @@ class _Compiler:
             matches.append(Match(m["field"], m["from"], m["by"]))
         known = {b.name: b for b in before}
         values = self.values(t.get("map") or {}, source, ent, (*at, "map"), known)
+        lines = [x for j, spec in enumerate(t.get("lines") or ())
+                 if (x := self.lines(spec, source, ent, (*at, "lines", j))) is not None]
         return Target(name, Label.of(t["label"], name) if t.get("label") else ent.label,
-                      ent.name, bool(t.get("optional")), bool(t.get("existing")), tuple(matches), tuple(values))
+                      ent.name, bool(t.get("optional")), bool(t.get("existing")), tuple(matches), tuple(values),
+                      tuple(lines))
+
+    def lines(self, spec: Mapping, source: Entity, target: Entity, at: tuple) -> Lines | None:
+        """``from: child.lookup`` (children of the source) -> ``to: child.lookup`` (of the target)."""
+        ends = []
+        for key, parent in (("from", source), ("to", target)):
+            child_name, _, link = str(spec.get(key, "")).partition(".")
+            child = self.model.entities.get(child_name)
+            fld = child.fields.get(link) if child is not None else None
+            if fld is None or fld.target != parent.name:
+                self.problem((*at, key), f"{spec.get(key)!r} must be child_entity.lookup with the lookup "
+                                         f"pointing to {parent.name}")
+                return None
+            ends.append((child, link))
+        (src, src_link), (dst, dst_link) = ends
+        values = self.values(spec.get("map") or {}, src, dst, (*at, "map"), {})
+        if any(v.field == dst_link for v in values):
+            self.problem((*at, "map", dst_link), f"{dst.name}.{dst_link} is set to the new {target.name}")
+        order_by = tuple(spec.get("order_by") or ())
+        for j, name in enumerate(order_by):
+            if name.lstrip("-") not in src.fields or not src.fields[name.lstrip("-")].stored:
+                self.problem((*at, "order_by", j), f"{src.name} has no stored field {name.lstrip('-')!r}")
+        return Lines(src.name, src_link, dst.name, dst_link, tuple(values), order_by)
 
     def values(self, values: Mapping, source: Entity, into: Entity, at: tuple, known: dict[str, Target], *,
                stamp: bool = False) -> list[Value]:

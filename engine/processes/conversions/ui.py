@@ -32,28 +32,47 @@ BULK_ROWS = 50
 
 def blueprint() -> Blueprint:
     bp = ui_routes("conversions_ui", __name__)
-    bp.add_url_rule("/ui/<entity:entity>/<int:record_id>/convert", "convert", convert_page, methods=["GET", "POST"])
-    bp.add_url_rule("/ui/<entity:entity>/convert", "convert_many", convert_many_page, methods=["GET", "POST"])
+    for suffix in ("", "/<name>"):
+        bp.add_url_rule(f"/ui/<entity:entity>/<int:record_id>/convert{suffix}", "convert" + suffix[2:-1],
+                        convert_page, methods=["GET", "POST"])
+        bp.add_url_rule(f"/ui/<entity:entity>/convert{suffix}", "convert_many" + suffix[2:-1], convert_many_page,
+                        methods=["GET", "POST"])
     return bp
 
 
+def convert_url(endpoint: str, conv, **args) -> str:
+    """The URL of a convert screen of ``conv`` (``convert`` or ``convert_many``), named unless it is
+    the entity's default conversion."""
+    if conv.name == _default(conv.source).name:
+        return url_for(f"conversions_ui.{endpoint}", entity=conv.source, **args)
+    return url_for(f"conversions_ui.{endpoint}name", entity=conv.source, name=conv.name, **args)
+
+
+def _default(entity: str):
+    return next(iter(service.conversions_of(runtime()).get(entity, {}).values()))
+
+
 def convert_actions(rt, ent, record: dict, access) -> list[RecordAction]:
-    conv = service.conversions_of(rt).get(ent.name)
-    if conv is None or service.missing_rights(conv, access):
-        return []
+    """A button per conversion the user may make of this record now (the first keeps the key ``convert``)."""
+    out = []
+    by_name = service.conversions_of(rt).get(ent.name) or {}
+    if not by_name:
+        return out
     with rt.db.read() as conn:
         source = rt.records._load(conn, ent, record["id"])
-        if service.state_problem(rt, conn, conv, source, access.user_id, datetime.now(timezone.utc)):
-            return []
-    return [RecordAction(key="convert", label=conv.label.get(current_lang()), kind="convert", style="success",
-                         method="get", order=5,
-                         url=url_for("conversions_ui.convert", entity=ent.name, record_id=record["id"]))]
+        for i, conv in enumerate(by_name.values()):
+            if service.missing_rights(conv, access) or service.state_problem(
+                    rt, conn, conv, source, access.user_id, datetime.now(timezone.utc)):
+                continue
+            out.append(RecordAction(key="convert" if i == 0 else f"convert-{conv.name}",
+                                    label=conv.label.get(current_lang()), kind="convert", style="success",
+                                    method="get", order=5 + i, url=convert_url("convert", conv, record_id=record["id"])))
+    return out
 
 
 def lock_reason(rt, ent, record: dict) -> str | None:
     """Why a converted record is read-only, for the record page (``crm_record_lock``)."""
-    conv = service.conversions_of(rt).get(ent.name)
-    if conv is None or not locked(conv, record):
+    if not any(locked(conv, record) for conv in (service.conversions_of(rt).get(ent.name) or {}).values()):
         return None
     return _("Converted: read-only. Change the records it was converted to.")
 
@@ -61,25 +80,28 @@ def lock_reason(rt, ent, record: dict) -> str | None:
 def list_actions(rt, ent, access) -> list[RecordAction]:
     """"Convert selected" on the list of an entity with a conversion the user may make: it posts the
     ticked records to the bulk screen."""
-    conv = service.conversions_of(rt).get(ent.name)
-    if conv is None or service.missing_rights(conv, access):
-        return []
-    return [RecordAction(key="convert-selected", label=_("Convert selected"), kind="convert", style="outline-success",
-                         url=url_for("conversions_ui.convert_many", entity=ent.name))]
+    by_name = service.conversions_of(rt).get(ent.name) or {}
+    several = len(by_name) > 1
+    return [RecordAction(key="convert-selected" if i == 0 else f"convert-selected-{conv.name}",
+                         label=(_("%(conversion)s: selected") % {"conversion": conv.label.get(current_lang())}
+                                if several else _("Convert selected")),
+                         kind="convert", style="outline-success", url=convert_url("convert_many", conv))
+            for i, conv in enumerate(by_name.values()) if not service.missing_rights(conv, access)]
 
 
-def _conversion(entity: str):
+def _conversion(entity: str, name: str | None = None):
     ent = entity_of(entity, "read")
-    conv = service.conversions_of(runtime()).get(ent.name)
+    by_name = service.conversions_of(runtime()).get(ent.name) or {}
+    conv = next(iter(by_name.values()), None) if name is None else by_name.get(name)
     if conv is None:
         abort(404)
     return ent, conv
 
 
-def convert_page(entity: str, record_id: int):
-    ent, conv = _conversion(entity)
+def convert_page(entity: str, record_id: int, name: str | None = None):
+    ent, conv = _conversion(entity, name)
     load_record(ent, record_id)   # 404 unless the user may see it
-    found = service.proposal(runtime(), ent.name, record_id, g.access)
+    found = service.proposal(runtime(), ent.name, record_id, g.access, name=conv.name)
     back = url_for("ui.record", entity=ent.name, record_id=record_id)
     if found.problem or found.missing:
         message = found.problem or _("Your role does not allow this conversion: %(missing)s") % {
@@ -90,7 +112,7 @@ def convert_page(entity: str, record_id: int):
         return _render(ent, found, panels, {}, {}, 200)
     choices, form_values = _choices(panels, request.form)
     try:
-        out = service.convert(runtime(), ent.name, record_id, choices, g.context)
+        out = service.convert(runtime(), ent.name, record_id, choices, g.context, name=conv.name)
     except ConversionError as exc:
         if exc.status != 422:
             return with_message(back, exc.detail, "danger")
@@ -117,6 +139,7 @@ def _panels(found: service.Proposal) -> list[dict]:
                                             for r in c.reasons)} for c in tp.candidates]
         panels.append({"target": tp.target, "ent": ent, "cols": cols, "values": tp.values, "titles": titles,
                        "candidates": candidates,
+                       "lines": [(rt.model.entity(e).plural.get(current_lang()), n) for e, n in tp.lines.items()],
                        "refs": [(ent.fields[v.field].label.get(current_lang()), v.field,
                                  found.conversion.target(v.ref).label.get(current_lang()))
                                 for v in tp.target.values if v.ref]})
@@ -158,7 +181,8 @@ def _render(ent, found, panels, errors: dict, form_values: dict, status: int):
                             for c in p["cols"] if c.target}
         p["errors"] = errors.get(p["target"].name, {})
     return render_template("conversions/convert.html", ent=ent, conv=found.conversion, record=found.record,
-                           title=title_of(ent, found.record), panels=panels, general=errors.get("", {})), status
+                           title=title_of(ent, found.record), panels=panels, general=errors.get("", {}),
+                           action_url=convert_url("convert", found.conversion, record_id=found.record["id"])), status
 
 
 def _results(out: dict) -> list[dict]:
@@ -176,10 +200,10 @@ def _results(out: dict) -> list[dict]:
     return rows
 
 
-def convert_many_page(entity: str):
+def convert_many_page(entity: str, name: str | None = None):
     """The records that may be converted now (newest first); convert the ticked ones, creating new
     targets; those with match candidates are left for the one-by-one screen."""
-    ent, conv = _conversion(entity)
+    ent, conv = _conversion(entity, name)
     missing = service.missing_rights(conv, g.access)
     if missing:
         abort(403)
@@ -187,14 +211,14 @@ def convert_many_page(entity: str):
     if request.method == "POST":
         ids = [n for n in (whole_number(v) for v in request.form.getlist("ids")) if n]
         if not ids:
-            return with_message(url_for("conversions_ui.convert_many", entity=ent.name),
-                                _("Tick the records to convert."), "warning")
+            return with_message(convert_url("convert_many", conv), _("Tick the records to convert."), "warning")
         try:
-            results = service.convert_many(runtime(), ent.name, ids, g.context)
+            results = service.convert_many(runtime(), ent.name, ids, g.context, name=conv.name)
         except ConversionError as exc:
-            return with_message(url_for("conversions_ui.convert_many", entity=ent.name), exc.detail, "danger")
+            return with_message(convert_url("convert_many", conv), exc.detail, "danger")
     rows = _convertible(ent, conv)
     return render_template("conversions/bulk.html", ent=ent, conv=conv, rows=rows, results=results,
+                           convert_url=convert_url,
                            cols=[column(ent, n) for n in _list_columns(ent)])
 
 
