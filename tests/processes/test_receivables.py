@@ -14,7 +14,6 @@ import pytest
 from engine.storage.errors import ValidationFailed
 from engine.storage.records import Context
 
-from .test_quote_lines import NEEDS_COMPUTED
 
 SYSTEM = Context(system=True)
 TODAY = date.today()
@@ -56,7 +55,6 @@ def test_a_payment_plan_and_allocated_payments_roll_up_to_order_and_account(crm)
     assert crm.records.get("account", account["id"])["amount_paid"] == Decimal("700.00")
 
 
-@NEEDS_COMPUTED
 def test_outstanding_and_overdue_follow_the_allocations(crm):
     owner, ctx, account, order = _setup(crm)
     first, second = _plan(crm, ctx, order, (600, -10), (400, 30))
