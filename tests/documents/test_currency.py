@@ -101,3 +101,20 @@ def test_a_currency_key_naming_no_code_field_is_refused_at_load(write_tree, conf
     with pytest.raises(MetadataError) as exc:
         load_model_from(pm, Settings(config_root=base.parent).layers())
     assert "deal.yaml:2" in str(exc.value) and "currency 'amount'" in str(exc.value)
+
+
+def test_dashboard_amounts_are_in_the_sites_currency_and_counts_stay_numbers(crm):
+    from engine.dashboards import compute
+    from engine.dashboards.plugin import dashboards_of
+    from engine.dashboards.svg import money_of, render
+
+    acc = crm.records.create("account", {"name": "Acme"}, context=SYSTEM)
+    crm.records.create("opportunity", {"name": "Big", "account": acc["id"], "amount": "1234.5",
+                                       "close_date": "2030-01-15"}, context=SYSTEM)
+    sales = dashboards_of(crm)["sales"]
+    pipeline, deals = sales.widget("open_pipeline"), sales.widget("open_deals")
+    assert money_of(crm.model, pipeline, "JPY", "en") == ("JPY", "en")
+    assert money_of(crm.model, deals, "JPY", "en") is None        # a count is no amount
+    svg = render(compute(crm.records, pipeline), money_of(crm.model, pipeline, "JPY", "en"))
+    assert "¥1,235" in svg
+    assert "¥" not in render(compute(crm.records, deals), money_of(crm.model, deals, "JPY", "en"))
