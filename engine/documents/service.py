@@ -78,11 +78,12 @@ class DocumentService:
         access = getattr(context, "access", None)
         shown, raw = self._shown(ent, [record], context, lang, access)
         lines, lines_raw, line_labels = [], [], {}
-        if spec.lines is not None and (access is None or access.can(spec.lines[0], "read")):
+        if spec.lines is not None:
             child = model.entity(spec.lines[0])
-            rows = self._lines(spec, child, record["id"], context)
-            lines, lines_raw = self._shown(child, rows, context, lang, access)
             line_labels = {n: f.label.get(lang) for n, f in child.fields.items()}
+            if access is None or access.can(child.name, "read"):   # else the document lists no lines
+                rows = self._lines(spec, child, record["id"], context)
+                lines, lines_raw = self._shown(child, rows, context, lang, access)
         settings = self.runtime.settings
         values = {
             "record": shown[0], "raw": raw[0], "lines": lines, "lines_raw": lines_raw,

@@ -37,7 +37,8 @@ def _quote(rt, currency="CNY", lines=(("Laptop Pro", 2, "1234.50", 0), ("Docking
         prod = rt.records.create("product", {"name": product, "code": f"P-{product[:3]}-{i}-{quote['id']}"},
                                  context=SYSTEM)
         rt.records.create("quote_line", {"quote": quote["id"], "position": i, "product": prod["id"], "quantity": qty,
-                                         "unit_price": price, "discount": discount}, context=SYSTEM)
+                                         "unit_price": price, "discount": discount,
+                                         "description": "with a 3-year warranty" if i == 1 else None}, context=SYSTEM)
     return rt.records.get("quote", quote["id"], context=SYSTEM)
 
 
@@ -75,7 +76,7 @@ def test_the_quote_pdf_has_the_company_lines_and_totals_in_english(docs_api):
     assert quote["subtotal"] == Decimal("2738.97")
     grand = f"CN¥{quote['grand_total']:,.2f}"
     for expected in (COMPANY, "1 Harbour Road", quote["quote_number"], "Laptop Pro", "Docking station",
-                     "Acme Trading", "CN¥1,234.50", "CN¥269.97", "CN¥2,738.97", "CN¥12.00", grand, "Subtotal",
+                     "Acme Trading", "with a 3-year warranty", "CN¥1,234.50", "CN¥269.97", "CN¥2,738.97", "CN¥12.00", grand, "Subtotal",
                      "Grand total", "Payment within 30 days."):
         assert expected in text, (expected, text.replace("\r\n", " | "))
 
@@ -286,3 +287,18 @@ def test_crm_pdf_font_chooses_the_font_and_a_wrong_one_is_a_clear_error(make_run
     r = _get(create_app(runtime=rt).test_client(), create_token(rt.records, admin["id"], "t")[1],
              f"/api/v1/quote/{quote['id']}/_documents/quote_pdf")
     assert r.status_code == 422 and "quote_pdf" in r.get_json()["detail"] and "CRM_PDF_FONT" in r.get_json()["detail"]
+
+
+def test_a_reader_of_the_quote_who_may_not_read_its_lines_gets_it_without_lines(make_runtime, write_tree):
+    from engine.app import create_app
+    from engine.security.tokens import create_token
+
+    role = ROLE.replace("  quote_line: {allow: [read], scope: all, fields: {unit_price: none}}\n", "")
+    rt = make_runtime(site_dir=write_tree("site", {"roles.yaml": role}))
+    user = rt.records.create("user", {"name": "Quinn", "email": "q@example.com", "role": "quoter"}, context=SYSTEM)
+    quote = _quote(rt)
+    r = _get(create_app(runtime=rt).test_client(), create_token(rt.records, user["id"], "t")[1],
+             f"/api/v1/quote/{quote['id']}/_documents/quote_pdf")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    text = _text(r.data)
+    assert "Unit price" in text and "Laptop Pro" not in text and "Office refresh" in text
