@@ -7,7 +7,7 @@ import email
 
 from engine.storage.records import Context
 
-from .automation_kit import Harness, Receiver, SmtpSink
+from .automation_kit import Harness
 
 PLUGIN = '''
 from engine.plugins import hookimpl
@@ -33,20 +33,15 @@ actions:
 """
 
 
-def test_send_email_attaches_what_a_plugin_makes_by_name(make_runtime, write_tree):
-    smtp, receiver = SmtpSink(), Receiver()
-    try:
-        rt = make_runtime(site_dir=write_tree("site", {"automations.yaml": AUTOMATION}),
-                          plugin_dirs=(write_tree("plugins", {"card_plugin.py": PLUGIN}),),
-                          mail_url=f"smtp://127.0.0.1:{smtp.port}")
-        harness = Harness(rt, "inprocess", {}, receiver, smtp)
-        acc = rt.records.create("account", {"name": "Acme"}, context=Context(system=True))
-        [run] = harness.settle(automation="mail_card")
-        assert run["status"] == "done", run
-        [mail] = smtp.messages
-        [part] = [p for p in email.message_from_bytes(mail["data"]).walk() if p.get_filename()]
-        assert part.get_filename() == f"account-{acc['id']}.txt"
-        assert part.get_payload(decode=True) == b"zh: Acme"
-    finally:
-        smtp.close()
-        receiver.close()
+def test_send_email_attaches_what_a_plugin_makes_by_name(make_runtime, write_tree, smtp, receiver):
+    rt = make_runtime(site_dir=write_tree("site", {"automations.yaml": AUTOMATION}),
+                      plugin_dirs=(write_tree("plugins", {"card_plugin.py": PLUGIN}),),
+                      mail_url=f"smtp://127.0.0.1:{smtp.port}")
+    harness = Harness(rt, "inprocess", {}, receiver, smtp)
+    acc = rt.records.create("account", {"name": "Acme"}, context=Context(system=True))
+    [run] = harness.settle(automation="mail_card")
+    assert run["status"] == "done", run
+    [mail] = smtp.messages
+    [part] = [p for p in email.message_from_bytes(mail["data"]).walk() if p.get_filename()]
+    assert part.get_filename() == f"account-{acc['id']}.txt"
+    assert part.get_payload(decode=True) == b"zh: Acme"

@@ -16,7 +16,7 @@ import pytest
 
 from engine.settings import ROOT
 from engine.storage.records import Context
-from tests.automation_kit import Harness, Receiver, SmtpSink
+from tests.automation_kit import Harness
 
 pdfium = pytest.importorskip("pypdfium2")
 
@@ -191,42 +191,31 @@ actions:
 """
 
 
-def test_an_automation_e_mail_carries_the_quote_pdf(make_runtime, write_tree):
-    smtp, receiver = SmtpSink(), Receiver()
-    try:
-        rt = make_runtime(site_dir=write_tree("site", {"automations.yaml": EMAIL}), company_name=COMPANY,
-                          mail_url=f"smtp://127.0.0.1:{smtp.port}")
-        harness = Harness(rt, "inprocess", {}, receiver, smtp)
-        quote = _quote(rt)
-        rt.records.update("quote", quote["id"], {"status": "presented"}, context=SYSTEM)
-        [run] = harness.settle(automation="send_quote")
-        assert run["status"] == "done", run
-        [mail] = smtp.messages
-        message = email.message_from_bytes(mail["data"])
-        [part] = [p for p in message.walk() if p.get_content_type() == "application/pdf"]
-        assert part.get_filename() == f"quote_pdf-{quote['quote_number']}.pdf"
-        text = _text(part.get_payload(decode=True))
-        assert "报价单" in text and "Laptop Pro" in text and COMPANY in text
-    finally:
-        smtp.close()
-        receiver.close()
+def test_an_automation_e_mail_carries_the_quote_pdf(make_runtime, write_tree, smtp, receiver):
+    rt = make_runtime(site_dir=write_tree("site", {"automations.yaml": EMAIL}), company_name=COMPANY,
+                      mail_url=f"smtp://127.0.0.1:{smtp.port}")
+    harness = Harness(rt, "inprocess", {}, receiver, smtp)
+    quote = _quote(rt)
+    rt.records.update("quote", quote["id"], {"status": "presented"}, context=SYSTEM)
+    [run] = harness.settle(automation="send_quote")
+    assert run["status"] == "done", run
+    [mail] = smtp.messages
+    message = email.message_from_bytes(mail["data"])
+    [part] = [p for p in message.walk() if p.get_content_type() == "application/pdf"]
+    assert part.get_filename() == f"quote_pdf-{quote['quote_number']}.pdf"
+    text = _text(part.get_payload(decode=True))
+    assert "报价单" in text and "Laptop Pro" in text and COMPANY in text
 
 
-def test_an_attachment_nobody_makes_fails_the_action(make_runtime, write_tree):
-    smtp, receiver = SmtpSink(), Receiver()
-    try:
-        rt = make_runtime(site_dir=write_tree("site", {"automations.yaml": EMAIL.replace("[quote_pdf]", "[nope_pdf]")}),
-                          mail_url=f"smtp://127.0.0.1:{smtp.port}", job_backoff=0.01)
-        harness = Harness(rt, "inprocess", {}, receiver, smtp)
-        quote = _quote(rt)
-        rt.records.update("quote", quote["id"], {"status": "presented"}, context=SYSTEM)
-        runs = harness.settle(automation="send_quote")
-        assert runs and runs[-1]["status"] != "done" and "nope_pdf" in (runs[-1].get("error") or "")
-        assert smtp.messages == []
-    finally:
-        smtp.close()
-        receiver.close()
-
+def test_an_attachment_nobody_makes_fails_the_action(make_runtime, write_tree, smtp, receiver):
+    rt = make_runtime(site_dir=write_tree("site", {"automations.yaml": EMAIL.replace("[quote_pdf]", "[nope_pdf]")}),
+                      mail_url=f"smtp://127.0.0.1:{smtp.port}", job_backoff=0.01)
+    harness = Harness(rt, "inprocess", {}, receiver, smtp)
+    quote = _quote(rt)
+    rt.records.update("quote", quote["id"], {"status": "presented"}, context=SYSTEM)
+    runs = harness.settle(automation="send_quote")
+    assert runs and runs[-1]["status"] != "done" and "nope_pdf" in (runs[-1].get("error") or "")
+    assert smtp.messages == []
 
 ROLE = """
 role: quoter
