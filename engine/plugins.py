@@ -193,6 +193,12 @@ class Hooks:
     def crm_record_panels(self, runtime: Any, entity: Any, record: dict, access: Any) -> list:
         """Return ``Panel`` objects shown on the page of ``record``."""
 
+    # -- documents --------------------------------------------------------------------------------
+    @hookspec(firstresult=True)
+    def crm_attachments(self, entity: Any, record: dict, name: str, lang: str) -> tuple | None:
+        """Return ``(filename, content_type, bytes)``: the file ``name`` made from ``record`` (e.g. a
+        document's PDF) for the ``send_email`` action's ``attach:``, or None when ``name`` is not yours."""
+
     # -- record lifecycle (called by the record service, inside or after its transaction) ----------
     @hookspec
     def crm_watches_writes(self, entity: Any) -> bool:

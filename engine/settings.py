@@ -67,6 +67,14 @@ class Settings:
     #: file under var_dir). Empty: the environment is read when a key is needed (docs/security.md).
     encryption_keys: str = field(default="", repr=False)
     encryption_keys_from: str = ""
+    #: CRM_CURRENCY: the ISO code of amounts whose entity names no currency (docs/metadata.md#currency).
+    currency: str = "USD"
+    #: CRM_COMPANY_NAME, CRM_COMPANY_ADDRESS: the company documents (a quote's PDF) are issued by.
+    company_name: str = "Your company"
+    company_address: str = ""
+    #: CRM_PDF_FONT: the TrueType/OpenType font (.ttf, .otf, .ttc) with CJK glyphs that PDFs embed;
+    #: blank: the first one found on the font search path (docs/operations.md#fonts-for-pdf-documents).
+    pdf_font: str = ""
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -90,6 +98,10 @@ class Settings:
             mail_from=env.get("CRM_MAIL_FROM", "crm@localhost"),
             secure_cookies=env.get("CRM_SECURE_COOKIES", "").lower() in ("1", "true", "yes"),
             require_if_match=env.get("CRM_REQUIRE_IF_MATCH", "").lower() in ("1", "true", "yes"),
+            currency=(env.get("CRM_CURRENCY") or "USD").strip().upper(),
+            company_name=env.get("CRM_COMPANY_NAME") or "Your company",
+            company_address=env.get("CRM_COMPANY_ADDRESS", ""),
+            pdf_font=env.get("CRM_PDF_FONT", ""),
         )
         if env.get("SECRET_KEY"):
             values["secret_key"] = env["SECRET_KEY"]

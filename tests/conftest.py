@@ -128,3 +128,13 @@ def receiver():
     r = Receiver()
     yield r
     r.close()
+
+
+@pytest.fixture
+def smtp():
+    """A local SMTP server keeping the messages it receives (``tests.automation_kit.SmtpSink``)."""
+    from tests.automation_kit import SmtpSink
+
+    sink = SmtpSink()
+    yield sink
+    sink.close()

@@ -724,7 +724,7 @@ def test_the_record_page_shows_the_field_history_after_an_edit(site, admin):
     rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", history.group(1))]
     changes = {(cells[1], cells[2], cells[3], cells[4]) for cells in rows if len(cells) == 5}
     assert ("Opportunity name", "Before", "After", "Ada Admin") in changes
-    assert ("Amount", "100.00", "250.00", "Ada Admin") in changes
+    assert ("Amount", "$100.00", "$250.00", "Ada Admin") in changes
 
 
 # -- 7. kanban moves ---------------------------------------------------------------------------------------

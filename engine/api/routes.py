@@ -209,7 +209,7 @@ def _list(entity: str):
     return _json(body)
 
 
-def _list_query(ent) -> tuple[ListQuery, tuple[str, ...] | None, list[str]]:
+def _list_query(ent, options: frozenset[str] = frozenset()) -> tuple[ListQuery, tuple[str, ...] | None, list[str]]:
     args = request.args
     q = ListQuery(ent.name)
     hidden = g.access.hidden(ent.name)
@@ -224,7 +224,7 @@ def _list_query(ent) -> tuple[ListQuery, tuple[str, ...] | None, list[str]]:
     elif (ent.layouts.get("list") or {}).get("sort"):
         q.sort = check_sort(ent, ent.layouts["list"]["sort"])
     for key, value in args.items(multi=True):
-        if key in RESERVED:
+        if key in RESERVED or key in options:
             continue
         name, _, rest = key.partition("[")
         op = rest[:-1] if rest.endswith("]") else ("eq" if not rest else None)
@@ -396,16 +396,32 @@ def _export(entity: str):
     ent = _entity(entity)
     context = _context()
     g.access.require(ent.name, "export")
-    q, fields, _ = _list_query(ent)
+    q, fields, _ = _list_query(ent, EXPORT_OPTIONS)
+    readable = _export_format()
     if request.args.get("cursor") or request.args.get("offset") or request.args.get("count"):
         raise ApiError(400, "Bad query", "an export takes filters, where, sort and fields; not cursor, offset or count",
                        kind="bad-query")
     columns = list(fields or _only(ent) or _serializers().columns(ent))
-    rows = export_csv(_rt().records, ent, q, columns, context)
+    rows = export_csv(_rt().records, ent, q, columns, context,
+                      money=(request.args.get("lang") or "en", _rt().settings.currency) if readable else None)
     audit(_rt().records, "export", user_id=context.user_id, entity=ent.name,
           detail={"query": request.query_string.decode("utf-8", "replace")[:1000]})
     return Response(stream_with_context(rows), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{ent.name}.csv"'})
+
+
+#: The export's own parameters (not filters): ``format=readable`` writes amounts as people read them
+#: (``$1,234.50``, ``¥1,235``) in ``lang`` (en, zh); ``format=raw`` (the default) plain numbers.
+EXPORT_OPTIONS = frozenset({"format", "lang"})
+
+
+def _export_format() -> bool:
+    fmt, lang = request.args.get("format", "raw"), request.args.get("lang", "en")
+    if fmt not in ("raw", "readable") or lang not in ("en", "zh"):
+        bad = "format" if fmt not in ("raw", "readable") else "lang"
+        raise ApiError(400, "Bad query", f"{bad} must be {'raw or readable' if bad == 'format' else 'en or zh'}",
+                       kind="bad-query", errors=[{"field": bad, "code": "enum", "message": "not a value it takes"}])
+    return fmt == "readable"
 
 
 def _search():

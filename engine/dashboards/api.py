@@ -18,7 +18,7 @@ from engine.api.openapi import error_responses, json_object, query_parameter
 
 from . import compute
 from .plugin import dashboards_of
-from .svg import render
+from .svg import money_of, render
 
 
 def blueprint() -> Blueprint:
@@ -68,7 +68,8 @@ def _svg(name: str, widget: str):
     if found is None:
         raise ApiError(404, "Not found", f"dashboard {name!r} has no widget {widget!r}")
     result = compute(api.runtime().records, found, access=getattr(g, "access", None), lang=_lang())
-    return Response(render(result), mimetype="image/svg+xml",
+    money = money_of(api.runtime().model, found, api.runtime().settings.currency, _lang())
+    return Response(render(result, money), mimetype="image/svg+xml",
                     headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
 
 

@@ -11,13 +11,34 @@ WIDTH, BAR_H, GAP, LABEL_W = 560, 22, 6, 170
 COLOURS = ("#2f6fde", "#3c9d5d", "#d9822b", "#8e5bd1", "#d14b6f", "#2aa1a8", "#8c8c3a", "#6b7a8f")
 
 
-def render(result: Result) -> str:
-    """The widget as a standalone SVG document."""
+def render(result: Result, money: tuple[str, str] | None = None) -> str:
+    """The widget as a standalone SVG document; ``money=(ISO code, lang)``: its figures are amounts
+    in that currency (``money_of``)."""
+    fmt = _fmt if money is None else (lambda value: _money(value, money))
     if result.groups is None:
-        return _number(result)
+        return _number(result, fmt)
     if result.widget.type == "line":
-        return _line(result)
-    return _bars(result, funnel=result.widget.type == "funnel")
+        return _line(result, fmt)
+    return _bars(result, fmt, funnel=result.widget.type == "funnel")
+
+
+def money_of(model, widget, currency: str, lang: str) -> tuple[str, str] | None:
+    """``(currency, lang)`` when the widget's figures are amounts in one currency: a sum, average,
+    minimum or maximum of an amount field of an entity whose records name no currency of their own
+    (the site's ``currency``); None otherwise (counts, or amounts in several currencies)."""
+    from engine.fields.numeric import is_amount
+
+    ent = model.entities.get(widget.entity)
+    field = ent.fields.get(widget.field or "") if ent is not None else None
+    if field is None or widget.aggregate == "count" or ent.props.get("currency") or not is_amount(field):
+        return None
+    return currency, lang
+
+
+def _money(value, money: tuple[str, str]) -> str:
+    from engine.fields.numeric import format_money
+
+    return format_money(value, *money) if isinstance(value, (Decimal, float, int)) else _fmt(value)
 
 
 def _fmt(value) -> str:
@@ -35,14 +56,14 @@ def _svg(width: int, height: int, body: str, title: str) -> str:
             f"<title>{escape(title)}</title>{body}</svg>")
 
 
-def _number(result: Result) -> str:
+def _number(result: Result, fmt) -> str:
     title = result.widget.label.get()
     body = (f'<text x="10" y="26" fill="#555">{escape(title)}</text>'
-            f'<text x="10" y="70" font-size="36" font-weight="bold" fill="#222">{escape(_fmt(result.value))}</text>')
+            f'<text x="10" y="70" font-size="36" font-weight="bold" fill="#222">{escape(fmt(result.value))}</text>')
     return _svg(WIDTH, 90, body, title)
 
 
-def _bars(result: Result, *, funnel: bool) -> str:
+def _bars(result: Result, fmt, *, funnel: bool) -> str:
     groups = result.groups or []
     top = max((float(v or 0) for _, _, v in groups), default=0) or 1
     span = WIDTH - LABEL_W - 90
@@ -54,13 +75,13 @@ def _bars(result: Result, *, funnel: bool) -> str:
         parts.append(f'<text x="{LABEL_W - 8}" y="{y + 15}" text-anchor="end" fill="#333">{escape(str(label))}</text>'
                      f'<rect x="{x:.1f}" y="{y}" width="{length:.1f}" height="{BAR_H}" rx="3" '
                      f'fill="{COLOURS[i % len(COLOURS)]}"/>'
-                     f'<text x="{LABEL_W + span + 8}" y="{y + 15}" fill="#333">{escape(_fmt(value))}</text>')
+                     f'<text x="{LABEL_W + span + 8}" y="{y + 15}" fill="#333">{escape(fmt(value))}</text>')
     height = 20 + len(groups) * (BAR_H + GAP)
     return _svg(WIDTH, max(height, 40), "".join(parts) or '<text x="10" y="25" fill="#888">–</text>',
                 result.widget.label.get())
 
 
-def _line(result: Result) -> str:
+def _line(result: Result, fmt) -> str:
     groups = result.groups or []
     height, left, bottom = 220, 50, 190
     top = max((float(v or 0) for _, _, v in groups), default=0) or 1
@@ -75,5 +96,5 @@ def _line(result: Result) -> str:
                      f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle" font-size="11" fill="#333">'
                      f'{escape(str(label))}</text>'
                      f'<text x="{x:.1f}" y="{y - 6:.1f}" text-anchor="middle" font-size="11" fill="#333">'
-                     f'{escape(_fmt(value))}</text>')
+                     f'{escape(fmt(value))}</text>')
     return _svg(WIDTH, height, "".join(parts), result.widget.label.get())

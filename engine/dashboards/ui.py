@@ -14,7 +14,7 @@ from engine.ui.i18n import translate as _
 
 from . import compute
 from .plugin import dashboards_of
-from .svg import render
+from .svg import money_of, render
 
 GROUP = "Dashboards"   # the navigation's menu, as the UI's catalogs translate it
 
@@ -55,5 +55,6 @@ def dashboard_page(name: str):
     charts = []
     for widget in widgets:
         result = compute(runtime().records, widget, access=g.access, lang=current_lang())
-        charts.append({"widget": widget, "svg": Markup(render(result)), "type": widget.type})   # render() escapes
+        money = money_of(runtime().model, widget, runtime().settings.currency, current_lang())
+        charts.append({"widget": widget, "svg": Markup(render(result, money)), "type": widget.type})   # render() escapes
     return render_template("dashboards/dashboard.html", dashboard=dashboard, charts=charts)

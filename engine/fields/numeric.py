@@ -196,3 +196,48 @@ class PercentType(NumberType):
 
 
 TYPES = (IntegerType(), NumberType(), CurrencyType(), PercentType())
+
+
+#: Locales Babel formats numbers and amounts with, per UI language.
+LOCALES = {"en": "en_US", "zh": "zh_Hans_CN"}
+
+
+def format_money(value: Any, code: str, lang: str = "en") -> str:
+    """An amount as people read it in ``lang``, with the symbol and decimals of the ISO currency
+    ``code`` (CLDR, through Babel): ``$1,234.50``, ``CN¥1,234.50`` (``¥1,234.50`` in Chinese), ``¥1,235``
+    for yen (no decimals). Rounded half up to the currency's digits, as a person would."""
+    from babel.numbers import format_currency, get_currency_precision
+
+    code = str(code or "").upper()
+    digits = get_currency_precision(code)
+    amount = _Numeric.to_decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    return format_currency(amount, code, locale=LOCALES.get(lang, LOCALES["en"]), currency_digits=True)
+
+
+def is_amount(field) -> bool:
+    """A currency field, or a formula or rollup whose value is an amount."""
+    if field.type_name == "formula":
+        return field.prop("returns") == "currency"
+    if field.type_name == "rollup":   # a sum of amounts (or of formulas giving amounts)
+        return field.source is not None and (field.prop("function") or "COUNT") != "COUNT" \
+            and is_amount(field.source)
+    return field.type_name == "currency"
+
+
+def currencies_of(records, ent, rows: list[dict], context) -> dict[int, str]:
+    """``{record id: ISO code}`` of ``rows`` from the entity's ``currency:`` key: a field of the record
+    (``currency_code``) or of the record it looks up (``quote.currency_code``), read through
+    ``records`` (the record service) with the caller's ``context``. A row whose code is blank or
+    unreadable is left out: its amounts are in the site's currency (``CRM_CURRENCY``)."""
+    source = ent.props.get("currency")
+    rows = [r for r in rows if r.get("id") is not None]
+    if not source or not rows:
+        return {}
+    head, _dot, tail = str(source).partition(".")
+    missing = [r["id"] for r in rows if head not in r]   # a page read with only its columns
+    found = records.fetch_many(ent.name, missing, context=context) if missing else {}
+    codes = {r["id"]: (r[head] if head in r else (found.get(r["id"]) or {}).get(head)) for r in rows}
+    if tail:
+        parents = records.fetch_many(ent.fields[head].target, set(codes.values()) - {None}, context=context)
+        codes = {rid: (parents.get(pid) or {}).get(tail) for rid, pid in codes.items()}
+    return {rid: str(code) for rid, code in codes.items() if code not in (None, "")}

@@ -22,6 +22,7 @@ def check_model(model: AppModel, declared: dict[str, "Declared"], problems: "Pro
         _check_names(entity, decl, problems)
         _check_fields(model, entity, decl, problems)
         _check_title(entity, decl, problems)
+        _check_currency(model, entity, decl, problems)
         _check_indexes(entity, decl, problems)
         _check_layouts(model, entity, decl, problems)
         _check_validations(entity, decl, problems)
@@ -73,6 +74,26 @@ def _check_title(entity: Entity, decl: "Declared", problems: "Problems") -> None
     if entity.title != "id" and entity.title not in entity.fields:
         problems.add(decl.loc("title") if "title" in decl.props else decl.origin,
                      f"title {entity.title!r} is not a field of {entity.name}")
+
+
+def _check_currency(model: AppModel, entity: Entity, decl: "Declared", problems: "Problems") -> None:
+    """``currency:`` names the field holding the ISO code of the record's amounts: a picklist or text
+    field of the entity, or ``lookup.field`` of the record it looks up (a line's ``quote.currency_code``)."""
+    source = entity.props.get("currency")
+    if source is None:
+        return
+    head, _dot, tail = str(source).partition(".")
+    ent, name = entity, head
+    if tail:
+        link = entity.fields.get(head)
+        if link is None or link.type_name != "lookup" or link.target not in model.entities:
+            problems.add(decl.loc("currency"), f"currency {source!r}: {head!r} is no lookup field of {entity.name}")
+            return
+        ent, name = model.entities[link.target], tail
+    field = ent.fields.get(name)
+    if field is None or field.type_name not in ("picklist", "text") or "." in tail:
+        problems.add(decl.loc("currency"), f"currency {source!r} must name a picklist or text field holding an "
+                                           f"ISO currency code (USD, CNY...), of {entity.name} or of a record it looks up")
 
 
 def _check_indexes(entity: Entity, decl: "Declared", problems: "Problems") -> None:

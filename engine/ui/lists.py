@@ -59,7 +59,7 @@ def list_page(entity: str):
     rows = page.records if page else []
     lang = current_lang()
     titles = lookup_titles(runtime().records, ent, cols, rows, g.context)
-    table = [{"id": r["id"], "cells": [(c, display(c, r.get(c.name), lang, titles), link_to(c, r.get(c.name)))
+    table = [{"id": r["id"], "cells": [(c, display(c, r.get(c.name), lang, titles, r), link_to(c, r.get(c.name)))
                                        for c in cols]} for r in rows]
     offered = (ent.layouts.get("list") or {}).get("filters") or []   # the layout's filter fields first
     names = dict.fromkeys([*offered, "id", *ent.fields, "owner_id", "created_at", "updated_at"])
@@ -112,7 +112,7 @@ def _export_url(ent, cols, where: str, sort: str) -> str | None:
     if not g.access.can(ent.name, "export"):
         return None
     params = {"fields": ",".join(c.name for c in cols if c.field.stored or c.system or c.field.computed_on_read),
-              "sort": sort}
+              "sort": sort, "format": "readable", "lang": current_lang()}   # amounts with their currency
     if where:
         params["where"] = where
     return f"/api/v1/{ent.name}/_export?{urlencode(params)}"

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from babel.numbers import format_decimal
 
+from engine.fields.numeric import LOCALES, currencies_of, format_money, is_amount
 from engine.metadata.model import Entity, Field
 from engine.storage.query import SYSTEM_TYPES, system_field
 
@@ -22,8 +23,8 @@ from .i18n import translate as _
 #: English labels of the system columns (translated through the catalog when shown).
 SYSTEM_LABELS = {"id": "ID", "created_at": "Created", "updated_at": "Last modified", "created_by": "Created by",
                  "updated_by": "Last modified by", "owner_id": "Owner", "version": "Version"}
-#: Locales Babel formats numbers with, per UI language.
-LOCALES = {"en": "en_US", "zh": "zh_Hans_CN"}
+#: The key of ``titles`` under which ``lookup_titles`` keeps a row's currency: ``(CURRENCY, row id)``.
+CURRENCY = "$currency"
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Column:
         if self.field.type_name == "formula":
             return str(self.field.prop("returns") or "text")
         if self.field.type_name == "rollup":
-            return "currency" if (self.field.source is not None and self.field.source.type_name == "currency") else "number"
+            return "currency" if is_amount(self.field) else "number"
         return self.field.type_name
 
     @property
@@ -126,11 +127,22 @@ def lookup_titles(records_svc, ent: Entity, cols: list[Column], rows: list[dict]
                     found = records_svc.fetch_many(target.name, [ref.id], context=context)
                     if ref.id in found:
                         titles[(target.name, ref.id)] = title_of(target, found[ref.id])
+    if any(c.kind == "currency" for c in cols):
+        titles.update({(CURRENCY, rid): code for rid, code in currencies_of(records_svc, ent, rows, context).items()})
     return titles
 
 
-def display(col: Column, value: Any, lang: str, titles: dict | None = None) -> str:
-    """The text a value shows as (blank as an empty string)."""
+def default_currency() -> str:
+    """The site's currency (``CRM_CURRENCY``), for amounts whose entity names none."""
+    from flask import current_app, has_app_context
+
+    runtime = current_app.extensions.get("crm") if has_app_context() else None
+    return getattr(getattr(runtime, "settings", None), "currency", None) or "USD"
+
+
+def display(col: Column, value: Any, lang: str, titles: dict | None = None, record: dict | None = None) -> str:
+    """The text a value shows as (blank as an empty string); an amount in the currency of ``record``
+    (the row it is read from, whose code ``lookup_titles`` found) or else the site's."""
     if value is None or value == "" or value == []:
         return ""
     kind = col.kind
@@ -147,9 +159,8 @@ def display(col: Column, value: Any, lang: str, titles: dict | None = None) -> s
     if kind == "boolean":
         return _("Yes") if value else _("No")
     if kind == "currency" and isinstance(value, (int, Decimal, float)):
-        code = col.field.prop("currency")
-        text = format_decimal(value, format="#,##0.00", locale=locale)
-        return f"{code} {text}" if code else text
+        code = (titles or {}).get((CURRENCY, record.get("id"))) if record is not None else None
+        return format_money(value, code or col.field.prop("currency") or default_currency(), lang)
     if kind == "percent" and isinstance(value, (int, Decimal, float)):
         return f"{format_decimal(value, locale=locale)}%"
     if kind in ("number", "integer") and isinstance(value, (int, Decimal, float)):
@@ -176,7 +187,7 @@ def input_value(col: Column, value: Any) -> Any:
     return str(value)
 
 
-__all__ = ["Column", "column", "columns", "display", "form_sections", "input_value", "list_columns",
+__all__ = ["CURRENCY", "Column", "column", "columns", "default_currency", "display", "form_sections", "input_value", "list_columns",
            "lookup_titles", "title_of"]
 
 

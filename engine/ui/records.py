@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from flask import abort, g, jsonify, render_template, request, url_for
 
 from engine.fields import whole_number
+from engine.fields.numeric import currencies_of
 from engine.storage.errors import (
     Conflict,
     DeleteRestricted,
@@ -36,6 +37,7 @@ from .forms import field_states
 from .i18n import current_lang
 from .i18n import translate as _
 from .present import (
+    CURRENCY,
     Column,
     buttons,
     column,
@@ -58,7 +60,7 @@ def record_page(entity: str, record_id: int):
     sections = form_sections(ent, hidden_of(ent))
     cols = [c for s in sections for c in s["fields"]]
     titles = lookup_titles(runtime().records, ent, cols, [record], g.context)
-    shown = {c.name: (display(c, record.get(c.name), lang, titles), link_to(c, record.get(c.name))) for c in cols}
+    shown = {c.name: (display(c, record.get(c.name), lang, titles, record), link_to(c, record.get(c.name))) for c in cols}
     state = field_states(ent, record, record)
     return render_template("ui/record.html", ent=ent, record=record, title=title_of(ent, record), sections=sections,
                            shown=shown, state=state, actions=_actions(ent, record), panels=_panels(ent, record),
@@ -103,7 +105,7 @@ def _related(ent, record_id: int) -> list[dict]:
         cols = [c for c in list_columns(child, g.access.hidden(child.name)) if c.name != field_name][:5]
         titles = lookup_titles(runtime().records, child, cols, page.records, g.context)
         out.append({"entity": child, "field": field, "total": page.total, "cols": cols,
-                    "rows": [{"id": r["id"], "cells": [display(c, r.get(c.name), lang, titles) for c in cols]}
+                    "rows": [{"id": r["id"], "cells": [display(c, r.get(c.name), lang, titles, r) for c in cols]}
                              for r in page.records],
                     "new_url": (f"{url_for('ui.new', entity=child.name)}?{urlencode({field_name: value})}"
                                 if g.access.can(child.name, "create") else None)})
@@ -141,20 +143,22 @@ def _field_history(ent, record: dict) -> list[dict]:
             if h["field"] not in g.access.hidden(ent.name) and column(ent, h["field"]) is not None]
     people = svc.fetch_many("user", {h["changed_by"] for h in rows} - {None}, context=g.context) \
         if g.access.can("user", "read") else {}
+    code = currencies_of(svc, ent, [record], g.context).get(record["id"])
+    money = {(CURRENCY, record["id"]): code} if code else {}
     return [{"at": h["changed_at"], "field": column(ent, h["field"]).label(lang),
-             "old": _history_text(column(ent, h["field"]), h["old_value"], lang),
-             "new": _history_text(column(ent, h["field"]), h["new_value"], lang),
+             "old": _history_text(column(ent, h["field"]), h["old_value"], lang, money, record),
+             "new": _history_text(column(ent, h["field"]), h["new_value"], lang, money, record),
              "by": (people.get(h["changed_by"]) or {}).get("name") or (f"#{h['changed_by']}" if h["changed_by"] else "")}
             for h in reversed(rows)]
 
 
-def _history_text(col: Column, value: Any, lang: str) -> str:
+def _history_text(col: Column, value: Any, lang: str, money: dict | None = None, record: dict | None = None) -> str:
     """A value of the history (its JSON form) shown as the field shows it: labels, numbers and
-    date-times in the user's language and time zone."""
+    date-times in the user's language and time zone, amounts in the record's currency (``money``)."""
     if value is None:
         return "—"
     try:
-        shown = display(col, col.field.coerce(value) if not col.target else value, lang)
+        shown = display(col, col.field.coerce(value) if not col.target else value, lang, money, record)
     except Exception:   # noqa: BLE001 - a value the field no longer reads (the type changed): as stored
         return str(value)
     return shown or "—"
@@ -198,7 +202,7 @@ def kanban(entity: str):
         titles = lookup_titles(runtime().records, ent, cards, page.records, g.context)
         lanes.append({"value": option.value, "label": option.label.get(lang), "total": page.total,
                       "cards": [{"id": r["id"], "version": r["version"],
-                                 "lines": [(c, display(c, r.get(c.name), lang, titles)) for c in cards]}
+                                 "lines": [(c, display(c, r.get(c.name), lang, titles, r)) for c in cards]}
                                 for r in page.records]})
     return render_template("ui/kanban.html", ent=ent, group=group, lanes=lanes, error=error, where=where,
                            can_move=g.access.can(ent.name, "update") and bool(editable_columns(ent, [group])))

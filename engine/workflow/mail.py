@@ -32,7 +32,9 @@ def message_id(key: str, index: int) -> str:
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}.{index}@crm-engine>"
 
 
-def send_mail(settings, *, to: list[str], subject: str, body: str, html: bool = False, message_id: str) -> None:
+def send_mail(settings, *, to: list[str], subject: str, body: str, html: bool = False, message_id: str,
+              attachments: tuple = ()) -> None:
+    """Send (or write) one message; ``attachments``: ``(filename, content type, bytes)`` each."""
     msg = EmailMessage()
     msg["From"] = settings.mail_from
     msg["To"] = ", ".join(to)
@@ -40,6 +42,9 @@ def send_mail(settings, *, to: list[str], subject: str, body: str, html: bool = 
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = message_id
     msg.set_content(body, subtype="html" if html else "plain")
+    for filename, content_type, content in attachments:
+        maintype, _slash, subtype = content_type.partition("/")
+        msg.add_attachment(content, maintype=maintype, subtype=subtype or "octet-stream", filename=filename)
     url = urlsplit(settings.mail_target)
     if url.scheme == "file":
         folder = Path(unquote(url.path))

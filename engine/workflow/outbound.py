@@ -57,7 +57,10 @@ class SendEmail(ActionType):
         "to": {"type": "string", "description": "formula giving the address (or addresses separated by ;)"},
         "subject": {"type": "string", "description": "jinja2 template"},
         "body": {"type": "string", "description": "jinja2 template"},
-        "html": {"type": "boolean"}}}
+        "html": {"type": "boolean"},
+        "attach": {"type": "array", "items": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}, "maxItems": 10,
+                   "description": "files made from the record to attach, by name (a document: quote_pdf)"},
+        "lang": {"enum": ["en", "zh"], "description": "the language of the attached documents (default en)"}}}
 
     def prepare(self, props, ent, c, where):
         from jinja2 import TemplateSyntaxError
@@ -81,9 +84,27 @@ class SendEmail(ActionType):
         context = {"record": act.record_json(), "entity": act.ent.name, "label": act.ent.label.get()}
         subject = compiled["subject"].render(context).strip().replace("\n", " ")
         body = compiled["body"].render(context)
+        attachments = _attachments(act)
         send_mail(act.engine.settings, to=addresses, subject=subject, body=body,
-                  html=bool(act.step.props.get("html")), message_id=message_id(act.key, act.step.index))
-        return {"to": addresses}
+                  html=bool(act.step.props.get("html")), message_id=message_id(act.key, act.step.index),
+                  attachments=attachments)
+        return {"to": addresses, **({"attached": [a[0] for a in attachments]} if attachments else {})}
+
+
+def _attachments(act) -> tuple:
+    """The files ``attach:`` names, made by the plugin that knows each name (the ``crm_attachments``
+    hook: the documents capability renders its PDFs); a name nobody makes is an error of the action."""
+    names = act.step.props.get("attach") or ()
+    pm = act.svc.hooks.pm
+    files = []
+    for name in names:
+        found = pm.hook.crm_attachments(entity=act.ent, record=act.record, name=name,
+                                        lang=act.step.props.get("lang", "en")) if pm is not None else None
+        if found is None:
+            raise ActionError(f"send_email: nothing makes the attachment {name!r} for {act.ent.name} "
+                              "(is it a document of this entity, and is the documents plugin on?)")
+        files.append(tuple(found))
+    return tuple(files)
 
 
 def _templates(html: bool):

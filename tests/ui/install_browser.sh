@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the browser tests (tests/ui) need from Debian's packages: Chromium, driven by the
-# `playwright` Python package through executable_path (Playwright's own browser download is not
-# used), and the Noto CJK font (without it Chinese text renders as boxes in screenshots).
+# Installs the system packages the project needs from Debian's: Chromium for the browser tests
+# (tests/ui), driven by the `playwright` Python package through executable_path (Playwright's own
+# browser download is not used), and the Noto CJK font: without it Chinese text renders as boxes in
+# screenshots, and PDF documents (engine/documents, which embeds it with fpdf2; checked with its CFF
+# outlines) have no CJK glyphs (they fall back to a Latin font; see docs/operations.md).
 # Idempotent: does nothing when both are present. Installs as root, or with `sudo -n` when that
 # works; otherwise prints what to install and exits 0, so that `make test` still runs (the UI tests
 # then skip, or fail when CRM_REQUIRE_BROWSER=1, as in CI).

@@ -110,11 +110,11 @@ def test_filter_sort_and_save_a_list_view(page, live_server):
 
     page.locator("a.sort-link[data-field=amount]").click()
     page.wait_for_url(re.compile(r"sort=amount"))
-    amounts = [Decimal(a.replace(",", "")) for a in _column(page, "Amount") if a]
+    amounts = [Decimal(a.replace(",", "").lstrip("$")) for a in _column(page, "Amount") if a]
     assert amounts == sorted(amounts) and len(amounts) > 1
     page.locator("a.sort-link[data-field=amount]").click()
     page.wait_for_url(re.compile(r"sort=-amount"))
-    amounts = [Decimal(a.replace(",", "")) for a in _column(page, "Amount") if a]
+    amounts = [Decimal(a.replace(",", "").lstrip("$")) for a in _column(page, "Amount") if a]
     assert amounts == sorted(amounts, reverse=True)
 
     page.fill("input[name=name]", "Qualified, biggest first")
@@ -125,7 +125,7 @@ def test_filter_sort_and_save_a_list_view(page, live_server):
     page.locator("a.saved-view", has_text="Qualified, biggest first").click()
     page.wait_for_url(re.compile(r"view=\d+"))
     assert page.locator("#current-where").inner_text() == "stage = 'qualification'"
-    assert _column(page, "Amount")[0].replace(",", "") == str(max(r["amount"] for r in expected.records
+    assert _column(page, "Amount")[0].replace(",", "").lstrip("$") == str(max(r["amount"] for r in expected.records
                                                                  if r["amount"] is not None))
     shot(page, "saved-view")
 
