@@ -34,7 +34,7 @@ def test_the_record_page_list_and_kanban_show_each_quote_in_its_currency(site): 
     yen = _quote(rt, "JPY", lines=(("Camera", 1, "1234.56", 0),), name="Yen quote")
     browser = site.browser(site.admin)
     page = browser.get(f"/ui/quote/{yuan['id']}").get_data(as_text=True)
-    assert "CN¥2,738.97" in page and "CN¥12.00" in page
+    assert "CN¥2,738.97" in page and "CN¥5.00" in page
     assert "$2,738.97" not in page.replace("CN¥", "")
     # the record page offers its documents; the button downloads the PDF with the web session
     download = f"/api/v1/quote/{yuan['id']}/_documents/quote_pdf?lang=en"
@@ -52,12 +52,12 @@ def test_the_record_page_list_and_kanban_show_each_quote_in_its_currency(site): 
     assert "¥2,738.97" in page and "CN¥" not in page
     browser.lang("en")
     listing = browser.get("/ui/quote?sort=id").get_data(as_text=True)
-    assert "CN¥17.00" in listing or "CN¥" in listing
-    assert "$17.00" in listing.replace("CN¥", "")
+    assert "CN¥2,743.97" in listing                       # the grand total: 2738.97 + 5.00 shipping
+    assert "$2,743.97" in listing.replace("CN¥", "")
     lines = browser.get("/ui/quote_line?sort=id").get_data(as_text=True)
     assert "CN¥1,234.50" in lines and "$99.99" in lines and "¥1,235" in lines
     board = browser.get("/ui/quote/kanban").get_data(as_text=True)
-    assert "CN¥" in board and "$17.00" in board.replace("CN¥", "")
+    assert "CN¥2,743.97" in board and "$2,743.97" in board.replace("CN¥", "")
 
 
 def test_the_readable_csv_export_writes_amounts_in_their_currency(site):  # noqa: F811
