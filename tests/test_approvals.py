@@ -7,6 +7,8 @@ On SQLite and, with DATABASE_URL, on PostgreSQL."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import threading
 
 import pytest
@@ -101,6 +103,9 @@ class Api:
 
             def patch(self, path, body):
                 return client.patch(path, headers=headers, json=body)
+
+            def delete(self, path):
+                return client.delete(path, headers=headers)
 
         return Caller()
 
@@ -481,6 +486,44 @@ def test_the_base_crm_quote_discount_approval_end_to_end(crm):
     assert api.as_(treasurer).post(f"/api/v1/contract/{contract['id']}/_approval/reject",
                                    {"comment": "payment terms"}).json["status"] == "rejected"
 
+
+
+def test_line_discounts_count_and_the_lines_are_locked_with_their_pending_quote(crm):
+    api = Api(crm)
+    boss = _user(crm, "Max", "manager")
+    rep = _user(crm, "Sally", "sales", boss["id"])
+    account = crm.records.create("account", {"name": "Acme", "owner_id": rep["id"]}, context=SYSTEM)
+    opp = crm.records.create("opportunity", {"name": "Deal", "stage": "prospecting", "owner_id": rep["id"],
+                                             "account": account["id"], "close_date": "2099-01-01"}, context=SYSTEM)
+    product = crm.records.create("product", {"name": "Widget", "code": "W-9"}, context=SYSTEM)
+    book = crm.records.create("price_book", {"name": "Standard"}, context=SYSTEM)
+    crm.records.create("price_book_entry", {"price_book": book["id"], "product": product["id"], "unit_price": "100"},
+                       context=SYSTEM)
+    quote = crm.records.create("quote", {"name": "Q", "opportunity": opp["id"], "discount": 10, "price_book": book["id"],
+                                         "owner_id": rep["id"]}, context=SYSTEM)
+    sally = api.as_(rep)
+    line = sally.post("/api/v1/quote_line", {"quote": quote["id"], "product": product["id"], "quantity": 4,
+                                             "discount": 5})
+    assert line.status_code == 201, line.json
+    # 400 list, 380 after the line's 5 %, 342 after the quote's 10 %: 14.5 % off, no approval needed yet
+    assert crm.records.get("quote", quote["id"])["total_discount"] == Decimal("14.5")
+    assert sally.post(f"/api/v1/quote/{quote['id']}/_approval/submit").status_code == 422
+    assert sally.patch(f"/api/v1/quote_line/{line.json['id']}", {"discount": 10}).status_code == 200
+    assert crm.records.get("quote", quote["id"])["total_discount"] == Decimal("19")   # 400 -> 324
+    assert sally.post(f"/api/v1/quote/{quote['id']}/_approval/submit").json["status"] == "pending"
+    before = crm.records.get("quote", quote["id"])
+    # pending: the lines are locked with the quote (its totals are what was submitted)
+    refused = [sally.patch(f"/api/v1/quote_line/{line.json['id']}", {"discount": 50}),
+               sally.post("/api/v1/quote_line", {"quote": quote["id"], "product": product["id"], "quantity": 1}),
+               sally.delete(f"/api/v1/quote_line/{line.json['id']}")]
+    assert [r.status_code for r in refused] == [422, 422, 422]
+    assert all("pending approval" in r.get_data(as_text=True) for r in refused)
+    after = crm.records.get("quote", quote["id"])
+    assert (after["grand_total"], after["version"]) == (before["grand_total"], before["version"])
+    # the approver may still correct a line
+    assert api.as_(boss).patch(f"/api/v1/quote_line/{line.json['id']}", {"discount": 8}).status_code == 200
+    assert api.as_(boss).post(f"/api/v1/quote/{quote['id']}/_approval/approve").json["status"] == "approved"
+    assert sally.patch(f"/api/v1/quote_line/{line.json['id']}", {"quantity": 5}).status_code == 200
 
 # -- the platform seam: a capability's own tables -------------------------------------------------------
 

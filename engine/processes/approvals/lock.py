@@ -1,5 +1,6 @@
 """A record pending approval is locked: for writes made for users, only its current approvers and
-admins change it, except the process's ``editable`` fields; nobody else deletes it. System writes
+admins change it, except the process's ``editable`` fields; nobody else deletes it, nor creates,
+changes or deletes its declared ``lines`` (a quote's lines: its totals are what was submitted). System writes
 (the approval's own status, automations) pass. Enforced in the record service's one door, so the API,
 the UI's forms and inline edits and bulk updates all meet it. Registered per runtime at startup."""
 
@@ -15,13 +16,23 @@ class ApprovalLock:
 
     @hookimpl
     def crm_watches_writes(self, entity) -> bool:
-        return entity.name in self.service.entities
+        return entity.name in self.service.entities or entity.name in self.service.lines
 
     @hookimpl
     def crm_before_write(self, event, entity, record, old, context, conn, errors, state) -> None:
-        if event == "create" or context.system or entity.name not in self.service.entities:
+        if context.system:
             return
         admin = context.access is not None and context.access.admin
+        for lookup, parent in sorted(self.service.lines.get(entity.name, ())):
+            for parent_id in sorted({r.get(lookup) for r in (record, old) if r is not None} - {None}):
+                approval = self.service.lock_of(conn, parent, parent_id, context.user_id, admin)
+                if approval is not None:
+                    raise ValidationFailed([FieldError(lookup, "locked", f"the {parent} it belongs to is pending "
+                                                       f"approval ({approval.label}): only its current approvers "
+                                                       f"and admins may change its {entity.name} records")],
+                                           entity.name)
+        if event == "create" or entity.name not in self.service.entities:
+            return
         approval = self.service.lock_of(conn, entity.name, old["id"], context.user_id, admin)
         if approval is None:
             return

@@ -53,6 +53,11 @@ class ApprovalService:
         tables = self.records.metadata.tables
         self.instances, self.steps = tables["_crm_approval"], tables["_crm_approval_step"]
         self.entities = frozenset(a.entity for a in approvals.values())
+        #: child entity -> (its lookup, the entity with the process): lines locked with their record
+        self.lines: dict[str, set[tuple[str, str]]] = {}
+        for a in approvals.values():
+            for child, lookup in a.lines:
+                self.lines.setdefault(child, set()).add((lookup, a.entity))
 
     # -- reading -----------------------------------------------------------------------------------
     def pending(self, conn, entity: str, record_id: int, *, lock: bool = False):

@@ -10,6 +10,7 @@ when: "discount > 15"                    # entry condition: only then may the re
 submitters: [owner, manager]             # the record's owner and/or roles (admin always may)
 status_field: approval_status            # a picklist the engine keeps: none/pending/approved/rejected/recalled
 editable: [description]                  # fields anyone with the right may still change while pending
+lines: [quote_line.quote]                # child records locked with it (entity.lookup to this entity)
 steps:
   - {name: manager, label: {en: Manager, zh: 上级}, approvers: [{manager: 1}]}
   - {name: director, approvers: [{role: sales_director}], rule: all, skip_when: "discount <= 30"}
@@ -61,6 +62,7 @@ class Approval:
     submitters: frozenset[str] = frozenset({OWNER})
     status_field: str | None = None
     editable: frozenset[str] = frozenset()
+    lines: tuple[tuple[str, str], ...] = ()   # (child entity, its lookup to this entity): locked with it
 
     def step(self, index: int) -> Step:
         return self.steps[index]
@@ -97,6 +99,15 @@ def _compile(model: AppModel, doc: dict, functions, problem) -> Approval | None:
             problem(("editable", j), f"there is no field {name!r} in {ent.name}")
         elif name == status:
             problem(("editable", j), f"{name} is the status field: the engine keeps it")
+    lines = []
+    for j, path in enumerate(doc.get("lines") or ()):
+        child_name, _, lookup = path.partition(".")
+        child = model.entities.get(child_name)
+        fld = child.fields.get(lookup) if child is not None else None
+        if fld is None or fld.type_name != "lookup" or fld.target != ent.name:
+            problem(("lines", j), f"lines names entity.lookup of a lookup to {ent.name}; {path!r} is none")
+        else:
+            lines.append((child_name, lookup))
     steps = []
     names: set[str] = set()
     for j, decl in enumerate(doc["steps"]):
@@ -109,7 +120,8 @@ def _compile(model: AppModel, doc: dict, functions, problem) -> Approval | None:
                           _condition(model, ent.name, decl.get("skip_when"), ("steps", j, "skip_when"), functions, problem)))
     return Approval(doc["approval"], Label.of(doc.get("label"), doc["approval"]), ent.name, tuple(steps),
                     _condition(model, ent.name, doc.get("when"), ("when",), functions, problem),
-                    frozenset(doc.get("submitters") or (OWNER,)), status, frozenset(doc.get("editable") or ()))
+                    frozenset(doc.get("submitters") or (OWNER,)), status, frozenset(doc.get("editable") or ()),
+                    tuple(lines))
 
 
 def _approvers(model: AppModel, ent, declared: list, path: tuple, roles: set, problem) -> Approvers:
