@@ -17,6 +17,7 @@ from flask import Blueprint, g, request
 from engine.api import extend as api
 from engine.api.extend import ApiError
 from engine.api.openapi import RECORD_ID, error_responses, json_object
+from engine.fields import INT64_MAX
 
 from .plugin import approvals_of
 from .service import MAX_COMMENT, ApprovalError
@@ -57,7 +58,14 @@ def _inbox():
     return api.json_response({"data": _service().inbox(g.identity.user_id)})
 
 
+def _exists(entity: str, record_id: int) -> None:
+    """An id past 64 bits names no record (the database could not even compare it): 404, as for records."""
+    if not 0 < record_id <= INT64_MAX:
+        raise ApprovalError(404, "not-found", f"there is no {entity} {record_id}")
+
+
 def _history(entity: str, record_id: int):
+    _exists(entity, record_id)
     return api.json_response({"data": _service().history(entity, record_id, access=g.access,
                                                          user_id=g.identity.user_id)})
 
@@ -72,6 +80,7 @@ def _comment() -> str | None:
 
 
 def _act(entity: str, action: str, record_id: int):
+    _exists(entity, record_id)
     service, comment, user = _service(), _comment(), g.identity.user_id
     if action == "submit":
         done = service.submit(entity, record_id, user_id=user, access=g.access, comment=comment)
