@@ -6,6 +6,7 @@ with DATABASE_URL, PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -108,6 +109,36 @@ def test_an_allocation_larger_than_the_instalment_owes_or_the_payment_has_is_ref
         crm.records.create("payment_allocation", {"payment": pay["id"], "instalment": inst["id"], "amount": "-1"},
                            context=ctx)
     assert {e.field for e in err.value.errors} == {"amount"}
+
+
+def test_concurrent_allocations_never_overpay_an_instalment(crm):
+    """Two allocations of 300 to an instalment of 500, each within what it owed when checked, from two
+    threads with their own connections at the same moment: the instalment's row is locked before its
+    paid amount is recomputed, so the second sees the first and is refused by instalment_not_overpaid
+    (on SQLite the writes serialize and the allocation's own rule refuses it)."""
+    owner, ctx, account, order = _setup(crm)
+    inst, _ = _plan(crm, ctx, order, (500, 10), (500, 40))
+    payments = [crm.records.create("payment", {"order": order["id"], "amount": "300"}, context=ctx) for _ in range(2)]
+    barrier, results = threading.Barrier(2), []
+
+    def allocate(payment):
+        barrier.wait()
+        try:
+            crm.records.create("payment_allocation", {"payment": payment["id"], "instalment": inst["id"],
+                                                      "amount": "300"}, context=ctx)
+            results.append("ok")
+        except ValidationFailed as exc:
+            results.append(exc.errors[0].code)
+
+    workers = [threading.Thread(target=allocate, args=(p,)) for p in payments]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert sorted(results) in (["ok", "rule:allocation_within_instalment"], ["ok", "rule:instalment_not_overpaid"])
+    got = crm.records.get("payment_instalment", inst["id"])
+    assert (got["paid"], got["outstanding"]) == (Decimal("300.00"), Decimal("200.00"))
+    assert len(crm.records.query("payment_allocation")) == 1
 
 
 def test_a_payment_larger_than_the_order_has_outstanding_is_refused(crm):
