@@ -127,6 +127,25 @@ def test_an_activity_about_a_contact_or_a_deal_counts_for_its_account(crm):
     assert signals(crm, "account", acc)["next_activity_at"] == at(15)
 
 
+def test_a_deal_is_written_before_its_account_as_the_record_service_locks_them(crm):
+    """Rows are locked child first, as a deal's own update locks the deal and then its account's
+    rollups; the other order deadlocked on PostgreSQL with a deal won while its task was created."""
+    deal = crm.records.create("opportunity", {"name": "D", "account": _account(crm), "close_date": "2027-01-01"},
+                              context=SYSTEM)
+    updated: list[str] = []
+
+    def note(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE"):
+            updated.append(statement.split()[1].strip('"'))
+
+    sa.event.listen(crm.db.engine, "before_cursor_execute", note)
+    try:
+        activity(crm, f"opportunity:{deal['id']}", start_at=at(15))
+    finally:
+        sa.event.remove(crm.db.engine, "before_cursor_execute", note)
+    assert [t for t in updated if t in ("opportunity", "account")] == ["opportunity", "account"]
+
+
 # -- the owner ------------------------------------------------------------------------------------
 
 def test_only_the_owners_own_done_activities_touch_a_record(crm):

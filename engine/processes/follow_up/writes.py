@@ -113,11 +113,23 @@ class FollowUpWrites:
                 if ids:
                     for lookup, parent in pairs:
                         wanted[parent].update(_lookups(self.svc, conn, entity, lookup, ids))
-            for name, ids in wanted.items():
+            for name in _children_first(spec):
+                ids = wanted[name]
                 if ids:
                     changed[name] = changed.get(name, 0) + refresh(self.svc, conn, spec, name, ids)
         pending.clear()
         return changed
+
+
+def _children_first(spec: FollowUp) -> list[str]:
+    """The targets in the order their rows are locked: a record before the records its ``via``
+    lookups point at (a deal before its account), the order in which the record service locks a
+    record and then its rollup parents. Locking an account first while a deal's own update waits
+    for it deadlocked on PostgreSQL (a task created for the deal in the background while the deal was won)."""
+    def depth(name: str, seen: frozenset = frozenset()) -> int:
+        parents = [p for _, p in spec.via.get(name, ()) if p not in seen]
+        return 1 + max((depth(p, seen | {name}) for p in parents), default=0)
+    return sorted(spec.targets, key=lambda name: -depth(name))
 
 
 def _pointed(value: Any, link: str, spec: FollowUp) -> tuple[str | None, int | None]:
