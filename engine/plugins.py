@@ -239,6 +239,11 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "approvals.kinds": "engine.processes.approvals.kinds",
     "documents": "engine.documents.plugin",
     "documents.kinds": "engine.documents.kinds",
+    "imports": "engine.dataio.importing.plugin",
+    "duplicates": "engine.dataio.duplicates.plugin",
+    "duplicates.kinds": "engine.dataio.duplicates.kinds",
+    "merge": "engine.dataio.merge.plugin",
+    "quality": "engine.dataio.quality.plugin",
 }
 
 

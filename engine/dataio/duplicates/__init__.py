@@ -1,0 +1,1 @@
+"""duplicates: see engine/dataio/__init__.py."""

@@ -1,0 +1,3 @@
+"""Default plugin module (to be filled by its part of engine/dataio)."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""importing: see engine/dataio/__init__.py."""

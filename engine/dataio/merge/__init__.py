@@ -1,0 +1,1 @@
+"""merge: see engine/dataio/__init__.py."""

@@ -1,0 +1,1 @@
+"""quality: see engine/dataio/__init__.py."""
