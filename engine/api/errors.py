@@ -16,11 +16,15 @@ from engine.storage.errors import (
     NotFound,
     PermissionDenied,
     RecordError,
+    Refused,
     ValidationFailed,
 )
 from engine.storage.query import QueryError
 
 log = logging.getLogger("engine.api")
+
+#: The title of a capability's refusal (``Refused``) by its status.
+REFUSED_TITLES = {403: "Forbidden", 404: "Not found", 409: "Conflict", 422: "Validation failed"}
 
 
 class ApiError(Exception):
@@ -53,6 +57,10 @@ def to_problem(exc: Exception) -> Response:
     if isinstance(exc, DeleteRestricted):
         refs = [{"entity": e, "field": f, "ids": ids, "count": n} for e, f, ids, n in exc.references]
         return problem(409, "Delete restricted", str(exc), "delete-restricted", references=refs)
+    if isinstance(exc, Refused):
+        errors = [{"field": exc.field, "code": exc.kind, "message": exc.message}] if exc.field else []
+        return problem(exc.status, REFUSED_TITLES.get(exc.status, "Refused"), exc.message, exc.kind,
+                       **({"errors": errors} if errors else {}), **exc.detail)
     if isinstance(exc, RecordError):
         return problem(400, "Bad request", str(exc), "bad-request")
     if isinstance(exc, QueryTimeout):

@@ -57,3 +57,14 @@ class PermissionDenied(RecordError):
     def __init__(self, entity: str, operation: str):
         self.entity, self.operation = entity, operation
         super().__init__(f"your role does not allow {operation} on {entity}")
+
+
+class Refused(RecordError):
+    """An action a capability refuses (a claim over the limit, an approval by the wrong user):
+    the HTTP status it answers with, a kind, a message that names the cause, the field it is
+    about and any details (``limit=..``). Capabilities subclass it (``PoolError``,
+    ``ApprovalError``); the API answers every one the same way."""
+
+    def __init__(self, status: int, kind: str, message: str, *, field: str | None = None, **detail):
+        super().__init__(message)
+        self.status, self.kind, self.message, self.field, self.detail = status, kind, message, field, detail

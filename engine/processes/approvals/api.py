@@ -34,17 +34,7 @@ def blueprint(service) -> Blueprint:
         for action in ACTIONS:
             bp.add_url_rule(f"{base}/{action}", f"{action}_{entity}", _act, methods=["POST"],
                             defaults={"entity": entity, "action": action})
-    bp.register_error_handler(ApprovalError, _problem)
     return bp
-
-
-def _problem(exc: ApprovalError):
-    from engine.api.errors import to_problem
-
-    titles = {403: "Forbidden", 404: "Not found", 409: "Conflict", 422: "Validation failed"}
-    errors = [{"field": exc.field, "code": exc.kind, "message": exc.message}] if exc.field else []
-    return to_problem(ApiError(exc.status, titles.get(exc.status, "Refused"), exc.message, kind=exc.kind,
-                               **({"errors": errors} if errors else {})))
 
 
 def _service():

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.storage.errors import NotFound, PermissionDenied
+from engine.storage.errors import NotFound, PermissionDenied, Refused
 from engine.storage.records import Context
 from engine.storage.tables import USER_ENTITY
 
@@ -33,12 +33,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class ApprovalError(Exception):
-    """A refused approval action: the HTTP status, a kind, a message that names the cause, the field."""
-
-    def __init__(self, status: int, kind: str, message: str, *, field: str | None = None):
-        super().__init__(message)
-        self.status, self.kind, self.message, self.field = status, kind, message, field
+class ApprovalError(Refused):
+    """A refused approval action (``Refused``: status, kind, message, field, details)."""
 
 
 class ApprovalService:

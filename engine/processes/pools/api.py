@@ -35,17 +35,7 @@ def blueprint() -> Blueprint:
     bp.add_url_rule("/_pools/<name>/assign", "assign", _assign, methods=["POST"])
     bp.add_url_rule("/_pools/<name>/return", "give_back", _return, methods=["POST"])
     bp.add_url_rule("/_pools/<name>/limits/<int:user_id>", "limits", _limits, methods=["PUT"])
-    bp.register_error_handler(PoolError, _problem)
     return bp
-
-
-def _problem(exc: PoolError):
-    from engine.api.errors import to_problem
-
-    titles = {403: "Forbidden", 404: "Not found", 409: "Conflict", 422: "Validation failed"}
-    errors = [{"field": exc.field, "code": exc.kind, "message": exc.message}] if exc.field else []
-    return to_problem(ApiError(exc.status, titles.get(exc.status, "Refused"), exc.message, kind=exc.kind,
-                               **({"errors": errors} if errors else {}), **exc.detail))
 
 
 def _service():

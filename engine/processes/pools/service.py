@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
+from engine.storage.errors import Refused
 from engine.storage.records import Context
 from engine.storage.tables import USER_ENTITY
 
@@ -37,12 +38,8 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class PoolError(Exception):
-    """A refused pool action: the HTTP status, a kind, a message that names the cause, the field."""
-
-    def __init__(self, status: int, kind: str, message: str, *, field: str | None = None, **detail: Any):
-        super().__init__(message)
-        self.status, self.kind, self.message, self.field, self.detail = status, kind, message, field, detail
+class PoolError(Refused):
+    """A refused pool action (``Refused``: status, kind, message, field, details)."""
 
 
 @dataclass(frozen=True)
