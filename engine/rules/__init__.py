@@ -17,7 +17,7 @@ and ``.position`` (offset, line, column). See docs/formulas.md.
 """
 
 from .checks import RuleProblem, check_entity_rules, expressions_of
-from .compiler import CompiledRule, compile, compile_with, evaluate
+from .compiler import CompiledRule, compile, compile_condition, compile_with, declared_condition, evaluate
 from .errors import (NotInSQLError, Position, RuleError, RuleRuntimeError, RuleSyntaxError, RuleTypeError,
                      UnknownFieldError)
 from .functions import Function, FunctionRegistry, builtin_functions, default_registry, registry_from_plugins
@@ -30,6 +30,7 @@ __all__ = [
     "CompiledRule", "DictSchema", "FieldInfo", "Function", "FunctionRegistry", "ModelSchema", "NotInSQLError",
     "Position", "RuleError", "RuleProblem", "RuleRuntimeError", "RuleSyntaxError", "RuleTypeError", "Scope",
     "SqlCompiler", "SqlValue", "UnknownFieldError", "builtin_functions", "check_entity_rules", "compile",
+    "compile_condition", "declared_condition",
     "compile_with", "default_registry", "evaluate", "expressions_of", "fetch_related", "parse",
     "registry_from_plugins", "text_literal",
 ]

@@ -160,6 +160,35 @@ def compile(expression: str, entity: str, model, *, registry: FunctionRegistry |
     return compile_with(expression, ModelSchema(model, entity), registry=registry, blank_as_zero=blank_as_zero)
 
 
+def compile_condition(expression: str, entity: str, model, *, registry: FunctionRegistry | None = None,
+                      what: str = "it", in_sql: bool = False, per_user: bool = True) -> CompiledRule:
+    """``compile`` for a condition a declaration gives (an approval's ``when``, a pool's members):
+    it must be TRUE or FALSE; with ``in_sql`` it must run in the database; without ``per_user`` it
+    may not read ``$user`` (the same for every user). Raises ``RuleError`` naming ``what``."""
+    compiled = compile(expression, entity, model, registry=registry)
+    if compiled.type not in ("boolean", "null"):
+        raise RuleTypeError(f"{what} needs a condition (TRUE or FALSE), not a {compiled.type}")
+    if in_sql and not compiled.sql_capable:
+        raise NotInSQLError(compiled.sql_problem or "it cannot run in the database")
+    if not per_user and "user" in compiled.uses:
+        raise RuleTypeError(f"{what} is the same for every user: it may not read $user")
+    return compiled
+
+
+def declared_condition(model, entity: str, text: str | None, path: tuple, registry, problem, *,
+                       in_sql: bool = False, per_user: bool = True) -> CompiledRule | None:
+    """The condition a declaration gives at ``path`` (``compile_condition``), or None when there is
+    none or it is wrong: then ``problem(path, message)`` is told why, for the loader's file:line."""
+    if text is None:
+        return None
+    try:
+        return compile_condition(text, entity, model, registry=registry, what=str(path[-1]), in_sql=in_sql,
+                                 per_user=per_user)
+    except RuleError as exc:
+        problem(path, f"{exc.kind.replace('_', ' ')} error: {exc.message} (in {text!r})")
+        return None
+
+
 def evaluate(expression: str, record: Mapping | None = None, *, fields: Mapping[str, str] | None = None,
              prior: Mapping | None = None, is_new: bool = False, user: Mapping | None = None, now=None,
              blank_as_zero: bool = False, related: Mapping | None = None,

@@ -142,16 +142,6 @@ def _approvers(model: AppModel, ent, declared: list, path: tuple, roles: set, pr
 
 
 def _condition(model: AppModel, entity: str, text: str | None, path: tuple, functions, problem):
-    """A condition on the record (TRUE or FALSE), or None."""
-    if text is None:
-        return None
     from engine import rules
 
-    try:
-        compiled = rules.compile(text, entity, model, registry=functions)
-        if compiled.type not in ("boolean", "null"):
-            raise rules.RuleTypeError(f"{path[-1]} needs a condition (TRUE or FALSE), not a {compiled.type}")
-    except rules.RuleError as exc:
-        problem(path, f"{exc.kind.replace('_', ' ')} error: {exc.message} (in {text!r})")
-        return None
-    return compiled
+    return rules.declared_condition(model, entity, text, path, functions, problem)

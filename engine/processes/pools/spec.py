@@ -133,20 +133,6 @@ def _compile(model: AppModel, doc: dict, functions, problem) -> Pool | None:
 
 
 def _condition(model: AppModel, entity: str, text: str | None, path: tuple, functions, problem):
-    """A condition that runs in SQL (the pool's list and the recycling job filter with it), or None."""
-    if text is None:
-        return None
     from engine import rules
 
-    try:
-        compiled = rules.compile(text, entity, model, registry=functions)
-        if compiled.type not in ("boolean", "null"):
-            raise rules.RuleTypeError(f"{path[-1]} needs a condition (TRUE or FALSE), not a {compiled.type}")
-        if not compiled.sql_capable:
-            raise rules.NotInSQLError(compiled.sql_problem or "it cannot run in the database")
-        if "user" in compiled.uses:
-            raise rules.RuleTypeError(f"{path[-1]} is the same for every user: it may not read $user")
-    except rules.RuleError as exc:
-        problem(path, f"{exc.kind.replace('_', ' ')} error: {exc.message} (in {text!r})")
-        return None
-    return compiled
+    return rules.declared_condition(model, entity, text, path, functions, problem, in_sql=True, per_user=False)
