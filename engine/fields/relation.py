@@ -27,7 +27,8 @@ def _record_id(value: Any) -> int:
 
 class LookupType(FieldType):
     name = "lookup"
-    props = {"to": {"type": "string"}, "on_delete": {"enum": list(ON_DELETE)}}
+    #: ``import_by``: how an import finds the target from a cell: ``title`` (default) or a unique field of it.
+    props = {"to": {"type": "string"}, "on_delete": {"enum": list(ON_DELETE)}, "import_by": {"type": "string"}}
     required_props = ("to",)
     formula_type = "lookup"
     widget = "lookup"
@@ -52,7 +53,7 @@ class UserType(LookupType):
     """A lookup to the system ``user`` entity."""
 
     name = "user"
-    props = {"on_delete": {"enum": list(ON_DELETE)}}
+    props = {"on_delete": {"enum": list(ON_DELETE)}, "import_by": {"type": "string"}}
     required_props = ()
     widget = "user"
 

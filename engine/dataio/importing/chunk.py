@@ -1,0 +1,160 @@
+"""One chunk of an import: cells converted, lookups resolved, then one ``records.bulk`` call.
+
+Runs inside the write transaction the caller gives (``conn``): the job commits a chunk together
+with its outcome rows and its checkpoint, or rolls it back (a dry run, a crash). For updates the
+previous values of the fields the file sets are read first (one query per chunk), so a revert can
+put them back; after the write one query reads the versions the import left (a later change is
+seen by its moved version).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.storage.context import Context
+from engine.storage.values import jsonable
+
+from .convert import CellError, Converter
+from .lookups import Resolver
+from .mapping import Mapping
+
+
+@dataclass
+class Outcome:
+    """What became of one data row."""
+
+    row: int
+    status: str                       # created | updated | unchanged | error
+    cells: list[Any]
+    record_id: int | None = None
+    version: int | None = None
+    previous: dict | None = None
+    errors: list[dict] = field(default_factory=list)
+
+
+def cell_json(value: Any) -> Any:
+    """A cell as JSON (the error file writes it back as text)."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return value
+
+
+class ChunkWriter:
+    """Converts and writes chunks of one import (holds what lasts across chunks: the converter)."""
+
+    def __init__(self, records, entity: str, headers: list[str], mapping: Mapping, *, mode: str, key: str | None,
+                 unresolved: str, locale: str | None, context: Context):
+        self.records, self.entity, self.mode, self.key, self.context = records, entity, mode, key, context
+        self.ent = records.model.entities[entity]
+        self.fields = dict(self.ent.fields)
+        self.columns = [(headers.index(col), col, name) for col, name in mapping.columns.items() if name]
+        self.constants = dict(mapping.constants)
+        self.converter = Converter(self.fields, locale)
+        self.resolver = Resolver(records, self.fields, unresolved, context)
+        self.lookups = {n for _, _, n in self.columns if n in self.fields and self.fields[n].target}
+
+    def write(self, conn, rows: list[tuple[int, list[Any]]]) -> list[Outcome]:
+        outcomes = [Outcome(number, "error", [cell_json(c) for c in cells]) for number, cells in rows]
+        values: list[dict] = []
+        pending: dict[str, set[str]] = {name: set() for name in self.lookups}
+        for outcome, (number, cells) in zip(outcomes, rows):
+            record: dict[str, Any] = {}
+            for index, column, name in self.columns:
+                cell = cells[index]
+                if name in self.lookups and cell not in (None, ""):
+                    record[name] = text = Converter.text(cell)
+                    pending[name].add(text)
+                    continue
+                try:
+                    value = self._id(cell) if name == "id" else self.converter.value(column, name, cell, number)
+                except CellError as exc:
+                    outcome.errors.append({"column": column, "field": name, "message": str(exc)})
+                    continue
+                if value is not None:
+                    record[name] = value
+            for name, value in self.constants.items():
+                record.setdefault(name, value)
+            values.append(record)
+        self._resolve(conn, pending, values, outcomes)
+        live = [i for i, o in enumerate(outcomes) if not o.errors]
+        if not live:
+            return outcomes
+        previous = self._previous(conn, [values[i] for i in live])
+        result = self.records.bulk(self.entity, [values[i] for i in live], mode=self.mode, key=self.key,
+                                   atomic=False, context=self.context, conn=conn)
+        for i, item in zip(live, result.items):
+            outcome = outcomes[i]
+            if item["status"] == "error":
+                outcome.errors = [{"column": self._column(e["field"]), "field": e["field"], "message": e["message"]}
+                                  for e in item.get("errors", [])]
+                continue
+            outcome.status, outcome.record_id = item["status"], item.get("id")
+            if outcome.status == "updated":
+                old = previous.get(outcome.record_id, {})
+                outcome.previous = {k: old[k] for k in values[i] if k in old and k not in ("id", self.key)} \
+                    | {"_version": old.get("version")}
+        self._versions(conn, [o for o in outcomes if o.status in ("created", "updated")])
+        return outcomes
+
+    # -- steps ------------------------------------------------------------------------------------
+    @staticmethod
+    def _id(cell: Any) -> int:
+        text = Converter.text(cell)
+        if not text.isdigit():
+            raise CellError(f"{cell!r} is not a record id")
+        return int(text)
+
+    def _column(self, name: str | None) -> str | None:
+        return next((col for _, col, n in self.columns if n == name), None)
+
+    def _resolve(self, conn, pending: dict[str, set[str]], values: list[dict], outcomes: list[Outcome]) -> None:
+        for name, cells in pending.items():
+            if not cells:
+                continue
+            found = self.resolver.resolve(conn, name, cells)
+            for record, outcome in zip(values, outcomes):
+                if name not in record:
+                    continue
+                ref = found.get(record[name])
+                if isinstance(ref, CellError):
+                    outcome.errors.append({"column": self._column(name), "field": name, "message": str(ref)})
+                    del record[name]
+                elif ref is None:
+                    del record[name]
+                else:
+                    record[name] = ref
+
+    def _previous(self, conn, values: list[dict]) -> dict[int, dict]:
+        """The stored values (as JSON) of the records this chunk may update, by id."""
+        if self.mode == "create":
+            return {}
+        column = self.key or "id"
+        keys = [v[column] for v in values if v.get(column) is not None]
+        if not keys:
+            return {}
+        table = self.records.table(self.entity)
+        names = {n for v in values for n in v if n in table.c} | {"id", "version", column}
+        out = {}
+        for start in range(0, len(keys), 5000):
+            stmt = sa.select(*(table.c[n] for n in names)).where(table.c[column].in_(keys[start:start + 5000]))
+            for row in conn.execute(stmt):
+                record = dict(row._mapping)
+                out[record["id"]] = {n: (jsonable(self.fields[n], v) if n in self.fields else v)
+                                     for n, v in record.items()}
+        return out
+
+    def _versions(self, conn, written: list[Outcome]) -> None:
+        if not written:
+            return
+        table = self.records.table(self.entity)
+        ids = [o.record_id for o in written]
+        versions = dict(conn.execute(sa.select(table.c.id, table.c.version).where(table.c.id.in_(ids))).all())
+        for o in written:
+            o.version = versions.get(o.record_id)
