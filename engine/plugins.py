@@ -240,6 +240,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "documents": "engine.documents.plugin",
     "documents.kinds": "engine.documents.kinds",
     "imports": "engine.dataio.importing.plugin",
+    "imports.ui": "engine.dataio.importing.ui_plugin",   # the import wizard (screens, list button, history)
     "duplicates": "engine.dataio.duplicates.plugin",
     "duplicates.kinds": "engine.dataio.duplicates.kinds",
     "merge": "engine.dataio.merge.plugin",
