@@ -116,6 +116,8 @@ def detect_encoding(name: str, head: bytes) -> str:
         return "utf-8"
     except UnicodeDecodeError:
         pass
+    if _looks_chinese(head):
+        return "gb18030"
     from charset_normalizer import from_bytes
 
     best = from_bytes(head).best()
@@ -125,6 +127,27 @@ def detect_encoding(name: str, head: bytes) -> str:
     if guess in CHINESE:
         return "gb18030"
     return "latin-1" if best.chaos > 0.3 else best.encoding
+
+
+def _looks_chinese(head: bytes) -> bool:
+    """Whether ``head`` reads as GB18030 text whose non-ASCII characters are nearly all in GB2312 (the
+    common characters of Chinese files): short files give charset-normalizer too little to go on,
+    and Latin-1 text fails this (its accented letters are followed by ASCII bytes, not GB2312 ones)."""
+    try:
+        text = codecs.getincrementaldecoder("gb18030")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    wide = [c for c in text if ord(c) > 127]
+    if not wide:
+        return False
+    common = 0
+    for c in wide:
+        try:
+            c.encode("gb2312")
+            common += 1
+        except UnicodeEncodeError:
+            pass
+    return common >= 0.9 * len(wide)
 
 
 def _csv(path: Path, name: str, head: bytes, encoding: str | None, delimiter: str | None) -> Table:
