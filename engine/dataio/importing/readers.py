@@ -108,9 +108,7 @@ def detect_encoding(name: str, head: bytes) -> str:
     """The encoding of a CSV file from its first bytes (see the module's docstring)."""
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    if b"\x00" in head:
+    if b"\x00" in head:   # binary data (or UTF-16: asked to be saved as UTF-8 CSV)
         raise ImportFileError(name, "this is not a text file (it holds binary data): save it as CSV or XLSX",
                               code="binary")
     try:
@@ -118,6 +116,8 @@ def detect_encoding(name: str, head: bytes) -> str:
         return "utf-8"
     except UnicodeDecodeError:
         pass
+    if _looks_chinese(head):
+        return "gb18030"
     from charset_normalizer import from_bytes
 
     best = from_bytes(head).best()
@@ -127,6 +127,27 @@ def detect_encoding(name: str, head: bytes) -> str:
     if guess in CHINESE:
         return "gb18030"
     return "latin-1" if best.chaos > 0.3 else best.encoding
+
+
+def _looks_chinese(head: bytes) -> bool:
+    """Whether ``head`` reads as GB18030 text whose non-ASCII characters are nearly all in GB2312 (the
+    common characters of Chinese files): short files give charset-normalizer too little to go on,
+    and Latin-1 text fails this (its accented letters are followed by ASCII bytes, not GB2312 ones)."""
+    try:
+        text = codecs.getincrementaldecoder("gb18030")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    wide = [c for c in text if ord(c) > 127]
+    if not wide:
+        return False
+    common = 0
+    for c in wide:
+        try:
+            c.encode("gb2312")
+            common += 1
+        except UnicodeEncodeError:
+            pass
+    return common >= 0.9 * len(wide)
 
 
 def _csv(path: Path, name: str, head: bytes, encoding: str | None, delimiter: str | None) -> Table:
@@ -144,24 +165,25 @@ def _csv(path: Path, name: str, head: bytes, encoding: str | None, delimiter: st
         raise ImportFileError(name, f"the delimiter must be one character, not {delimiter!r}", code="delimiter")
 
     def read() -> Iterator[tuple[int, list[str]]]:
-        with path.open("r", encoding=encoding, newline="") as f:
-            reader = csv.reader(f, delimiter=delimiter)
+        with path.open("rb") as f:
+            lines = _Lines(f, encoding)
+            reader = csv.reader(lines, delimiter=delimiter)
             try:
                 first = True
                 for values in reader:
                     if first:
                         first = False
                         continue
-                    yield reader.line_num, values
+                    yield lines.number, values
             except UnicodeDecodeError as exc:
                 raise ImportFileError(name, f"not readable as {encoding} ({exc.reason}): give the file's "
-                                            "encoding", reader.line_num + 1, "encoding") from None
+                                            "encoding", lines.number, "encoding") from None
             except csv.Error as exc:
-                raise ImportFileError(name, str(exc), reader.line_num, "csv") from None
+                raise ImportFileError(name, str(exc), lines.number, "csv") from None
 
     try:
-        with path.open("r", encoding=encoding, newline="") as f:
-            headers = next(csv.reader(f, delimiter=delimiter), [])
+        with path.open("rb") as f:
+            headers = next(csv.reader(_Lines(f, encoding), delimiter=delimiter), [])
     except UnicodeDecodeError:
         raise ImportFileError(name, f"the headers are not readable as {encoding}: give the file's encoding",
                               1, "encoding") from None
@@ -169,6 +191,28 @@ def _csv(path: Path, name: str, head: bytes, encoding: str | None, delimiter: st
     while headers and not headers[-1]:
         headers.pop()
     return Table(name, "csv", headers, encoding=encoding, delimiter=delimiter, _open=read)
+
+
+class _Lines:
+    """The decoded lines of a binary file, counting them (so an error names the file's own line).
+    Lines split on the byte ``\\n``, which every accepted encoding keeps as itself (UTF-16 is not one)."""
+
+    def __init__(self, f, encoding: str):
+        self.f, self.number = f, 0
+        self.decoder = codecs.getincrementaldecoder(encoding)()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        raw = self.f.readline()
+        if not raw:
+            tail = self.decoder.decode(b"", final=True)
+            if tail:
+                return tail
+            raise StopIteration
+        self.number += 1
+        return self.decoder.decode(raw)
 
 
 def sniff_delimiter(text: str) -> str:
