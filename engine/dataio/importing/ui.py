@@ -37,7 +37,10 @@ SAMPLES = 3          # first values shown per column
 CONSTANT_ROWS = 2    # empty constant rows offered below the ones already set
 ENCODINGS = ("utf-8", "utf-8-sig", "gb18030", "big5", "utf-16", "shift_jis", "cp1252", "latin-1")
 DELIMITERS = {",": ",", ";": ";", "tab": "\t", "|": "|"}
-LOCALES = ("en-US", "en-GB", "zh-CN", "de", "fr", "es", "it", "ja")
+#: The locales of dates and numbers offered, with how they write them (convert.py reads them).
+LOCALES = {"en-US": "12/31/2026 · 1,234.56", "en-GB": "31/12/2026 · 1,234.56", "zh-CN": "2026/12/31 · 1,234.56",
+           "ja": "2026/12/31 · 1,234.56", "de": "31.12.2026 · 1.234,56", "fr": "31/12/2026 · 1 234,56",
+           "es": "31/12/2026 · 1.234,56", "it": "31/12/2026 · 1.234,56"}
 
 
 def blueprint() -> Blueprint:
