@@ -61,7 +61,7 @@ class ChunkWriter:
         self.lookups = {n for _, _, n in self.columns if n in self.fields and self.fields[n].target}
 
     def write(self, conn, rows: list[tuple[int, list[Any]]]) -> list[Outcome]:
-        outcomes = [Outcome(number, "error", [cell_json(c) for c in cells]) for number, cells in rows]
+        outcomes = [Outcome(number, "error", cells) for number, cells in rows]
         values: list[dict] = []
         pending: dict[str, set[str]] = {name: set() for name in self.lookups}
         for outcome, (number, cells) in zip(outcomes, rows):
@@ -84,8 +84,13 @@ class ChunkWriter:
             values.append(record)
         self._resolve(conn, pending, values, outcomes)
         live = [i for i, o in enumerate(outcomes) if not o.errors]
-        if not live:
-            return outcomes
+        if live:
+            self._write(conn, live, values, outcomes)
+        for o in outcomes:   # only a rejected row keeps its cells (for the error file)
+            o.cells = [cell_json(c) for c in o.cells] if o.status == "error" else []
+        return outcomes
+
+    def _write(self, conn, live: list[int], values: list[dict], outcomes: list[Outcome]) -> None:
         previous = self._previous(conn, [values[i] for i in live])
         result = self.records.bulk(self.entity, [values[i] for i in live], mode=self.mode, key=self.key,
                                    atomic=False, context=self.context, conn=conn)
@@ -101,7 +106,6 @@ class ChunkWriter:
                 outcome.previous = {k: old[k] for k in values[i] if k in old and k not in ("id", self.key)} \
                     | {"_version": old.get("version")}
         self._versions(conn, [o for o in outcomes if o.status in ("created", "updated")])
-        return outcomes
 
     # -- steps ------------------------------------------------------------------------------------
     @staticmethod
