@@ -166,3 +166,17 @@ def test_bad_files_and_headers_are_shown_escaped(site, admin):
     twice["map-0"] = "name"
     answer = admin.post(f"/ui/imports/draft/{token}", {**twice, "action": "dry_run"})
     assert answer.status_code == 422 and "both mapped to" in text(answer)
+
+
+def test_the_upload_takes_files_beyond_the_request_limit_up_to_the_import_limit(site, admin, monkeypatch):
+    from engine.dataio.importing import service as service_module
+
+    monkeypatch.setattr(service_module, "MAX_MB", 34)
+    rows = b"".join(b"Company %07d,Banking\n" % i for i in range(1_420_000))     # 34 MB: over the 32 MB of the API
+    big = b"Account name,Industry\n" + rows
+    assert len(big) > 32 * 1024 * 1024
+    token_of(upload(admin, content=big, name="big.csv"))
+    monkeypatch.setattr(service_module, "MAX_MB", 1)
+    refused = upload(admin, content=big[:3 * 1024 * 1024], name="big.csv")
+    assert refused.status_code == 413 and "larger than 1 MB" in text(refused)
+    assert 'id="upload-form"' in text(refused)

@@ -35,7 +35,7 @@ from .service import MODES, ImportError_, Options
 
 SAMPLES = 3          # first values shown per column
 CONSTANT_ROWS = 2    # empty constant rows offered below the ones already set
-ENCODINGS = ("utf-8", "utf-8-sig", "gb18030", "big5", "utf-16", "shift_jis", "cp1252", "latin-1")
+ENCODINGS = ("utf-8", "utf-8-sig", "gb18030", "big5", "shift_jis", "cp1252", "latin-1")
 DELIMITERS = {",": ",", ";": ";", "tab": "\t", "|": "|"}
 #: The locales of dates and numbers offered, with how they write them (convert.py reads them).
 LOCALES = {"en-US": "12/31/2026 · 1,234.56", "en-GB": "31/12/2026 · 1,234.56", "zh-CN": "2026/12/31 · 1,234.56",
@@ -51,8 +51,32 @@ def blueprint() -> Blueprint:
     bp.add_url_rule("/ui/imports/begin/<entity>", "begin", begin, methods=["POST"])
     bp.add_url_rule("/ui/imports/new", "new", upload, methods=["GET", "POST"])
     bp.add_url_rule("/ui/imports/draft/<token>", "draft", draft_page, methods=["GET", "POST"])
+    bp.url_value_preprocessor(_upload_limit)
+    bp.register_error_handler(413, _too_large)
     ui_jobs.routes(bp)
     return bp
+
+
+def _upload_limit(endpoint, values) -> None:
+    """The upload takes files up to ``CRM_IMPORT_MAX_MB``, beyond the app's limit on a request body
+    (set here, before the CSRF check reads the form; werkzeug spools a large file to disk)."""
+    if endpoint == "imports_ui.new":
+        request.max_content_length = (_max_mb() + 1) * 1024 * 1024
+
+
+def _too_large(exc):
+    """The upload page again, saying how large a file may be (the body was refused unread, before
+    the screens' own sign-in check: done here)."""
+    from engine.ui.views import sign_in
+
+    if "access" not in g and (answer := sign_in()) is not None:
+        return answer
+    entity = request.args.get("entity") or ""
+    if entity not in runtime().model.entities:
+        abort(404)
+    error = ImportError_(_("The file is larger than %(n)s MB: split it, or import it with the command line.")
+                         % {"n": _max_mb()}, status=413, field="file")
+    return _upload_page(rights(entity), {}, error), 413
 
 
 # -- shared by the wizard's screens --------------------------------------------------------------------
