@@ -12,15 +12,15 @@ import pytest
 from engine.dataio.importing.plugin import imports_of
 
 pytest.register_assert_rewrite("tests.ui_kit")
-from tests.ui_kit import esc, text  # noqa: E402
+from tests.ui_kit import esc, text
 
 pytest_plugins = ("tests.ui_kit",)   # the fixtures site and admin
 
-CSV = ("Account name,Industry,Phone,Rating\n"
-       "Alpha Ltd,Banking,+1 555 0100,Hot\n"
-       "Beta GmbH,Not an industry,+49 30 1234,Warm\n"
-       ",Retail,+1 555 0101,Cold\n"
-       "Gamma Inc,Retail,+1 555 0102,\n").encode()
+CSV = (b"Account name,Industry,Phone,Rating\n"
+       b"Alpha Ltd,Banking,+1 555 0100,Hot\n"
+       b"Beta GmbH,Not an industry,+49 30 1234,Warm\n"
+       b",Retail,+1 555 0101,Cold\n"
+       b"Gamma Inc,Retail,+1 555 0102,\n")
 
 
 def upload(web, entity="account", content=CSV, name="accounts.csv", **options):
@@ -39,7 +39,7 @@ def token_of(response) -> str:
 def mapping_form(page: str) -> dict:
     """The mapping form's selected values, as the browser would post them."""
     form = {}
-    for name, body in re.findall(r'<select[^>]*name="((?:map|cf)-\d+)"[^>]*>(.*?)</select>', page, re.S):
+    for name, body in re.findall(r'<select[^>]*name="((?:map|cf)-\d+)"[^>]*>(.*?)</select>', page, re.DOTALL):
         chosen = re.search(r'<option value="([^"]*)" selected', body)
         form[name] = chosen.group(1) if chosen else ""
     form["constants"] = re.search(r'name="constants" value="(\d+)"', page).group(1)
@@ -158,7 +158,7 @@ def test_bad_files_and_headers_are_shown_escaped(site, admin):
     assert empty.status_code == 422 and "the file is empty" in text(empty)
     binary = upload(admin, content=b"\x00\x01\x02garbage" * 20, name="x.csv")
     assert binary.status_code == 422 and "binary" in text(binary)
-    token = token_of(upload(admin, content="<script>alert(1)</script>,Account name\n<b>x</b>,Delta\n".encode()))
+    token = token_of(upload(admin, content=b"<script>alert(1)</script>,Account name\n<b>x</b>,Delta\n"))
     page = text(admin.get(f"/ui/imports/draft/{token}"))
     assert "<script>alert(1)</script>" not in page and esc("<script>alert(1)</script>") in page
     assert "<b>x</b>" not in page
@@ -180,3 +180,20 @@ def test_the_upload_takes_files_beyond_the_request_limit_up_to_the_import_limit(
     refused = upload(admin, content=big[:3 * 1024 * 1024], name="big.csv")
     assert refused.status_code == 413 and "larger than 1 MB" in text(refused)
     assert 'id="upload-form"' in text(refused)
+
+
+def test_the_file_is_read_again_with_another_delimiter_and_encoding(site, admin):
+    content = "Account name;Industry\nZürich AG;Banking\n".encode("latin-1")
+    token = token_of(upload(admin, content=content))
+    page = text(admin.get(f"/ui/imports/draft/{token}"))
+    assert "delimiter ;" in page and "Zürich AG" in page and "2 columns" in page
+    reread = {"constants": "0", "action": "reread", "encoding": "utf-8", "delimiter": ";", "locale": "de"}
+    assert admin.post(f"/ui/imports/draft/{token}", reread).status_code == 302
+    page = text(admin.get(f"/ui/imports/draft/{token}"))                  # ü is no UTF-8: said, not a crash
+    assert "not readable as utf-8" in page and 'id="import-error"' in page
+    reread.update(encoding="latin-1", delimiter=",")
+    assert admin.post(f"/ui/imports/draft/{token}", reread).status_code == 302
+    page = text(admin.get(f"/ui/imports/draft/{token}"))
+    assert "CSV, encoding latin-1, delimiter ," in page and "1 columns" in page and "Zürich AG;Banking" in page
+    assert '<option value="de" selected>' in page
+

@@ -30,7 +30,7 @@ from .convert import CellError, Converter
 from .lookups import UNRESOLVED
 from .mapping import Mapping, MappingError, complete, importable
 from .plugin import imports_of
-from .readers import ImportFileError
+from .readers import ImportFileError, Table
 from .service import MODES, ImportError_, Options
 
 SAMPLES = 3          # first values shown per column
@@ -217,12 +217,16 @@ def draft_page(token: str):
         return _mapping_page(draft, ent, request.args.get("mapping") or None, None)
     action = request.form.get("action") or ""
     try:
-        draft.mapping = _posted_mapping(draft, ent)
-        ui_drafts.save(service(), draft)
-        if action == "reread":
+        if action == "reread":   # keeps the mapping as edited when the file can be read as it was
+            try:
+                draft.mapping = _posted_mapping(draft, ent)
+            except ImportFileError:
+                pass
             draft.options.update(_reading(request.form))
             ui_drafts.save(service(), draft)
             return redirect(url_for("imports_ui.draft", token=token))
+        draft.mapping = _posted_mapping(draft, ent)
+        ui_drafts.save(service(), draft)
         if action == "save":
             return _save_mapping(draft, ent)
         if action not in ("dry_run", "run"):
@@ -288,8 +292,11 @@ def _mapping_page(draft, ent, saved: str | None, error):
 
     try:
         table = _open(draft)
-    except ImportFileError as exc:
-        return with_message(url_for("imports_ui.new", entity=ent.name), str(exc), "danger")
+    except ImportFileError as exc:   # read with the wrong encoding, sheet...: the page says so, to choose again
+        o = draft.options
+        table = Table(draft.file_name, "xlsx" if draft.path.endswith((".xlsx", ".xlsm")) else "csv", [],
+                      encoding=o.get("encoding"), delimiter=o.get("delimiter"), sheet=o.get("sheet"), _open=lambda: iter(()))
+        error = error or ImportError_(str(exc), field="file")
     given = draft.mapping
     if saved:
         try:
@@ -300,13 +307,10 @@ def _mapping_page(draft, ent, saved: str | None, error):
         mapping = complete(ent, table.headers, Mapping.from_json(given) if given else None)
     except MappingError:
         mapping = complete(ent, table.headers, None)
-    samples: list[list[str]] = [[] for _h in table.headers]
-    for n, (_row, values) in enumerate(table.rows()):
-        for i, value in enumerate(values):
-            if value not in (None, "") and len(samples[i]) < SAMPLES:
-                samples[i].append(str(value)[:80])
-        if n >= 50 or all(len(s) >= SAMPLES for s in samples):
-            break
+    try:
+        samples = _samples(table)
+    except ImportFileError as exc:   # e.g. a row not readable in the encoding chosen
+        samples, error = [[] for _h in table.headers], error or ImportError_(str(exc), field="file")
     lang = current_lang()
     fields = [(n, f.label.get(lang)) for n, f in writable_fields(ent).items()]
     fields += [("owner_id", _("Owner")), ("id", _("Record ID"))]
@@ -314,7 +318,7 @@ def _mapping_page(draft, ent, saved: str | None, error):
     missing = [f.label.get(lang) for n, f in importable(ent).items()
                if f.required and n not in mapped and n not in mapping.constants and f.default is None]
     consts = constant_fields(ent)
-    constants = [(n, _constant_text(consts.get(n), v)) for n, v in mapping.constants.items()]
+    constants = [(n, "" if v is None else str(v)) for n, v in mapping.constants.items()]
     constants += [("", "")] * CONSTANT_ROWS
     return render_template(
         "imports/mapping.html", draft=draft, ent=ent, table=table, samples=samples, mapping=mapping,
@@ -323,9 +327,16 @@ def _mapping_page(draft, ent, saved: str | None, error):
         delimiters=DELIMITERS, delimiter_name={v: k for k, v in DELIMITERS.items()}, locales=LOCALES)
 
 
-def _constant_text(f, value) -> str:
-    """A saved constant as the user typed it (a picklist's value, a date in ISO)."""
-    return "" if value is None else str(value)
+def _samples(table) -> list[list[str]]:
+    """The first ``SAMPLES`` non-empty values of each column (from the first 50 rows at most)."""
+    samples: list[list[str]] = [[] for _h in table.headers]
+    for n, (_row, values) in enumerate(table.rows()):
+        for i, value in enumerate(values):
+            if value not in (None, "") and len(samples[i]) < SAMPLES:
+                samples[i].append(str(value)[:80])
+        if n >= 50 or all(len(s) >= SAMPLES for s in samples):
+            break
+    return samples
 
 
 def _saved_names(entity: str) -> list[str]:

@@ -16,7 +16,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
-from flask import Response, abort, g, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Response,
+    abort,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from engine.ui.common import runtime, with_message
 from engine.ui.i18n import translate as _
