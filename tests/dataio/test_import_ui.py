@@ -197,3 +197,19 @@ def test_the_file_is_read_again_with_another_delimiter_and_encoding(site, admin)
     assert "CSV, encoding latin-1, delimiter ," in page and "1 columns" in page and "Zürich AG;Banking" in page
     assert '<option value="de" selected>' in page
 
+
+
+def test_upsert_by_a_unique_key_chosen_on_the_upload_page(site, admin):
+    from engine.storage.records import Context
+
+    site.records.create("account", {"name": "Old name", "account_number": "AC-1"}, context=Context(system=True))
+    content = b"Account number,Account name\nAC-1,New name\nAC-2,Second\n"
+    assert upload(admin, content=content, mode="upsert").status_code == 422       # an upsert needs its key
+    token = token_of(upload(admin, content=content, mode="upsert", key="account_number"))
+    form = mapping_form(text(admin.get(f"/ui/imports/draft/{token}")))
+    assert (form["map-0"], form["map-1"]) == ("account_number", "name")
+    job = job_of(admin.post(f"/ui/imports/draft/{token}", {**form, "action": "run"}))
+    finish(site)
+    done = imports_of(site.rt).get(job)
+    assert (done["created"], done["updated"], done["failed"]) == (1, 1, 0)
+    assert [a["name"] for a in site.records.query("account", where={"account_number": "AC-1"}, limit=5)] == ["New name"]

@@ -11,7 +11,8 @@
     let state;
     try {
       const answer = await fetch(box.dataset.statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
-      if (!answer.ok) return;               // signed out or no longer allowed: stop polling
+      const json = (answer.headers.get("content-type") || "").includes("json");
+      if (!answer.ok || !json) return;      // signed out (the login page) or no longer allowed: stop polling
       state = await answer.json();
     } catch (err) {
       window.setTimeout(tick, 3000);        // the server is restarting: try again a little later
