@@ -218,6 +218,8 @@ def _check_csrf():
         return None   # an anonymous JSON call: the API answers 401
     if _bearer_authenticated():
         return None
+    if request.path.startswith("/api/") and session.get("user_id") is None:
+        return None   # no session to ride on (an upload without a token): the API answers 401
     sent = request.headers.get("X-CSRF-Token") or (request.form.get("csrf_token") if is_form else None)
     expected = session.get("csrf")
     if not sent or not expected or not hmac.compare_digest(str(sent), str(expected)):

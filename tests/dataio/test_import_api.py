@@ -66,6 +66,11 @@ def test_bad_requests_name_their_cause(api):
     assert r.status_code == 404
     r = _upload(api, entity="account", mode="upsert")
     assert r.status_code == 422 and r.get_json()["errors"][0]["field"] == "key"
+    r = _upload(api, entity="account", encoding="rot13")
+    assert r.status_code == 422 and "unknown encoding 'rot13'" in r.get_json()["detail"]
+    r = _upload(api, entity="account", delimiter='"')
+    assert r.status_code == 422 and r.get_json()["type"].endswith("import-delimiter")
+    assert api.get("/api/v1/_imports/18446744073709551616").status_code == 404
     r = _upload(api, entity="account", colour="red")
     assert r.status_code == 422 and "unknown option(s): colour" in r.get_json()["detail"]
     r = api.post("/api/v1/_imports", data={"entity": "account"}, content_type="multipart/form-data")
@@ -79,6 +84,9 @@ def test_rights_and_visibility(api):
     manager = _as(api, "manager", "m@example.com")
     assert _upload(api, entity="account", headers=sales).status_code == 403
     assert api.post("/api/v1/_imports", data={}, headers={"Authorization": "Bearer nope"}).status_code == 401
+    anonymous = api.client.post("/api/v1/_imports", data={"entity": "account", "file": (io.BytesIO(CSV), "a.csv")},
+                                content_type="multipart/form-data")
+    assert anonymous.status_code == 401   # an upload without a token: not a CSRF matter, no session to ride on
     r = _upload(api, entity="account", headers=manager)
     assert r.status_code == 202
     job_id = r.get_json()["data"]["id"]

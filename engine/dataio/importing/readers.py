@@ -153,16 +153,20 @@ def _looks_chinese(head: bytes) -> bool:
 def _csv(path: Path, name: str, head: bytes, encoding: str | None, delimiter: str | None) -> Table:
     if encoding:
         try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise ImportFileError(name, f"unknown encoding {encoding!r}", code="encoding") from None
+            known = codecs.lookup(encoding)._is_text_encoding
+        except (LookupError, TypeError, ValueError):
+            known = False
+        if not known or "16" in encoding or "32" in encoding:
+            raise ImportFileError(name, f"unknown encoding {encoding!r} (e.g. utf-8, gb18030, latin-1)",
+                                  code="encoding")
     else:
         encoding = detect_encoding(name, head)
     text = head.decode(encoding, errors="replace")
     if delimiter is None:
         delimiter = sniff_delimiter(text)
-    elif len(delimiter) != 1:
-        raise ImportFileError(name, f"the delimiter must be one character, not {delimiter!r}", code="delimiter")
+    elif len(delimiter) != 1 or delimiter in '"\r\n' or delimiter.isalnum():
+        raise ImportFileError(name, f"the delimiter must be one character other than a letter, a digit, a "
+                                    f"quote or a line break, not {delimiter!r}", code="delimiter")
 
     def read() -> Iterator[tuple[int, list[str]]]:
         with path.open("rb") as f:

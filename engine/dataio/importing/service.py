@@ -268,8 +268,9 @@ class ImportService:
         j = self.jobs
         cutoff = datetime.now(timezone.utc) - STALE
         with self.db.read() as conn:
-            ids = list(conn.execute(sa.select(j.c.id).where(sa.or_(
-                j.c.status == QUEUED, sa.and_(j.c.status == RUNNING, j.c.heartbeat < cutoff)))).scalars())
+            ids = list(conn.execute(sa.select(j.c.id).where(sa.or_(   # (a fresh queued job is its starter's)
+                sa.and_(j.c.status == QUEUED, j.c.created_at < cutoff),
+                sa.and_(j.c.status == RUNNING, j.c.heartbeat < cutoff)))).scalars())
         for job_id in ids:
             if self.worker is not None:
                 self.worker.submit(job_id)
