@@ -165,3 +165,26 @@ def test_crash_mid_import_then_resume_without_duplicates_or_loss(crm, tmp_path):
     numbers = [r["account_number"] for r in records(crm, "account")]
     assert sorted(numbers) == sorted(f"N{i}" for i in range(35))   # each once: no duplicate, no loss
     assert imports_of(crm).get(job["id"])["status"] == "done"
+
+
+def test_cancel_while_running_stops_after_the_current_chunk(crm, tmp_path, monkeypatch):
+    from engine.dataio.importing import service as service_module
+
+    monkeypatch.setattr(service_module, "CHUNK", 10)
+    path = write_csv(tmp_path / "a.csv", [["name"], *[[f"A{i}"] for i in range(35)]])
+    service = imports_of(crm)
+    job_id = service.start(path, "account", Options(), user_id=None, run=False)
+    job = service.run(job_id, progress=lambda done: service.cancel(job_id))
+    assert (job["status"], job["created"], job["checkpoint"]) == ("cancelled", 10, 10)
+    assert _count(crm, "account") == 10
+    assert revert(service, job_id, Context())["reverted"] == 10   # a cancelled import can be undone too
+
+
+def test_update_by_record_id(crm, tmp_path):
+    acme = crm.records.create("account", {"name": "Acme"})
+    path = write_csv(tmp_path / "a.csv", [["ID", "Employees"], [str(acme["id"]), "12"], ["999999", "1"], ["x", "1"]])
+    job = run_import(crm, path, "account", mode="update")
+    assert (job["updated"], job["failed"]) == (1, 2)
+    assert crm.records.get("account", acme["id"])["employees"] == 12
+    errors = imports_of(crm).first_errors(job["id"])["ID"]
+    assert "there is no account 999999" in errors[0]["message"] and "'x' is not a record id" in errors[1]["message"]

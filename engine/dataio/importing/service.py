@@ -30,7 +30,7 @@ from engine.storage.context import Context
 from .chunk import ChunkWriter, Outcome
 from .lookups import UNRESOLVED
 from .mapping import Mapping, MappingError, check_mapping, complete
-from .readers import ImportFileError, open_table
+from .readers import open_table
 from .tables import CANCELLED, COUNTS, DONE, FAILED, QUEUED, RUNNING
 
 #: Rows per chunk (one transaction each); CRM_IMPORT_CHUNK for tests and tuning.
