@@ -56,7 +56,8 @@ class Runs:
         rows = cache.get("finished_runs")
         if rows is None:
             rows = cache["finished_runs"] = []
-            self.db.before_commit(conn, lambda: conn.execute(self._insert(), rows) if rows else None)
+            self.db.before_commit(conn, lambda: self.svc.execute_many(conn, None, ("finished_runs",), self._insert,
+                                                                      rows, tuple(rows[0])) if rows else None)
         return rows
 
     def submit(self, run_ids: list[int], delay: float = 0.0) -> None:
