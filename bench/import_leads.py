@@ -15,11 +15,12 @@ by chunk as a streamed file would give them.
 
     python bench/import_leads.py [ROWS] [--chunk N] [--role sales|admin]
     (ROWS defaults to 1,000,000; ``--quick`` is 100,000)
+    BENCH_DATABASE_URL=postgresql+psycopg://... runs the engine side alone on PostgreSQL (rows/s).
 """
 
 from __future__ import annotations
 
-import benchenv  # noqa: F401 - a throwaway key for encrypted fields
+import benchenv  # a throwaway key for encrypted fields; the PostgreSQL schema of BENCH_DATABASE_URL
 
 import json
 import os
@@ -58,11 +59,11 @@ def make_chunk(start: int, n: int) -> list[dict]:
             for i in range(start, start + n)]
 
 
-def _runtime(folder: Path):
+def _runtime(folder: Path, url: str | None = None):
     from engine.runtime import Runtime
     from engine.settings import Settings
 
-    settings = Settings(database_url=f"sqlite:///{folder / 'crm.db'}", backup_dir=folder / "backups",
+    settings = Settings(database_url=url or f"sqlite:///{folder / 'crm.db'}", backup_dir=folder / "backups",
                         plugin_dirs=(), entry_point_plugins=False)
     rt = Runtime.boot(settings)
     rt.migrate()
@@ -76,12 +77,13 @@ def _user(rt, role: str) -> int:
                                       "team": "east"}, context=Context(system=True))["id"]
 
 
-def engine_side(folder: Path, n: int, chunk: int, role: str) -> dict:
+def engine_side(folder: Path, n: int, chunk: int, role: str, postgres: bool = False) -> dict:
     """The import: bulk creates chunk by chunk, as ``role``, through the same Context an import uses."""
     from engine.security.permissions import access_for
     from engine.storage.context import Context
 
-    rt = _runtime(folder)
+    url, schema = benchenv.database_url(folder / "crm.db", "import") if postgres else (None, None)
+    rt = _runtime(folder, url)
     uid = _user(rt, role)
     booted = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     context = Context(user_id=uid, access=access_for(rt.records, uid, role))
@@ -102,6 +104,7 @@ def engine_side(folder: Path, n: int, chunk: int, role: str) -> dict:
         sample = dict(conn.execute(sa.select(table).order_by(table.c.id.desc()).limit(1)).one()._mapping)
     assert stored == n, stored
     rt.close()
+    benchenv.drop_schema(schema)
     columns = sorted(k for k, v in sample.items() if v is not None and k != "id")
     return {"seconds": elapsed, "cpu": cpu, "columns": columns, "boot_kib": booted}
 
@@ -197,5 +200,10 @@ if __name__ == "__main__":
     n = int(args[0]) if args else (100_000 if quick else 1_000_000)
     if side:
         _child(side, n, chunk, role or "sales")
+    elif os.environ.get("BENCH_DATABASE_URL", "").startswith("postgresql"):   # absolute figures only
+        with tempfile.TemporaryDirectory() as tmp:
+            out = engine_side(Path(tmp), n, chunk, role or "sales", postgres=True)
+        print(f"import of {n:,} leads into PostgreSQL as {role or 'sales'}: {n / out['seconds']:,.0f} rows/s "
+              f"({out['seconds']:.1f} s, {out['cpu']:.1f} s CPU in the engine's process)")
     else:
         main(n, chunk, (role,) if role else ("sales", "admin"))

@@ -10,7 +10,8 @@ otherwise takes its fast path of batched statements.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 WRITE_HOOKS = ("crm_before_write", "crm_after_write", "crm_after_commit")
 

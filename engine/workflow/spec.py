@@ -13,8 +13,8 @@ problem with the path inside its document, so the loader reports each at its fil
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import time, timedelta
+from functools import cached_property
 from typing import Any, Mapping
 
 from engine.metadata.model import SYSTEM_COLUMNS, AppModel, Entity, Label
