@@ -12,12 +12,14 @@ import api_vs_handwritten  # noqa: E402
 import automation_runners  # noqa: E402
 import bulk_upsert  # noqa: E402
 import formula_eval  # noqa: E402
+import import_leads  # noqa: E402
 import pools  # noqa: E402
 import quote_lines  # noqa: E402
 import ui_list  # noqa: E402
 
 if __name__ == "__main__":
     bulk_upsert.main()
+    import_leads.main()
     formula_eval.main()
     print()
     api_vs_handwritten.main()

@@ -155,6 +155,10 @@ def test_write_hooks_share_a_state_per_record_and_bulk_runs_them_only_for_watche
     assert watcher.before == [] and watcher.after == []      # nobody watches products: the fast path, no hooks
     one = crm.records.create("product", {"name": "Solo", "code": "S-1"})   # a single write always runs the hooks
     assert watcher.before == [("product", "create")] and watcher.after == [("product", one["id"], "create Solo")]
+    # leads are watched (the workflow, the follow-up signals), but not by this plugin: a bulk write of
+    # leads runs the hooks of the plugins that watch leads only
+    assert crm.records.bulk("lead", leads(2)).counts() == {"created": 2}
+    assert watcher.before == [("product", "create")] and len(watcher.after) == 1
 
 
 class LeadOwnerSeen:

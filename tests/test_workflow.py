@@ -113,6 +113,13 @@ def test_new_leads_are_assigned_round_robin_among_active_sales_users(crm):
     assert result.ok
     bulk_owners = [crm.records.get("lead", item["id"])["owner_id"] for item in result.items]
     assert bulk_owners == [a["id"], b["id"], a["id"]]
+    # the bulk call counted its turns in memory and stored the last one: the next write goes on from it
+    after = crm.records.create("lead", {"last_name": "Next", "company": "Co"}, context=ctx)
+    assert after["owner_id"] == b["id"]
+    refused = crm.records.bulk("lead", [{"last_name": "R1", "company": "Co"}, {"last_name": None, "company": "Co"}],
+                               context=ctx)
+    assert not refused.ok   # atomic: rolled back with its turns, the rotation goes on where it was
+    assert crm.records.create("lead", {"last_name": "Then", "company": "Co"}, context=ctx)["owner_id"] == a["id"]
 
 
 def test_a_lead_with_nobody_to_assign_is_still_saved_and_the_run_says_why(crm):

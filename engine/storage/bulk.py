@@ -57,8 +57,9 @@ def run_bulk(svc: RecordService, ent: Entity, rows: list[dict], *, mode: str, ke
                 chunk.report(items)
             if atomic and failed:
                 raise _Abort
-            if done and watched and svc.hooks.active("crm_after_commit"):
-                svc.db.on_commit(conn, lambda: _after_commit(svc, ent, done, context))
+            after_commit = svc.hooks.for_entity("crm_after_commit", ent) if watched else None
+            if done and after_commit is not None:
+                svc.db.on_commit(conn, lambda: _after_commit(after_commit, ent, done, context))
     except _Abort:
         for i, item in enumerate(items):
             if item["status"] != "error":
@@ -67,9 +68,9 @@ def run_bulk(svc: RecordService, ent: Entity, rows: list[dict], *, mode: str, ke
     return BulkResult(items)
 
 
-def _after_commit(svc: RecordService, ent: Entity, done: list, context: Context) -> None:
+def _after_commit(hook, ent: Entity, done: list, context: Context) -> None:
     for event, record, old in done:
-        svc.hooks.call("crm_after_commit", event=event, entity=ent, record=record, old=old, context=context)
+        hook(event=event, entity=ent, record=record, old=old, context=context)
 
 
 def _check_call(ent: Entity, rows: Any, mode: str, key: str | None) -> None:
@@ -113,7 +114,7 @@ class _Chunk:
                 self.errors[i] += self.context.access.write_errors(ent.name, row)
             values_of.append(values)
             self.ids[i] = rid
-        hooked = self.watched and svc.hooks.active("crm_before_write")
+        hooked = svc.hooks.for_entity("crm_before_write", ent) if self.watched else None
         runner = svc.rule_runner(self.conn, ent, self.context)
         self.states: dict[int, dict] = {}   # id(record) -> the state its before and after hooks share
         # whole records when something besides the input may change them (hooks, formulas, options' sets)
@@ -136,8 +137,8 @@ class _Chunk:
             if hooked:
                 state = self.states[id(record)] = {}
                 try:
-                    svc.hooks.call("crm_before_write", event=event, entity=ent, record=record, old=old,
-                                   context=self.context, conn=self.conn, errors=self.errors[i], state=state)
+                    hooked(event=event, entity=ent, record=record, old=old, context=self.context, conn=self.conn,
+                           errors=self.errors[i], state=state)
                 except ValidationFailed as exc:  # a rule refused this item, not the whole request
                     self.errors[i].extend(exc.errors)
                     continue
@@ -329,10 +330,11 @@ class _Chunk:
             for _, record, old in done:
                 rollup_sums.affected(rollups, old, record, parents)
             rollup_sums.refresh(svc, self.conn, ent, parents, context=ctx)
-        if self.watched and svc.hooks.active("crm_after_write"):
+        after = svc.hooks.for_entity("crm_after_write", ent) if self.watched else None
+        if after is not None:
             for event, record, old in done:
-                svc.hooks.call("crm_after_write", event=event, entity=ent, record=record, old=old, context=ctx,
-                               conn=self.conn, state=self.states.get(id(record), {}))
+                after(event=event, entity=ent, record=record, old=old, context=ctx, conn=self.conn,
+                      state=self.states.get(id(record), {}))
         return done
 
     def report(self, items: list) -> None:

@@ -10,6 +10,7 @@ otherwise takes its fast path of batched statements.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 WRITE_HOOKS = ("crm_before_write", "crm_after_write", "crm_after_commit")
@@ -41,3 +42,32 @@ class LifecycleHooks:
             return False
         declared = {impl.plugin_name for impl in self.pm.hook.crm_watches_writes.get_hookimpls()}
         return bool(writers - declared) or any(self.pm.hook.crm_watches_writes(entity=entity))
+
+    def for_entity(self, name: str, entity: Any) -> Callable[..., None] | None:
+        """The write hook ``name`` as writes of ``entity`` need it, for a bulk call to resolve once
+        and call per record: only the implementations of plugins that watch ``entity`` (a plugin
+        that does not declare ``crm_watches_writes`` watches all), called in pluggy's order with
+        the arguments each takes; None when none is left (a plugin that only watches users costs
+        a bulk import of leads nothing)."""
+        if self.pm is None:
+            return None
+        caller = getattr(self.pm.hook, name)
+        impls = caller.get_hookimpls()
+        if not impls:
+            return None
+        ignoring = set()
+        for impl in self.pm.hook.crm_watches_writes.get_hookimpls():
+            if not impl.function(*[{"entity": entity}[a] for a in impl.argnames]):
+                ignoring.add(impl.plugin_name)
+        kept = [impl for impl in impls if impl.plugin_name not in ignoring]
+        if not kept:
+            return None
+        if any(impl.hookwrapper or impl.wrapper or impl.kwargnames for impl in kept):   # pluggy's own call
+            subset = self.pm.subset_hook_caller(name, [i.plugin for i in impls if i.plugin_name in ignoring])
+            return lambda **kwargs: subset(**kwargs)
+        order = [(impl.function, impl.argnames) for impl in reversed(kept)]   # pluggy calls the last first
+
+        def call(**kwargs) -> None:
+            for function, argnames in order:
+                function(*[kwargs[a] for a in argnames])
+        return call

@@ -117,14 +117,16 @@ class Rows:
         highest = conn.execute(sa.select(sa.func.max(table.c.id))).scalar()
         return max(seq or 0, highest or 0)
 
-    def execute_many(self, conn: Connection, ent: Entity, key: tuple, build, rows: list[dict],
+    def execute_many(self, conn: Connection, ent: Entity | None, key: tuple, build, rows: list[dict],
                      column_keys: tuple[str, ...] | None = None, constants: dict | None = None) -> int:
         """One statement, many parameter sets: the bulk path's hot loop. Returns the rows affected.
 
         The statement (made by ``build()`` once per ``key``) is compiled once; on SQLite it goes to
         the driver's executemany with parameters processed by the columns' own bind processors,
         skipping SQLAlchemy's per-row bookkeeping; ``constants`` (the same for every row, such as
-        timestamps) are processed once. Elsewhere SQLAlchemy runs it (psycopg pipelines).
+        timestamps) are processed once. Elsewhere SQLAlchemy runs it (psycopg pipelines). ``ent``
+        None: a table of the engine's own (the run log, the audit), whose integrity errors are no
+        field's.
         """
         if not rows:
             return 0
@@ -165,10 +167,12 @@ class Rows:
             finally:
                 cursor.close()
         except sqlite3.IntegrityError as exc:
+            if ent is None:   # a table of the engine's own (run log, audit): no field to blame
+                raise
             raise ValidationFailed([unique_violation(ent, exc)], ent.name) from None
         return count
 
-    def write_rows(self, conn: Connection, ent: Entity, stmt, params: Any = None) -> Written:
+    def write_rows(self, conn: Connection, ent: Entity | None, stmt, params: Any = None) -> Written:
         """Run a write; a unique-index violation becomes a field error, never a 500. (No savepoint:
         any error ends the whole write's transaction, which rolls back.)"""
         try:
@@ -176,6 +180,8 @@ class Rows:
             rows = result.all() if result.returns_rows else []
             return Written(rows, result.rowcount)
         except sa.exc.IntegrityError as exc:
+            if ent is None:
+                raise
             raise ValidationFailed([unique_violation(ent, exc)], ent.name) from None
 
 

@@ -24,6 +24,7 @@ from .tables import USER_ENTITY
 from .values import WritePlan, jsonable
 
 _ENGINE_COLUMNS = frozenset(SYSTEM_COLUMNS) - {"owner_id"}
+AUDIT_KEYS = ("at", "kind", "actor_id", "ip", "entity", "record_id", "detail")
 
 
 class WriteSteps:
@@ -199,7 +200,8 @@ class WriteSteps:
         if pending is None:
             pending = cache["audit"] = []
             table = self.metadata.tables["_crm_audit"]
-            self.db.before_commit(conn, lambda: conn.execute(table.insert(), pending))
+            self.db.before_commit(conn, lambda: self.execute_many(conn, None, ("audit",), table.insert, pending,
+                                                                  AUDIT_KEYS))
         now = datetime.now(timezone.utc)
         kind = {"create": "record_created", "delete": "record_deleted"}[event]
         shown = [f for f in ent.fields.values() if f.stored and not f.prop("encrypted")] if event == "delete" else []

@@ -56,7 +56,8 @@ class Runs:
         rows = cache.get("finished_runs")
         if rows is None:
             rows = cache["finished_runs"] = []
-            self.db.before_commit(conn, lambda: conn.execute(self._insert(), rows) if rows else None)
+            self.db.before_commit(conn, lambda: self.svc.execute_many(conn, None, ("finished_runs",), self._insert,
+                                                                      rows, tuple(rows[0])) if rows else None)
         return rows
 
     def submit(self, run_ids: list[int], delay: float = 0.0) -> None:
@@ -72,12 +73,29 @@ class Runs:
                         "scheduler's next pass hands them over again", run_ids, exc)
 
     def next_turn(self, conn, name: str) -> int:
-        """The next number of a counter (round-robin turns), in this transaction."""
+        """The next number of a counter (round-robin turns), in this transaction. The first turn
+        of a transaction increments the stored counter (which locks its row until the commit, so
+        no other writer takes turns meanwhile); the next ones count in memory and the last is
+        stored just before the commit: one statement per transaction, not one per record (a bulk
+        import assigns thousands)."""
+        cache = self.db.txn_cache(conn)
+        key = ("turn", name)
+        turn = cache.get(key)
+        if turn is not None:
+            cache[key] = turn + 1
+            return turn + 1
         counters = self.svc.counters
         insert = (sa.dialects.sqlite if self.db.is_sqlite else sa.dialects.postgresql).insert(counters)
         stmt = insert.values(name=name, value=1).on_conflict_do_update(
             index_elements=["name"], set_={"value": counters.c.value + 1}).returning(counters.c.value)
-        return conn.execute(stmt).scalar_one()
+        stored = cache[key] = conn.execute(stmt).scalar_one()
+
+        def store() -> None:   # (nothing when a savepoint rolled the turns back: the cache is empty then)
+            last = cache.get(key)
+            if last is not None and last > stored:
+                conn.execute(counters.update().where(counters.c.name == name).values(value=last))
+        self.db.before_commit(conn, store)
+        return stored
 
     def execute(self, run_id: int) -> str | None:
         """Run one automation run (claimed first); returns its new status, or None if not claimed."""

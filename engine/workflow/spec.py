@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import time, timedelta
+from functools import cached_property
 from typing import Any, Mapping
 
 from engine.metadata.model import SYSTEM_COLUMNS, AppModel, Entity, Label
@@ -85,14 +86,15 @@ class Automation:
     paths: frozenset[str] = frozenset()         # lookup paths the condition and formulas read
     needs_user: bool = False
 
-    @property
+    @cached_property
     def before_steps(self) -> tuple[Step, ...]:
-        """Steps that run in the write's own transaction (only for write events and transitions)."""
+        """Steps that run in the write's own transaction (only for write events and transitions);
+        computed once (the automation is frozen; a bulk import asks for every record)."""
         if self.schedule is not None or not self.events <= {"create", "update", "delete"} or self.events == {"delete"}:
             return ()
         return tuple(s for s in self.steps if s.before_save)
 
-    @property
+    @cached_property
     def job_steps(self) -> tuple[Step, ...]:
         before = set(id(s) for s in self.before_steps)
         return tuple(s for s in self.steps if id(s) not in before)
