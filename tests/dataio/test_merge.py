@@ -242,24 +242,30 @@ def test_api_merge_preview_permissions_scope_and_undo(world, api):
     assert "/api/v1/account/_merge" in doc["paths"] and "/api/v1/_merges/{merge_id}/undo" in doc["paths"]
 
 
-def test_a_record_pending_approval_cannot_be_merged(world, api):
-    rt, a, b = world["rt"], world["a"], world["b"]
+def test_a_record_pending_approval_cannot_be_merged(crm, api):
+    rt = crm
     from engine.processes.approvals.plugin import approvals_of
 
-    service = approvals_of(rt)
-    if service is None or "opportunity" not in service.entities:
-        pytest.skip("the base CRM declares no approval on opportunities")
-    deals = world["deals"]
-    rt.records.update("opportunity", deals[1]["id"], {"amount": Decimal("900000")}, context=SYSTEM)
-    submitted = api.client.post(f"/ui/approvals/opportunity/{deals[1]['id']}/submit", headers=api.headers)
-    locked = service.lock_of
-    with rt.db.read() as conn:
-        pending = locked(conn, "opportunity", deals[1]["id"], None, False)
-    if pending is None:
-        pytest.skip(f"the deal did not enter an approval ({submitted.status_code})")
-    refused = api.client.post("/api/v1/opportunity/_merge", headers=api.headers,
-                              json={"survivor": deals[0]["id"], "merged": [deals[1]["id"]]})
-    assert refused.status_code == 409 and "cannot be merged" in refused.json["detail"]
+    top = _user(rt, "Top", "manager")
+    boss = _user(rt, "Boss", "manager", manager=top["id"])
+    acc = _make(rt, "account", name="Acme", owner_id=boss["id"])
+    close = (datetime.now(timezone.utc) + timedelta(days=30)).date()
+    deal = _make(rt, "opportunity", name="Deal", account=acc["id"], close_date=close, owner_id=boss["id"])
+    product = _make(rt, "product", name="Widget", code="W-1")
+    quotes = [_make(rt, "quote", name=f"Q{i}", opportunity=deal["id"], owner_id=boss["id"]) for i in (1, 2)]
+    for q in quotes:
+        _make(rt, "quote_line", quote=q["id"], product=product["id"], quantity=1, unit_price=100, discount=20,
+              owner_id=boss["id"])
+    approvals_of(rt).submit("quote", quotes[1]["id"], user_id=boss["id"], access=_access(rt, boss))
+    _, token = create_token(rt.records, boss["id"], "t")
+    headers = {"Authorization": f"Bearer {token}"}
+    preview = api.client.get(f"/api/v1/quote/_merge/preview?ids={quotes[0]['id']},{quotes[1]['id']}", headers=headers)
+    assert preview.json["locks"][str(quotes[1]["id"])].startswith("Pending approval")
+    refused = api.client.post("/api/v1/quote/_merge", headers=headers,
+                              json={"survivor": quotes[0]["id"], "merged": [quotes[1]["id"]]})
+    assert refused.status_code == 409, refused.json
+    assert f"quote {quotes[1]['id']} cannot be merged: Pending approval" in refused.json["detail"]
+    assert _get(rt, "quote", quotes[1]["id"])["name"] == "Q2"
 
 
 def test_undo_within_is_declared_per_entity(write_tree, make_runtime):

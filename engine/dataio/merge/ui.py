@@ -93,6 +93,7 @@ def _page(ent, found: dict) -> dict:
     titles = lookup_titles(runtime().records, ent, cols, rows, g.context)
     table = [{"field": c.field, "differs": by_name[c.name]["differs"], "choosable": by_name[c.name]["choosable"],
               "cells": [display(c, r.get(c.name), lang, titles, r) for r in rows]} for c in cols]
+    table = [row for row in table if any(row["cells"])]   # a field empty on every record has nothing to choose
     model = runtime().model
     refs = []
     for r in rows:
