@@ -7,7 +7,6 @@ DATABASE_URL, on PostgreSQL."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
