@@ -7,6 +7,7 @@ DATABASE_URL, on PostgreSQL."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
@@ -43,7 +44,8 @@ def world(crm):
     rt = crm
     admin = _user(rt, "Admin", "admin")
     a = _make(rt, "account", name="Acme Ltd", account_number="N-1", phone="+1 555 0100")
-    b = _make(rt, "account", name="ACME Limited", account_number="N-2", website="https://acme.example")
+    b = _make(rt, "account", name="ACME Limited", account_number="N-2", website="https://acme.example",
+              annual_revenue="1250000.50", employees=40)
     c = _make(rt, "account", name="Acme", account_number="N-3", parent_account=b["id"])
     contacts = [_make(rt, "contact", last_name=n, account=acc["id"]) for n, acc in (("Ann", a), ("Bob", b), ("Cy", c))]
     close = (datetime.now(timezone.utc) + timedelta(days=30)).date()
@@ -74,7 +76,8 @@ def test_merge_moves_every_reference_with_history_rollups_and_audit(world):
     rt, a, b, c = world["rt"], world["a"], world["b"], world["c"]
     assert _get(rt, "account", a["id"])["open_opportunities"] == 1
     done = merge(rt, "account", a["id"], [b["id"], c["id"]],
-                 {"account_number": b["id"], "website": b["id"], "name": b["id"]}, world["ctx"])
+                 {"account_number": b["id"], "website": b["id"], "name": b["id"], "annual_revenue": b["id"],
+                  "employees": b["id"], "parent_account": c["id"]}, world["ctx"])
     for gone in (b, c):
         with pytest.raises(NotFound):
             _get(rt, "account", gone["id"])
@@ -82,6 +85,8 @@ def test_merge_moves_every_reference_with_history_rollups_and_audit(world):
     assert survivor["account_number"] == "N-2"            # a unique value freed on B before A took it
     assert survivor["website"] == "https://acme.example" and survivor["phone"] == "+1 555 0100"
     assert survivor["name"] == "ACME Limited"
+    assert (survivor["annual_revenue"], survivor["employees"]) == (Decimal("1250000.50"), 40)
+    assert survivor["parent_account"] is None      # C's parent was B, merged into A: A would be its own parent
     assert survivor["open_opportunities"] == 4            # the rollup follows the moved deals at once
     assert done.survivor["id"] == a["id"]
     # every entity pointing at the merged accounts now points at the survivor

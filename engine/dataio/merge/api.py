@@ -24,10 +24,17 @@ from .undo import undo
 ID = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
 
 
-def blueprint() -> Blueprint:
+def blueprint(model) -> Blueprint:
+    """The routes; one pair per entity whose records can be merged (none for users)."""
+    from .spec import mergeable
+
     bp = api.api_routes("merge_api", __name__)
-    bp.add_url_rule("/<entity:entity>/_merge/preview", "preview", _preview, methods=["GET"])
-    bp.add_url_rule("/<entity:entity>/_merge", "merge", _merge, methods=["POST"])
+    for ent in model.entities.values():
+        if mergeable(ent):
+            bp.add_url_rule(f"/{ent.name}/_merge/preview", f"preview_{ent.name}", _preview, methods=["GET"],
+                            defaults={"entity": ent.name})
+            bp.add_url_rule(f"/{ent.name}/_merge", f"merge_{ent.name}", _merge, methods=["POST"],
+                            defaults={"entity": ent.name})
     bp.add_url_rule("/_merges/<int:merge_id>/undo", "undo", _undo, methods=["POST"])
     bp.register_error_handler(MergeError, _problem)
     return bp
@@ -95,7 +102,7 @@ def openapi_fragment(model) -> dict:
         "parameters": [{"name": "merge_id", "in": "path", "required": True, "schema": ID}],
         "responses": {"200": {"description": "Undone", "content": _json({
             "data": {"type": "object"}, "restored": {"type": "array", "items": ID}})},
-            **error_responses("401", "403", "404", "409")}}}}
+            **error_responses("400", "401", "403", "404", "409")}}}}
     for ent in model.entities.values():
         if not mergeable(ent):
             continue
@@ -124,7 +131,7 @@ def openapi_fragment(model) -> dict:
                                   "content": _json({"records": {"type": "array", "items": ref},
                                                     "fields": {"type": "array", "items": {"type": "object"}},
                                                     "references": {"type": "object"}})},
-                          **error_responses("401", "403", "404", "422")}}}
+                          **error_responses("400", "401", "403", "404", "414", "422")}}}
     return {"paths": paths, "tags": [{"name": "merge", "description": "Merge duplicate records, and undo a merge"}]}
 
 

@@ -22,7 +22,7 @@ def crm_tables(metadata) -> None:
 def crm_blueprints(runtime) -> list:
     from . import api, ui
 
-    return [api.blueprint(), ui.blueprint()]
+    return [api.blueprint(runtime.model), ui.blueprint()]
 
 
 @hookimpl

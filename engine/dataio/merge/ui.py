@@ -67,6 +67,8 @@ def merge_page(entity: str):
         survivor = whole_number(request.form.get("survivor", ""))
         choices = {k[len("choice-"):]: whole_number(v) for k, v in request.form.items() if k.startswith("choice-")}
         try:
+            if survivor not in ids:
+                raise MergeError(422, "validation", _("Choose the record that stays."), "survivor")
             done = merge(rt, ent.name, survivor, [i for i in ids if i != survivor], choices, g.context)
         except (MergeError, RecordError) as exc:
             error = getattr(exc, "message", None) or str(exc)

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
+from engine.fields import INT64_MAX
 from engine.security.audit import audit
 from engine.storage.context import Context, system_for
 
@@ -26,6 +27,8 @@ def undo(runtime, merge_id: int, context: Context) -> dict:
     """Undo merge ``merge_id``; returns {entity, survivor (as the caller may see it), restored ids}."""
     records = runtime.records
     table = records.metadata.tables[store.TABLE]
+    if isinstance(merge_id, bool) or not isinstance(merge_id, int) or not 0 < merge_id <= INT64_MAX:
+        raise MergeError(404, "not-found", f"there is no merge {merge_id}")
     with records.db.write() as conn:
         row = conn.execute(sa.select(table).where(table.c.id == merge_id)).first()
         if row is None:
