@@ -274,10 +274,19 @@ def test_a_record_pending_approval_cannot_be_merged(crm, api):
 
 def test_undo_within_is_declared_per_entity(write_tree, make_runtime):
     from engine.dataio.merge.spec import undo_within
+    from engine.metadata import MetadataError
 
     rt = make_runtime(migrate=False)
     assert undo_within(rt.model.entity("account")) == timedelta(hours=24)
-
-    class Ent:
-        props = {"merge": {"undo_within": "30m"}}
-    assert undo_within(Ent) == timedelta(minutes=30)
+    site = write_tree("site", {"account.yaml": """
+    entity: account
+    merge: {undo_within: 7d}
+    """})
+    assert undo_within(make_runtime(site_dir=site, migrate=False).model.entity("account")) == timedelta(days=7)
+    bad = write_tree("bad", {"account.yaml": """
+    entity: account
+    merge: {undo_within: a week}
+    """})
+    with pytest.raises(MetadataError) as info:
+        make_runtime(site_dir=bad, migrate=False)
+    assert "account.yaml:2" in str(info.value) and "undo_within" in str(info.value)
