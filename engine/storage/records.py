@@ -5,7 +5,8 @@ workflow's transition guard and before-save automations, the security guards, an
 ``visible_when`` -> picklist options' ``sets`` -> formulas (and ``follows``) and validation rules ->
 required check -> lookup existence -> SQL write + field history -> ``exclusive_within`` flags ->
 rollups (each parent whose rollups change is updated through this same path, recursively) ->
-``crm_after_write`` hooks -> commit -> ``crm_after_commit`` hooks. One
+``crm_after_write`` hooks -> commit -> ``crm_after_commit`` hooks (``restore`` puts deleted records
+back as they were stored: ``restore.py``). One
 write's before and after hooks share a ``state`` dict. Updates are optimistic: a stale ``version`` is
 a ``Conflict``, never an overwrite. Bulk writes (``bulk.py``) go through the same steps with batched
 statements.
@@ -100,6 +101,18 @@ class RecordService(Reads, WriteSteps, Rows):
             self._delete(conn, ent, record_id, version, context, events, set())
             for event, ent_, record, old, ctx in events:
                 self._after_commit(conn, event, ent_, record, old, ctx)
+
+    def restore(self, entity: str, rows: list[dict], *, context: Context = Context(),
+                conn: Connection | None = None) -> list[dict]:
+        """Put back deleted records exactly as they were stored (their ids, system columns and values;
+        ``restore.py`` says what runs and what does not); with ``conn`` inside that write transaction.
+        The caller needs ``create`` on the entity."""
+        from .restore import restore_rows
+
+        ent = self._entity(entity)
+        guard_write(context, ent, "create", None)
+        with self.db.write(conn) as conn:
+            return restore_rows(self, conn, ent, rows, context)
 
     def _after_commit(self, conn: Connection, event: str, ent: Entity, record: dict, old: dict | None,
                       context: Context) -> None:
