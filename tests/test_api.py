@@ -67,7 +67,7 @@ def test_two_patches_with_the_same_etag_one_wins_one_gets_412(api):
         r = client.patch(f"/api/v1/account/{acc['id']}", json={"phone": phone}, headers={**api.headers, "If-Match": etag})
         statuses.append(r.status_code)
 
-    threads = [threading.Thread(target=patch, args=(p,)) for p in ("+1 555 0001", "+1 555 0002")]
+    threads = [threading.Thread(target=patch, args=(p,)) for p in ("+12015550001", "+12015550002")]
     for t in threads:
         t.start()
     for t in threads:
