@@ -61,12 +61,15 @@ class ExportOptions:
 class ExportColumn:
     """One column of the file: a field's shown value, or (``ids``) the raw id of the pointer before it.
 
-    ``kind`` says how the XLSX writer types the cell: text, number, money, date, datetime, boolean."""
+    ``kind`` says how the XLSX writer types the cell: text, number, money, date, datetime, boolean;
+    ``pointer`` is the entity a lookup or user column points at (None for a reference: its values
+    name theirs; False for any other column)."""
 
     header: str
     field: Field
     kind: str
     raw_id: bool = False
+    pointer: str | None | bool = False
 
     @property
     def name(self) -> str:
@@ -121,11 +124,11 @@ def _columns(ent: Entity, names: list[str], options: ExportOptions) -> list[Expo
     out = []
     for name in names:
         field = ent.fields.get(name) or system_field(name)
-        header = _header(ent, name, options)
-        out.append(ExportColumn(header, field, _kind(field, options)))
-        if options.ids and _pointer(field, name) is not False:
-            out.append(ExportColumn(f"{header}.id", field, "number" if field.type_name != "reference" else "text",
-                                    raw_id=True))
+        header, pointer = _header(ent, name, options), _pointer(field, name)
+        out.append(ExportColumn(header, field, _kind(field), pointer=pointer))
+        if options.ids and pointer is not False:
+            out.append(ExportColumn(f"{header}.id", field, "text" if pointer is None else "number", raw_id=True,
+                                    pointer=pointer))
     return out
 
 
@@ -148,7 +151,7 @@ def _pointer(field: Field, name: str) -> str | None | bool:
     return False
 
 
-def _kind(field: Field, options: ExportOptions) -> str:
+def _kind(field: Field) -> str:
     if is_amount(field):
         return "money"
     kind = field.type_name
@@ -166,7 +169,7 @@ class _Shown:
 
     def __init__(self, records, ent: Entity, columns: list[ExportColumn], context, options: ExportOptions):
         self.records, self.ent, self.columns, self.context, self.options = records, ent, columns, context, options
-        self.pointers = [(c.name, p) for c in columns if not c.raw_id and (p := _pointer(c.field, c.name)) is not False]
+        self.pointers = [(c.name, c.pointer) for c in columns if not c.raw_id and c.pointer is not False]
         self.amounts = any(c.kind == "money" for c in columns)
         self.labels = {c.name: {o.value: o.label.get(options.lang) for o in c.field.options}
                        for c in columns if c.field.type_name in ("picklist", "multipicklist")}
@@ -183,10 +186,9 @@ class _Shown:
             return None
         field = col.field
         if col.raw_id:
-            return field.type.format_csv(field, value) if field.type_name == "reference" else value
-        target = _pointer(field, col.name)
-        if target is not False:
-            key = (value.entity, value.id) if target is None else (target, value)
+            return f"{value.entity}:{value.id}" if col.pointer is None else value
+        if col.pointer is not False:
+            key = (value.entity, value.id) if col.pointer is None else (col.pointer, value)
             return titles.get(key) or f"#{key[1]}"
         if col.name in self.labels:
             labels = self.labels[col.name]
@@ -214,8 +216,10 @@ def _csv_cell(col: ExportColumn, value: Any, options: ExportOptions) -> str:
         return value.isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
-    if col.kind == "number" or col.raw_id:
-        return col.field.type.format_csv(col.field, value) if not col.raw_id else str(value)
+    if col.raw_id:
+        return str(value)
+    if col.kind == "number":
+        return col.field.type.format_csv(col.field, value)
     return _safe(str(value))
 
 
