@@ -573,7 +573,8 @@ def test_the_export_link_downloads_the_filtered_list_as_csv_with_the_session(sit
     assert [int(row["ID"]) for row in rows] == [o["id"] for o in won]   # headers: the labels the list shows
     labels = {f.name: f.label.get("en") for f in site.rt.model.entity("opportunity").fields.values()}
     assert {labels["name"], labels["account"], labels["stage"], labels["amount"]} <= set(rows[0])
-    assert {row[labels["stage"]] for row in rows} == {"Won"}                  # the option's label, not its value
+    won_label = next(o.label.get("en") for o in site.rt.model.entity("opportunity").fields["stage"].options if o.value == "won")
+    assert {row[labels["stage"]] for row in rows} == {won_label} != {"won"}   # the option's label, not its value
     assert site.browser().get(link).status_code == 401   # not without a session
     # "Export selected": the page's script adds id[in]=<the ticked rows> to its base link
     selected = html.unescape(re.search(r'id="export-selected" href="[^"]+" data-base="([^"]+)"', page).group(1))
