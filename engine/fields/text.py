@@ -10,13 +10,13 @@ written without ``+country`` read in the field's ``region``) and stored as E.164
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
-
 import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
 
 from .base import FieldType, FieldValueError, unsafe_text
 
