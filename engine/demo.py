@@ -183,7 +183,7 @@ def _value(field: Field, entity: Entity, n: int, rng: random.Random, fake: Faker
     if kind == "email":
         return _fit(field, fake.email(), n)
     if kind == "phone":
-        return fake.numerify("+1 ###-###-####")
+        return _phone(field, rng)
     if kind == "url":
         return f"https://{fake.domain_name()}"
     if kind in ("text", "textarea"):
@@ -193,6 +193,17 @@ def _value(field: Field, entity: Entity, n: int, rng: random.Random, fake: Faker
     if kind == "json":
         return {}
     return None
+
+
+def _phone(field: Field, rng: random.Random) -> str:
+    """A number the field takes: for one that normalises to E.164, its region's example mobile number
+    (phonenumbers) with the last four digits drawn, which stays a valid number."""
+    if field.prop("normalise") != "e164":
+        return f"+1 {rng.randint(200, 999)}-{rng.randint(200, 999)}-{rng.randint(0, 9999):04d}"
+    import phonenumbers
+
+    example = phonenumbers.example_number_for_type(field.prop("region") or "US", phonenumbers.PhoneNumberType.MOBILE)
+    return f"+{example.country_code}{str(example.national_number)[:-4]}{rng.randint(0, 9999):04d}"
 
 
 def _pointer(field: Field, rng: random.Random, ids: dict[str, list[int]]) -> Any:

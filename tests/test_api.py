@@ -48,7 +48,7 @@ def test_create_read_update_delete_with_location_and_etag(api):
     assert r.json["annual_revenue"] == "1000.50" and r.json["phone"] is None and r.json["owner_id"] == api.user["id"]
     got = api.get(r.headers["Location"])
     assert got.json == r.json and got.headers["ETag"] == r.headers["ETag"]
-    patched = api.patch(r.headers["Location"], json={"phone": "+1 555 0100"}, headers={"If-Match": r.headers["ETag"]})
+    patched = api.patch(r.headers["Location"], json={"phone": "+1 201 555 0100"}, headers={"If-Match": r.headers["ETag"]})
     assert patched.status_code == 200 and patched.json["version"] == 2 and patched.json["name"] == "Acme"
     assert api.delete(r.headers["Location"], headers={"If-Match": r.headers["ETag"]}).status_code == 412
     assert api.delete(r.headers["Location"], headers={"If-Match": patched.headers["ETag"]}).status_code == 204
@@ -67,7 +67,7 @@ def test_two_patches_with_the_same_etag_one_wins_one_gets_412(api):
         r = client.patch(f"/api/v1/account/{acc['id']}", json={"phone": phone}, headers={**api.headers, "If-Match": etag})
         statuses.append(r.status_code)
 
-    threads = [threading.Thread(target=patch, args=(p,)) for p in ("+1 555 0001", "+1 555 0002")]
+    threads = [threading.Thread(target=patch, args=(p,)) for p in ("+12015550001", "+12015550002")]
     for t in threads:
         t.start()
     for t in threads:

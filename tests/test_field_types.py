@@ -214,7 +214,7 @@ BAD = [
     ("phone", {}, "call me", "format", "phone number"),
     ("phone", {}, "12", "format", "phone number"),
     ("phone", {}, "+1 555 CALL NOW", "format", "phone number"),
-    ("url", {}, "example.com", "format", "http(s) URL"),
+    ("url", {}, "mailto:ann@example.com", "format", "http(s) URL"),   # a bare example.com gets https:// (normalised)
     ("url", {}, "ftp://example.com/file", "format", "URL"),
     ("url", {}, "https://exa mple.com", "format", "URL"),
     ("url", {}, "javascript:alert(1)", "format", "URL"),

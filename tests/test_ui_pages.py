@@ -570,14 +570,17 @@ def test_the_export_link_downloads_the_filtered_list_as_csv_with_the_session(sit
     rows = list(csv.DictReader(io.StringIO(text(r))))
     won = sorted((o for o in site.records.query("opportunity", limit=10_000) if o["stage"] == "won"),
                  key=lambda o: (o["close_date"], o["id"]), reverse=True)
-    assert [int(row["id"]) for row in rows] == [o["id"] for o in won]
-    assert {"name", "account", "stage", "amount"} <= set(rows[0])
+    assert [int(row["ID"]) for row in rows] == [o["id"] for o in won]   # headers: the labels the list shows
+    labels = {f.name: f.label.get("en") for f in site.rt.model.entity("opportunity").fields.values()}
+    assert {labels["name"], labels["account"], labels["stage"], labels["amount"]} <= set(rows[0])
+    won_label = next(o.label.get("en") for o in site.rt.model.entity("opportunity").fields["stage"].options if o.value == "won")
+    assert {row[labels["stage"]] for row in rows} == {won_label} != {"won"}   # the option's label, not its value
     assert site.browser().get(link).status_code == 401   # not without a session
     # "Export selected": the page's script adds id[in]=<the ticked rows> to its base link
     selected = html.unescape(re.search(r'id="export-selected" href="[^"]+" data-base="([^"]+)"', page).group(1))
     chosen = [won[0]["id"], won[-1]["id"]]
     r = admin.get(selected + "&id%5Bin%5D=" + ",".join(map(str, chosen)))
-    assert r.status_code == 200 and sorted(int(row["id"]) for row in csv.DictReader(io.StringIO(text(r)))) == sorted(chosen)
+    assert r.status_code == 200 and sorted(int(row["ID"]) for row in csv.DictReader(io.StringIO(text(r)))) == sorted(chosen)
     # a role without export has no link
     service = site.user("svc@example.com", "service")
     assert 'id="export"' not in text(site.browser(service).get("/ui/account"))

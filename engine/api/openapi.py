@@ -239,11 +239,14 @@ def _entity_paths(entity: Entity) -> dict:
         },
         f"{base}/_export": {
             "get": {"tags": [tag], "operationId": f"export_{entity.name}",
-                    "summary": f"Every {entity.label.get('en')} matching the filters, as CSV",
-                    "parameters": [p for p in _list_parameters(entity) if p["name"] not in ("limit", "cursor", "offset", "count")],
-                    "responses": {"200": {"description": "CSV: a header line, then one line per record",
+                    "summary": f"Every {entity.label.get('en')} matching the filters, as CSV or XLSX, as the list shows it",
+                    "parameters": [p for p in _list_parameters(entity) if p["name"] not in ("limit", "cursor", "offset", "count")]
+                    + EXPORT_PARAMETERS,
+                    "responses": {"200": {"description": "CSV or XLSX: a header line, then one line per record",
                                           "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
-                                          "content": {"text/csv": {"schema": {"type": "string"}}}},
+                                          "content": {"text/csv": {"schema": {"type": "string"}},
+                                                      "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet":
+                                                          {"schema": {"type": "string", "format": "binary"}}}},
                                   **_errors("400", "401", "414", "503")}},
         },
         f"{base}/{{id}}": {
@@ -289,6 +292,20 @@ def _filter_value(field: Field) -> dict:
     if "enum" in schema:
         return {"type": "string", "enum": schema["enum"]}
     return {"type": "string", "maxLength": schema.get("maxLength", 32000)}
+
+
+#: The export's own parameters (``engine/api/routes.py`` ``_export_options``; docs/api.md).
+EXPORT_PARAMETERS = [
+    {"name": name, "in": "query", "schema": {"type": "string", "enum": list(values), "default": values[0]},
+     "description": text}
+    for name, values, text in (
+        ("file", ("csv", "xlsx"), "The file: CSV (default) or XLSX"),
+        ("format", ("raw", "readable"), "Amounts as plain numbers (raw) or with their currency (readable)"),
+        ("lang", ("en", "zh"), "The language of picklist labels, label headers and readable amounts"),
+        ("headers", ("name", "label"), "Column headers: field names or labels in lang"),
+        ("ids", ("0", "1"), "1: an id column after each lookup, owner or reference column"))
+] + [{"name": "tz", "in": "query", "schema": {"type": "string", "default": "UTC", "maxLength": 64},
+      "description": "An IANA time zone for date-times, e.g. Asia/Shanghai"}]
 
 
 def _list_parameters(entity: Entity) -> list[dict]:

@@ -390,38 +390,67 @@ def _history(entity: str, record_id: int):
 
 
 def _export(entity: str):
-    """The records matching the list parameters as CSV (every page), with the fields the caller may read."""
-    from .exports import export_csv
+    """The records matching the list parameters as CSV or XLSX (every page), with the fields the caller may read,
+    each value as the list shows it (``engine/api/exports.py``)."""
+    from .exports import csv_lines, export_rows
 
     ent = _entity(entity)
     context = _context()
     g.access.require(ent.name, "export")
     q, fields, _ = _list_query(ent, EXPORT_OPTIONS)
-    readable = _export_format()
+    options, kind = _export_options()
     if request.args.get("cursor") or request.args.get("offset") or request.args.get("count"):
         raise ApiError(400, "Bad query", "an export takes filters, where, sort and fields; not cursor, offset or count",
                        kind="bad-query")
-    columns = list(fields or _only(ent) or _serializers().columns(ent))
-    rows = export_csv(_rt().records, ent, q, columns, context,
-                      money=(request.args.get("lang") or "en", _rt().settings.currency) if readable else None)
+    names = list(fields or _only(ent) or _serializers().columns(ent))
+    columns, rows = export_rows(_rt().records, ent, q, names, context, options)
     audit(_rt().records, "export", user_id=context.user_id, entity=ent.name,
           detail={"query": request.query_string.decode("utf-8", "replace")[:1000]})
-    return Response(stream_with_context(rows), mimetype="text/csv",
+    if kind == "xlsx":
+        from .exports_xlsx import xlsx_chunks
+
+        body = xlsx_chunks(ent.plural.get(options.lang), columns, rows, options)
+        return Response(stream_with_context(body), mimetype=XLSX,
+                        headers={"Content-Disposition": f'attachment; filename="{ent.name}.xlsx"'})
+    return Response(stream_with_context(csv_lines(columns, rows, options)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{ent.name}.csv"'})
 
 
-#: The export's own parameters (not filters): ``format=readable`` writes amounts as people read them
-#: (``$1,234.50``, ``¥1,235``) in ``lang`` (en, zh); ``format=raw`` (the default) plain numbers.
-EXPORT_OPTIONS = frozenset({"format", "lang"})
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+#: The export's own parameters (not filters), each checked by ``_export_options``.
+EXPORT_CHOICES = {"file": ("csv", "xlsx"), "format": ("raw", "readable"), "lang": ("en", "zh"),
+                  "headers": ("name", "label"), "ids": ("0", "1")}
+EXPORT_OPTIONS = frozenset({*EXPORT_CHOICES, "tz"})
 
 
-def _export_format() -> bool:
-    fmt, lang = request.args.get("format", "raw"), request.args.get("lang", "en")
-    if fmt not in ("raw", "readable") or lang not in ("en", "zh"):
-        bad = "format" if fmt not in ("raw", "readable") else "lang"
-        raise ApiError(400, "Bad query", f"{bad} must be {'raw or readable' if bad == 'format' else 'en or zh'}",
-                       kind="bad-query", errors=[{"field": bad, "code": "enum", "message": "not a value it takes"}])
-    return fmt == "readable"
+def _export_options():
+    """(``ExportOptions``, csv or xlsx) from the query: ``file`` csv (default) or xlsx; ``format`` raw
+    (default: plain amounts) or readable (amounts with their currency); ``lang`` en (default) or zh;
+    ``headers`` name (default) or label; ``ids`` 1 for an id column after each pointer; ``tz`` an IANA
+    zone for date-times (default UTC). Any other value is a 400 naming the parameter."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from .exports import ExportOptions
+
+    chosen = {}
+    for name, allowed in EXPORT_CHOICES.items():
+        value = request.args.get(name, allowed[0])
+        if value not in allowed:
+            raise ApiError(400, "Bad query", f"{name} must be {' or '.join(allowed)}", kind="bad-query",
+                           errors=[{"field": name, "code": "enum", "message": "not a value it takes"}])
+        chosen[name] = value
+    zone_name = request.args.get("tz", "UTC")
+    try:
+        zone = ZoneInfo(zone_name) if zone_name != "UTC" else None
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApiError(400, "Bad query", "tz must be an IANA time zone name such as Asia/Shanghai", kind="bad-query",
+                       errors=[{"field": "tz", "code": "enum", "message": "not a time zone"}]) from None
+    lang = chosen["lang"]
+    catalog = current_app.extensions.get("crm.catalogs", {}).get(lang, {})
+    options = ExportOptions(lang=lang, money=chosen["format"] == "readable", ids=chosen["ids"] == "1",
+                            headers=chosen["headers"], currency=_rt().settings.currency,
+                            translate=lambda text: catalog.get(text, text), **({"zone": zone} if zone else {}))
+    return options, chosen["file"]
 
 
 def _search():

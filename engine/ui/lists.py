@@ -1,5 +1,5 @@
 """The list screen: columns from the ``list`` layout, sorting, the filter builder (rows -> a ``where=``
-condition), saved views, keyset pages, bulk actions and the CSV export link."""
+condition), saved views, keyset pages, bulk actions and the CSV and XLSX export links."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from .common import (
     url_with,
     with_message,
 )
-from .i18n import current_lang
+from .i18n import current_lang, zone_name
 from .i18n import translate as _
 from .present import buttons, column, columns, display, list_columns, lookup_titles
 
@@ -109,10 +109,13 @@ def _toggle(sort: str, name: str) -> str:
 
 
 def _export_url(ent, cols, where: str, sort: str) -> str | None:
+    """The CSV export of what the list shows (its condition, sort and columns), as the user reads it:
+    labels as headers, titles, option labels and amounts in the page's language, times in its zone.
+    The XLSX button is the same link with ``file=xlsx``."""
     if not g.access.can(ent.name, "export"):
         return None
     params = {"fields": ",".join(c.name for c in cols if c.field.stored or c.system or c.field.computed_on_read),
-              "sort": sort, "format": "readable", "lang": current_lang()}   # amounts with their currency
+              "sort": sort, "format": "readable", "lang": current_lang(), "headers": "label", "tz": zone_name()}
     if where:
         params["where"] = where
     return f"/api/v1/{ent.name}/_export?{urlencode(params)}"

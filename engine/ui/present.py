@@ -16,13 +16,11 @@ from babel.numbers import format_decimal
 from engine.fields.numeric import LOCALES, currencies_of, format_money, is_amount
 from engine.metadata.model import Entity, Field
 from engine.storage.query import SYSTEM_TYPES, system_field
+from engine.storage.titles import SYSTEM_LABELS, pointer_titles, title_of
 
 from .i18n import local, zone_name
 from .i18n import translate as _
 
-#: English labels of the system columns (translated through the catalog when shown).
-SYSTEM_LABELS = {"id": "ID", "created_at": "Created", "updated_at": "Last modified", "created_by": "Created by",
-                 "updated_by": "Last modified by", "owner_id": "Owner", "version": "Version"}
 #: The key of ``titles`` under which ``lookup_titles`` keeps a row's currency: ``(CURRENCY, row id)``.
 CURRENCY = "$currency"
 
@@ -92,41 +90,12 @@ def form_sections(ent: Entity, hidden: frozenset[str]) -> list[dict]:
     return sections
 
 
-def title_of(ent: Entity, record: dict | None) -> str:
-    if record is None:
-        return ""
-    value = record.get(ent.title)
-    return str(value) if value not in (None, "") else f"{ent.label.get('en')} #{record.get('id')}"
-
-
 def lookup_titles(records_svc, ent: Entity, cols: list[Column], rows: list[dict], context) -> dict:
     """{(target entity, id): title} for every lookup value shown, read with the user's rights (a
-    record the user may not see keeps only its id)."""
-    titles: dict[tuple[str, int], str] = {}
-    access = getattr(context, "access", None)
-
-    def readable(entity: str) -> bool:   # an entity the role may not read at all keeps ids only
-        return access is None or access.can(entity, "read")
-
-    for col in cols:
-        if col.target is None or not readable(col.target):
-            continue
-        ids = {r.get(col.name) for r in rows} - {None}
-        if not ids:
-            continue
-        target = records_svc.model.entity(col.target)
-        found = records_svc.fetch_many(target.name, ids, context=context)
-        titles.update({(target.name, rid): title_of(target, rec) for rid, rec in found.items()})
-    for col in cols:
-        if col.kind == "reference":
-            for row in rows:
-                ref = row.get(col.name)
-                if ref is not None and (ref.entity, ref.id) not in titles and ref.entity in records_svc.model.entities \
-                        and readable(ref.entity):
-                    target = records_svc.model.entity(ref.entity)
-                    found = records_svc.fetch_many(target.name, [ref.id], context=context)
-                    if ref.id in found:
-                        titles[(target.name, ref.id)] = title_of(target, found[ref.id])
+    record the user may not see keeps only its id); and the rows' currencies (``CURRENCY``)."""
+    pointers = [(c.name, c.target) for c in cols if c.target is not None]
+    pointers += [(c.name, None) for c in cols if c.kind == "reference"]
+    titles = pointer_titles(records_svc, pointers, rows, context)
     if any(c.kind == "currency" for c in cols):
         titles.update({(CURRENCY, rid): code for rid, code in currencies_of(records_svc, ent, rows, context).items()})
     return titles

@@ -32,7 +32,7 @@ def _client(rt, user):
 
 def _lead(rt, owner, **values):
     data = {"last_name": "Doe", "first_name": "Jane", "company": "Globex", "email": "jane@globex.example",
-            "phone": "+1 555 0100 200", "status": "qualified", "lead_source": "web", "city": "Springfield",
+            "phone": "+1 201 555 0100", "status": "qualified", "lead_source": "web", "city": "Springfield",
             **values}
     return rt.records.create("lead", data, context=Context(user_id=owner["id"], system=True))
 
@@ -85,7 +85,7 @@ def test_converting_a_lead_creates_an_account_a_contact_and_an_opportunity(sales
 
 def test_the_account_can_be_an_existing_one_the_matching_proposes(sales):
     rt, sam, client, headers = sales
-    acme = rt.records.create("account", {"name": "GLOBEX, Inc.", "phone": "(555) 0100-200"},
+    acme = rt.records.create("account", {"name": "GLOBEX, Inc.", "phone": "(201) 555-0100"},
                              context=Context(user_id=sam["id"], system=True))
     rt.records.create("account", {"name": "Initech"}, context=Context(user_id=sam["id"], system=True))
     lead = _lead(rt, sam)

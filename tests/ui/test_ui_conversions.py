@@ -14,7 +14,7 @@ from .conftest import login, shot
 def test_convert_a_lead_choosing_the_existing_account(page, live_server):
     rt, sales = live_server.runtime, live_server.sales
     ctx = Context(user_id=sales.id, system=True)
-    account = rt.records.create("account", {"name": "Globex Corporation Ltd.", "phone": "+1 555 0100 200"}, context=ctx)
+    account = rt.records.create("account", {"name": "Globex Corporation Ltd.", "phone": "+1 201 555 0100"}, context=ctx)
     lead = rt.records.create("lead", {"first_name": "Jane", "last_name": "Doe", "company": "GLOBEX CORPORATION",
                                       "email": "jane.doe@globex.example", "status": "qualified"}, context=ctx)
     accounts_before = len(rt.records.query("account", limit=10_000))

@@ -215,9 +215,27 @@ def test_export_a_filtered_list_as_csv(page, live_server):
     body = download.value.path().read_text(encoding="utf-8")
     rows = list(csv.DictReader(io.StringIO(body)))
     expected = rt.records.list(ListQuery("opportunity", limit=500, filters=[Filter("stage", "eq", "qualification")]))
-    assert sorted(r["id"] for r in rows) == sorted(str(r["id"]) for r in expected.records)
-    assert {r["stage"] for r in rows} == {"qualification"}
+    assert sorted(r["ID"] for r in rows) == sorted(str(r["id"]) for r in expected.records)
+    assert {r["Stage"] for r in rows} == {"Qualification"}   # labels, as the list shows them
     assert download.value.suggested_filename == "opportunity.csv"
+
+
+def test_the_xlsx_button_downloads_the_filtered_list_as_a_workbook(page, live_server):
+    from openpyxl import load_workbook
+
+    rt = live_server.runtime
+    _signed_in(page, live_server)
+    page.goto("/ui/opportunity?where=" + "stage = 'qualification'")
+    with page.expect_download() as download:
+        page.click("#export-xlsx")
+    assert download.value.suggested_filename == "opportunity.xlsx"
+    sheet = load_workbook(io.BytesIO(download.value.path().read_bytes())).active
+    rows = list(sheet.iter_rows(values_only=True))
+    header = rows[0]
+    assert header[0] == "ID" and "Stage" in header and sheet["A1"].font.b
+    expected = rt.records.list(ListQuery("opportunity", limit=500, filters=[Filter("stage", "eq", "qualification")]))
+    assert sorted(r[0] for r in rows[1:]) == sorted(r["id"] for r in expected.records)   # ids as numbers
+    assert {r[header.index("Stage")] for r in rows[1:]} == {"Qualification"}
 
 
 def test_the_shell_works_at_phone_width(make_page, live_server):
