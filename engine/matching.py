@@ -16,6 +16,11 @@ to reuse the same normalisers and search.
 
 Scoring uses the standard library's ``difflib`` on the normalised forms: it runs on at most a few
 hundred prefiltered rows, so a faster fuzzy-matching library would buy nothing measurable here.
+
+Duplicate rules (``engine/dataio/duplicates``) compare many more values, so they use the stored
+forms of ``normalise(by, value, region=)`` (a phone in E.164 through ``phonenumbers``, with the
+rule's default region for numbers written without a country code), blocking keys
+(``block_keys``: which stored values are worth comparing at all) and ``fuzzy`` (``rapidfuzz``).
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Any, Callable, Iterable
 
+import phonenumbers
 import sqlalchemy as sa
+from rapidfuzz import fuzz
 
-__all__ = ["NORMALISERS", "Candidate", "Reason", "Rule", "company_name", "email", "find_candidates", "name",
-           "phone", "similarity", "text"]
+__all__ = ["NORMALISERS", "Candidate", "Reason", "Rule", "block_keys", "company_name", "e164", "email",
+           "find_candidates", "fuzzy", "name", "normalise", "phone", "similarity", "text"]
 
 #: Legal forms dropped from the end of a company's name (compared after normalising, so "Co." is "co").
 LEGAL_SUFFIXES = (
@@ -89,6 +96,57 @@ def name(value: Any) -> str:
 NORMALISERS: dict[str, Callable[[Any], str]] = {
     "company_name": company_name, "email": email, "phone": phone, "name": name, "text": text,
 }
+
+
+def e164(value: Any, region: str | None = None) -> str:
+    """A phone number in E.164 (``+8613800138000``) when ``phonenumbers`` can read it (with ``region``,
+    an ISO country code, for numbers written without one), else its digits (``phone``): two spellings
+    of the same valid number give the same string, with or without the country code."""
+    raw = unicodedata.normalize("NFKC", str(value or "")).strip()
+    if not raw:
+        return ""
+    try:
+        parsed = phonenumbers.parse(raw, (region or "").upper() or None)
+    except phonenumbers.NumberParseException:
+        return phone(raw)
+    if not phonenumbers.is_possible_number(parsed):
+        return phone(raw)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise(by: str, value: Any, region: str | None = None) -> str:
+    """The form duplicate rules store and compare ``value`` in, normalised ``by`` (phones in E.164)."""
+    if by == "phone":
+        return e164(value, region)
+    return NORMALISERS[by](value)
+
+
+#: Characters of a normalised value that make one blocking key (CJK characters carry more: fewer).
+BLOCK_WIDTH = 4
+BLOCK_WIDTH_CJK = 2
+
+
+def block_keys(value: str) -> list[str]:
+    """Blocking keys of a normalised value for fuzzy comparison: its first and its last few characters
+    (spaces off). Two values are compared only when they share a key, so a typo in one half of a name
+    is still found through the other half; a value shorter than a key is its own key."""
+    compact = value.replace(" ", "")
+    if not compact:
+        return []
+    width = BLOCK_WIDTH_CJK if _CJK.match(compact) else BLOCK_WIDTH
+    if len(compact) <= width * 2:
+        return ["=" + compact]
+    return ["<" + compact[:width], ">" + compact[-width:]]
+
+
+def fuzzy(a: str, b: str) -> float:
+    """How alike two normalised values are, 0..1 (``rapidfuzz``'s normalised Indel similarity, the
+    better of the plain and the word-sorted comparison)."""
+    if not a or not b:
+        return 0.0
+    if a == b:
+        return 1.0
+    return max(fuzz.ratio(a, b), fuzz.token_sort_ratio(a, b)) / 100.0
 
 
 def similarity(by: str, a: Any, b: Any) -> float:
