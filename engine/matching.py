@@ -33,10 +33,10 @@ from typing import Any, Callable, Iterable
 
 import phonenumbers
 import sqlalchemy as sa
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 __all__ = ["NORMALISERS", "Candidate", "Reason", "Rule", "block_keys", "company_name", "e164", "email",
-           "find_candidates", "fuzzy", "name", "normalise", "phone", "similarity", "text"]
+           "find_candidates", "fuzzy", "fuzzy_many", "name", "normalise", "phone", "similarity", "text"]
 
 #: Legal forms dropped from the end of a company's name (compared after normalising, so "Co." is "co").
 LEGAL_SUFFIXES = (
@@ -140,13 +140,23 @@ def block_keys(value: str) -> list[str]:
 
 
 def fuzzy(a: str, b: str) -> float:
-    """How alike two normalised values are, 0..1 (``rapidfuzz``'s normalised Indel similarity, the
-    better of the plain and the word-sorted comparison)."""
+    """How alike two normalised values are, 0..1: ``rapidfuzz``'s normalised Indel similarity of their
+    words in sorted order ("acme trading" = "trading acme"; "acme tradng" 0.96)."""
     if not a or not b:
         return 0.0
     if a == b:
         return 1.0
-    return max(fuzz.ratio(a, b), fuzz.token_sort_ratio(a, b)) / 100.0
+    return fuzz.token_sort_ratio(a, b, processor=None) / 100.0
+
+
+def fuzzy_many(value: str, choices: list[str], threshold: float) -> list[tuple[int, float]]:
+    """``(index, score)`` of the ``choices`` at least ``threshold`` (0..1) alike ``value`` as ``fuzzy``
+    scores them, computed in rapidfuzz's C loop (a block of thousands costs milliseconds)."""
+    if not value:
+        return []
+    found = process.extract(value, choices, scorer=fuzz.token_sort_ratio, processor=None,
+                            score_cutoff=threshold * 100.0, limit=None)
+    return [(index, score / 100.0) for _, score, index in found if choices[index]]
 
 
 def similarity(by: str, a: Any, b: Any) -> float:

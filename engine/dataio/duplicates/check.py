@@ -102,13 +102,12 @@ def _check(runtime, service, entity, rules, rows, ids, forms, keys, access, conn
         for name, row_keys in keys[i].items():
             rule = by_name[name]
             for key in row_keys:
-                for record_id, other in stored.get((name, key), ()):
-                    if record_id == ids[i]:
-                        continue
-                    score = rule.score(forms[i][name], other)
+                members = [m for m in stored.get((name, key), ()) if m[0] != ids[i]]
+                for at, score in rule.match_block(forms[i][name], [m[1] for m in members], key):
+                    record_id = members[at][0]
                     before = best[i].get(record_id)
                     # a blocking rule outranks a warning one for the same record
-                    if score and (before is None or (rule.action == "block", score) > (before[1].action == "block", before[0])):
+                    if before is None or (rule.action == "block", score) > (before[1].action == "block", before[0]):
                         best[i][record_id] = (score, rule)
     titles = titles_of(runtime, conn, entity, {rid for b in best for rid in b}, access)
     for i, found in enumerate(best):
@@ -169,12 +168,10 @@ def _within(rules, entity: str, keys, forms, out: list[Matches]) -> None:
         for i, row_keys in enumerate(keys):
             matched: dict[int, float] = {}
             for key in row_keys[rule.name]:
-                for j in seen[key]:
-                    if j not in matched:
-                        score = rule.score(forms[i][rule.name], forms[j][rule.name])
-                        if score:
-                            matched[j] = score
-                seen[key].append(i)
+                earlier = seen[key]
+                for at, score in rule.match_block(forms[i][rule.name], [forms[j][rule.name] for j in earlier], key):
+                    matched[earlier[at]] = max(score, matched.get(earlier[at], 0.0))
+                earlier.append(i)
             for j, score in sorted(matched.items()):
                 if len(out[i].candidates) < LIMIT:
                     out[i].candidates.append(Candidate(entity, None, None, rule.name, score, rule.action, row=j))

@@ -2,8 +2,9 @@
 
 Never row against row: per rule, the database groups the key table by key (``GROUP BY key HAVING
 COUNT(*) > 1``, joined to the records the caller may read), and only records sharing a key are
-compared, on their stored normalised forms. An exact rule needs no comparison (a shared key is a
-match). A fuzzy rule compares every pair of a block up to ``PAIRWISE`` members; in a larger block
+compared, on their stored normalised forms, a member against the rest of its block at once in
+rapidfuzz's C loop (``DuplicateRule.match_block``). Every pair of a block up to ``PAIRWISE`` members
+is compared; in a larger block
 (a very common first word) each record is compared with its ``WINDOW`` neighbours in sorted order
 (the sorted-neighbourhood method), so the cost stays linear in the block. Pairs that match are
 joined into groups (union-find): A~B and B~C make one group of three.
@@ -22,7 +23,7 @@ from engine.storage.errors import PermissionDenied
 
 from .spec import DuplicateRule
 
-PAIRWISE = 200
+PAIRWISE = 2000
 WINDOW = 20
 
 
@@ -58,7 +59,13 @@ def duplicate_groups(runtime, entity: str, access=None, *, rule: str | None = No
             if rule is None or r.name == rule:
                 groups += _rule_groups(runtime, service.keys, conn, entity, r, access)
     groups.sort(key=lambda g: (-g.score, g.ids[0]))
-    return groups
+    seen: set[tuple[int, ...]] = set()
+    unique = []
+    for grp in groups:   # the same records found by two rules: shown once, under the stronger match
+        if tuple(grp.ids) not in seen:
+            seen.add(tuple(grp.ids))
+            unique.append(grp)
+    return unique
 
 
 def _rule_groups(runtime, keys: sa.Table, conn, entity: str, rule: DuplicateRule, access) -> list[Group]:
@@ -76,30 +83,27 @@ def _rule_groups(runtime, keys: sa.Table, conn, entity: str, rule: DuplicateRule
     current = None
     for key, record_id, forms in conn.execute(members):
         if key != current:
-            _compare(rule, block, links)
+            _compare(rule, current, block, links)
             block, current = [], key
         block.append((record_id, tuple(json.loads(forms))))
-    _compare(rule, block, links)
+    _compare(rule, current, block, links)
     return [Group(entity, rule.name, ids, score) for ids, score in links.groups()]
 
 
-def _compare(rule: DuplicateRule, block: list[tuple[int, tuple]], links: _Links) -> None:
+def _compare(rule: DuplicateRule, key: str, block: list[tuple[int, tuple]], links: _Links) -> None:
     if len(block) < 2:
         return
-    if rule.exact:
-        first = block[0][0]
+    if rule.exact and not key.startswith("#"):   # the key is the compared values: all of them match
         for rid, _ in block[1:]:
-            links.join(first, rid, 1.0)
+            links.join(block[0][0], rid, 1.0)
         return
-    if len(block) > PAIRWISE:
+    if len(block) > PAIRWISE:   # sorted neighbourhood: each member against the next WINDOW ones
         block = sorted(block, key=lambda m: m[1])
-        pairs = ((i, j) for i in range(len(block)) for j in range(i + 1, min(i + 1 + WINDOW, len(block))))
-    else:
-        pairs = ((i, j) for i in range(len(block)) for j in range(i + 1, len(block)))
-    for i, j in pairs:
-        score = rule.score(block[i][1], block[j][1])
-        if score:
-            links.join(block[i][0], block[j][0], score)
+    forms = [m[1] for m in block]
+    for i in range(len(block) - 1):
+        end = len(block) if len(block) <= PAIRWISE else min(len(block), i + 1 + WINDOW)
+        for at, score in rule.match_block(forms[i], forms[i + 1:end], key):
+            links.join(block[i][0], block[i + 1 + at][0], score)
 
 
 class _Links:
@@ -130,7 +134,7 @@ class _Links:
         return [(sorted(ids), self.score.get(root, 1.0)) for root, ids in members.items() if len(ids) > 1]
 
 
-def withtitles_of(runtime, entity: str, groups: list[Group], access=None) -> list[Group]:
+def with_titles(runtime, entity: str, groups: list[Group], access=None) -> list[Group]:
     """Fill the titles of ``groups`` (one read for all of them: call it on a page, not on 50,000 groups)."""
     from .check import titles_of
 

@@ -103,6 +103,27 @@ class DuplicateRule:
         return max(scores)
 
 
+    def match_block(self, forms: tuple[str, ...], members: list[tuple], key: str) -> list[tuple[int, float]]:
+        """``(index, score)`` of the ``members`` (normalised forms) sharing ``key`` with ``forms`` that
+        this rule matches. What the key already says is not compared again: an ``all`` key holds the
+        exact values, an ``any`` key names its condition. One fuzzy condition left is scored for the
+        whole block at once (``matching.fuzzy_many``); the hits are then checked in full."""
+        if self.match == "any":
+            free = [int(key.split(SEP, 1)[0])] if SEP in key else list(range(len(self.conditions)))
+        else:
+            free = [i for i, c in enumerate(self.conditions) if c.fuzzy is not None]
+        fuzzy = [i for i in free if self.conditions[i].fuzzy is not None]
+        if len(fuzzy) == 1:
+            k = fuzzy[0]
+            hits = matching.fuzzy_many(forms[k], [m[k] for m in members], self.conditions[k].fuzzy)
+            if not key.startswith("#") and len(free) == 1:   # the key holds every other condition
+                return hits
+            indexes = [i for i, _ in hits]
+        else:
+            indexes = range(len(members))
+        return [(i, score) for i in indexes if (score := self.score(forms, members[i]))]
+
+
 def _short(key: str) -> str:
     if len(key) <= KEY_LENGTH:
         return key
