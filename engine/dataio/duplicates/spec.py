@@ -84,7 +84,7 @@ class DuplicateRule:
 
     def keys(self, forms: tuple[str, ...]) -> list[str]:
         """Blocking keys of a record with these normalised values (none when it cannot match)."""
-        parts = [[f] if c.fuzzy is None else matching.block_keys(f) if f else []
+        parts = [[] if not f else [f] if c.fuzzy is None else matching.block_keys(f)
                  for c, f in zip(self.conditions, forms)]
         if self.match == "all":
             if not all(parts):
