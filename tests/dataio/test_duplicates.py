@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-import sqlalchemy as sa
 import pytest
+import sqlalchemy as sa
 
 from engine import matching
 from engine.dataio.duplicates.check import check_many

@@ -10,7 +10,7 @@ from engine.security.audit import query_audit
 from engine.storage.records import Context
 
 pytest.register_assert_rewrite("tests.ui_kit")
-from tests.ui_kit import make_site  # noqa: E402
+from tests.ui_kit import make_site
 
 SYSTEM = Context(system=True, automations=False)
 BLOCK = """

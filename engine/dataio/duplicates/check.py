@@ -84,8 +84,8 @@ def check_many(runtime, entity: str, rows: list[dict], access=None, *, conn=None
     forms = [{rule.name: rule.forms(row) for rule in rules} for row in rows]
     keys = [{rule.name: rule.keys(f[rule.name]) for rule in rules} for f in forms]
     if conn is None:
-        with runtime.records.db.read(timeout_ms=30_000) as conn:
-            return _check(runtime, service, entity, rules, rows, ids, forms, keys, access, conn, out, within)
+        with runtime.records.db.read(timeout_ms=30_000) as own:
+            return _check(runtime, service, entity, rules, rows, ids, forms, keys, access, own, out, within)
     return _check(runtime, service, entity, rules, rows, ids, forms, keys, access, conn, out, within)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import dataclass
-from typing import Any
 
 import phonenumbers
 
@@ -178,10 +177,3 @@ def _compile(model: AppModel, doc: dict, problem) -> DuplicateRule | None:
     return DuplicateRule(doc["duplicate_rule"], Label.of(doc.get("label"), doc["duplicate_rule"]), ent.name,
                          tuple(conditions), doc.get("match", "all"), doc.get("action", "warn"),
                          region.upper() if region else None)
-
-
-def describe(rule: DuplicateRule) -> dict[str, Any]:
-    """The rule as the API shows it."""
-    return {"name": rule.name, "entity": rule.entity, "label": dict(rule.label.texts), "match": rule.match,
-            "action": rule.action,
-            "conditions": [{"field": c.field, "by": c.by, "fuzzy": c.fuzzy} for c in rule.conditions]}
