@@ -246,3 +246,20 @@ def test_backfill_indexes_records_written_before_the_rules(make_runtime, write_t
     assert backfill(rt, service_of(rt), "lead") == 0          # nothing left to do
     groups = duplicate_groups(rt, "lead", rule="lead_block")
     assert [g.ids for g in groups] == [[1, 2]]
+
+
+def test_crm_duplicates_backfill_and_scan(crm, settings):
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    for i, email in enumerate(("a@x.com", "A@X.com ", "b@x.com")):
+        crm.records.create("lead", {"last_name": f"L{i}", "company": "Co", "email": email}, context=SYSTEM)
+    env = {"DATABASE_URL": settings.database_url, "CRM_PLUGIN_DIRS": ""}
+    filled = CliRunner().invoke(main, ["duplicates", "backfill", "lead"], env=env)
+    assert filled.exit_code == 0 and "lead: indexed 3 record(s)" in filled.output, filled.output
+    scanned = CliRunner().invoke(main, ["duplicates", "scan", "lead"], env=env)
+    assert scanned.exit_code == 0, scanned.output
+    assert "lead_email" in scanned.output and "L0 (#1), L1 (#2)" in scanned.output and "1 group(s)" in scanned.output
+    wrong = CliRunner().invoke(main, ["duplicates", "scan", "opportunity"], env=env)
+    assert wrong.exit_code != 0 and "opportunity has no duplicate rules" in wrong.output
