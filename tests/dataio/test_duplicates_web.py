@@ -30,7 +30,8 @@ def test_a_warning_answers_409_with_the_candidates_and_the_override_is_audited(a
     body = r.get_json()
     assert body["type"].endswith("duplicate") and body["action"] == "warn" and body["overridable"] is True
     assert body["candidates"] == [{"entity": "account", "id": first["id"], "title": "ACME Trading Ltd",
-                                   "rule": "account_name", "score": 1.0, "action": "warn"}]
+                                   "rule": "account_name", "score": 1.0, "action": "warn",
+                                   "rule_label": {"en": "Similar account name", "zh": "相似的客户名称"}}]
     assert "X-CRM-Duplicates: allow" in body["detail"]
     assert body["errors"][0]["code"] == "duplicate" and body["errors"][0]["field"] == "name"
     assert len(api.get("/api/v1/account").get_json()["data"]) == 1          # nothing written
@@ -103,7 +104,7 @@ def test_the_form_shows_the_candidates_and_saves_anyway(site):
     page = r.get_data(as_text=True)
     assert r.status_code == 409
     assert 'id="duplicates"' in page and f'href="/ui/lead/{mine["id"]}"' in page and ">Zhang</a>" in page
-    assert "Hidden" not in page and "1 more you may not see" in page
+    assert "Hidden" not in page and "1 more you may not see" in page and "Same lead e-mail" in page
     assert 'id="save-anyway"' in page and 'value="ZHANG@hw.cn"' in page     # typed values kept
     r = b.post("/ui/lead/new", {**form, "_duplicates": "allow"})
     assert r.status_code == 302, r.get_data(as_text=True)[-800:]

@@ -52,8 +52,9 @@ class DuplicateWrites:
         if not matches.found:
             return
         fields = tuple(c.field for r in rules for c in r.conditions)
-        error = DuplicateFound(entity.name, [c.as_json() for c in matches.candidates], matches.hidden,
-                               matches.action, fields)
+        labels = {r.name: dict(r.label.texts) for r in rules}
+        error = DuplicateFound(entity.name, [{**c.as_json(), "rule_label": labels[c.rule]} for c in matches.candidates],
+                               matches.hidden, matches.action, fields)
         if matches.action == "block" or context.duplicates != "allow":
             raise error
         state["duplicates.override"] = error
