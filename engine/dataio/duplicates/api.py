@@ -21,6 +21,7 @@ from .plugin import service_of
 from .scan import duplicate_groups, with_titles
 
 MAX_PAGE = 500
+MAX_OFFSET = 10**9
 
 
 def blueprint() -> Blueprint:
@@ -39,26 +40,30 @@ def _groups(entity: str):
     if rule is not None and rule not in rules:
         raise ApiError(400, "Bad query", f"{entity} has no duplicate rule {rule!r} (rules: {', '.join(sorted(rules)) or 'none'})",
                        kind="bad-query", errors=[{"field": "rule", "code": "choice", "message": "no such rule"}])
-    limit, offset = api.int_arg("limit", 100, 1, MAX_PAGE), api.int_arg("offset", 0, 0, 10**9)
+    limit, offset = api.int_arg("limit", 100, 1, MAX_PAGE), api.int_arg("offset", 0, 0, MAX_OFFSET)
     groups = duplicate_groups(runtime, entity, g.access, rule=rule)
     page = with_titles(runtime, entity, groups[offset:offset + limit], g.access)
     return {"data": [grp.as_json() for grp in page], "total": len(groups), "limit": limit, "offset": offset}
 
 
-def openapi_fragment(entities: list[str]) -> dict:
+def openapi_fragment(service) -> dict:
+    """One path per entity with rules (so ``rule`` lists that entity's rules exactly)."""
     record = {"type": "object", "properties": {"id": {"type": "integer"}, "title": {"type": ["string", "null"]}}}
     group = {"type": "object", "properties": {
         "entity": {"type": "string"}, "rule": {"type": "string"}, "score": {"type": "number"},
         "records": {"type": "array", "items": record}}}
-    params = [{"name": "entity", "in": "path", "required": True, "schema": {"type": "string", "enum": entities or ["-"]}},
-              {"name": "rule", "in": "query", "schema": {"type": "string"}},
-              {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
-              {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}]
-    return {"paths": {"/api/v1/_duplicates/{entity}": {"get": {
-        "tags": ["duplicates"], "operationId": "duplicate_groups", "parameters": params,
-        "summary": "Groups of likely duplicate records (by the entity's duplicate rules) among those you may read",
-        "responses": {"200": {"description": "A page of groups", "content": {"application/json": {"schema": {
-            "type": "object", "properties": {"data": {"type": "array", "items": group}, "total": {"type": "integer"},
-                                             "limit": {"type": "integer"}, "offset": {"type": "integer"}}}}}},
-                      **error_responses("400", "401", "404")}}}},
+    answer = {"200": {"description": "A page of groups", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"data": {"type": "array", "items": group}, "total": {"type": "integer"},
+                                         "limit": {"type": "integer"}, "offset": {"type": "integer"}}}}}},
+              **error_responses("400", "401", "404")}
+    paths = {}
+    for entity in service.entities:
+        params = [{"name": "rule", "in": "query", "schema": {"enum": [r.name for r in service.rules_of(entity)]}},
+                  {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
+                  {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}}]
+        paths[f"/api/v1/_duplicates/{entity}"] = {"get": {
+            "tags": ["duplicates"], "operationId": f"duplicate_groups_{entity}", "parameters": params,
+            "summary": f"Groups of likely duplicate {entity} records (by its duplicate rules) among those you may read",
+            "responses": answer}}
+    return {"paths": paths,
             "tags": [{"name": "duplicates", "description": "Duplicate rules: scan groups; writes answer 409 duplicate"}]}

@@ -93,7 +93,7 @@ def crm_blueprints(runtime) -> list:
 def crm_openapi(runtime) -> dict:
     from .api import openapi_fragment
 
-    return openapi_fragment(service_of(runtime).entities)
+    return openapi_fragment(service_of(runtime))
 
 
 @hookimpl
