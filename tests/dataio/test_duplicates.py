@@ -64,6 +64,23 @@ def test_phone_in_e164_with_a_default_region():
     assert matching.normalise("phone", "") == ""
 
 
+PHONES = {"CN": ["138 0013 8000", "0086 138 0013 8000", "010-6552 9988", "(010) 65529988", "+86 10 6552 9988",
+                 "17951 13800138000", "400-820-8820", "95588"],
+          "US": ["(415) 555-0100", "1 415 555 0100", "+1-415-555-0100", "011 44 20 7946 0000", "415.555.0100"],
+          "DE": ["030 123456", "+49 (0)30 123456", "0049 30 123456"], "GB": ["+44 (0)20 7946 0000", "07700 900123"],
+          "IT": ["06 1234 5678", "+39 06 1234 5678"], "BR": ["(11) 91234-5678"], "AR": ["011 15-1234-5678"],
+          "JP": ["090-1234-5678"]}
+
+
+@pytest.mark.parametrize("region", sorted(PHONES))
+def test_the_fast_path_of_e164_agrees_with_phonenumbers(region):
+    import phonenumbers
+
+    for raw in PHONES[region]:
+        parsed = phonenumbers.parse(raw, region)
+        assert matching.e164(raw, region) == phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), raw
+
+
 def test_fuzzy_scores_and_block_keys():
     assert matching.fuzzy("acme trading", "acme trading") == 1.0
     assert 0.9 < matching.fuzzy("acme trading", "acme tradng") < 1.0

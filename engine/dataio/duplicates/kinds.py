@@ -35,12 +35,12 @@ def crm_tables(metadata) -> None:
     last id the backfill indexed."""
     keys = sa.Table(KEYS, metadata,
                     sa.Column("entity", sa.String(64), primary_key=True),
-                    sa.Column("rule", sa.String(64), primary_key=True),
                     sa.Column("record_id", sa.BigInteger(), primary_key=True, autoincrement=False),
+                    sa.Column("rule", sa.String(64), primary_key=True),
                     sa.Column("key", sa.String(200), primary_key=True),
                     sa.Column("forms", sa.Text(), nullable=False))
+    # the primary key serves the writes (a record's keys); this index the checks and the scan
     sa.Index("ix__crm_duplicate_key_key", keys.c.entity, keys.c.rule, keys.c.key)
-    sa.Index("ix__crm_duplicate_key_record", keys.c.entity, keys.c.record_id)
     sa.Table(STATE, metadata,
              sa.Column("entity", sa.String(64), primary_key=True),
              sa.Column("signature", sa.String(64), nullable=False),
