@@ -280,3 +280,13 @@ def test_crm_duplicates_backfill_and_scan(crm, settings):
     assert "lead_email" in scanned.output and "L0 (#1), L1 (#2)" in scanned.output and "1 group(s)" in scanned.output
     wrong = CliRunner().invoke(main, ["duplicates", "scan", "opportunity"], env=env)
     assert wrong.exit_code != 0 and "opportunity has no duplicate rules" in wrong.output
+
+
+def test_the_scheduler_backfills_the_keys(crm):
+    from engine.jobs import JobScheduler
+
+    crm.records.create("lead", {"last_name": "A", "company": "A", "email": "a@x.com"}, context=SYSTEM)
+    job = JobScheduler.from_runtime(crm).job("duplicates.backfill")
+    assert job is not None
+    assert job.run(crm, None) == {"duplicate_keys_indexed": 1}     # the first pass: every record
+    assert job.run(crm, None) == {"duplicate_keys_indexed": 0}     # then only what is new
