@@ -13,6 +13,7 @@ from engine.storage.database import QueryTimeout
 from engine.storage.errors import (
     Conflict,
     DeleteRestricted,
+    DuplicateFound,
     NotFound,
     PermissionDenied,
     RecordError,
@@ -45,6 +46,11 @@ def to_problem(exc: Exception) -> Response:
         return problem(exc.status, exc.title, exc.detail, exc.kind, exc.headers, **exc.extra)
     if isinstance(exc, QueryError):
         return problem(400, "Bad query", str(exc), "bad-query", errors=_errors(exc))
+    if isinstance(exc, DuplicateFound):   # before ValidationFailed, which it is (for bulk rows)
+        how = " (repeat the request with the header X-CRM-Duplicates: allow to save anyway)" if exc.overridable else ""
+        return problem(409, "Duplicate", f"{exc.entity}: {exc}{how}", "duplicate", action=exc.action,
+                       overridable=exc.overridable, candidates=exc.candidates, hidden=exc.hidden,
+                       errors=_errors(exc))
     if isinstance(exc, ValidationFailed):
         return problem(422, "Validation failed", f"{exc.entity or 'the record'}: {exc}", "validation",
                        errors=_errors(exc))

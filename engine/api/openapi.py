@@ -256,7 +256,7 @@ def _entity_paths(entity: Entity) -> dict:
             "patch": {"tags": [tag], "operationId": f"update_{entity.name}", "parameters": [record_id, if_match],
                       "requestBody": {"required": True, "content": _json_content(f"{name}Update")},
                       "responses": {"200": {"description": "Updated", "content": _json_content(name), "headers": etag},
-                                    **_errors("400", "401", "404", "412", "413", "415", "422", "428")}},
+                                    **_errors("400", "401", "404", "409", "412", "413", "415", "422", "428")}},
             "delete": {"tags": [tag], "operationId": f"delete_{entity.name}", "parameters": [record_id, if_match],
                        "responses": {"204": {"description": "Deleted"},
                                      **_errors("400", "401", "404", "409", "412", "422", "428")}},

@@ -100,7 +100,21 @@ def _one_value_each() -> None:
 
 def _context() -> Context:
     identity: Identity = g.identity
-    return Context(user_id=identity.user_id, access=g.access)
+    return Context(user_id=identity.user_id, access=g.access, duplicates=_duplicates())
+
+
+#: How a write treats the warnings of duplicate rules: the header, or the query parameter ``duplicates``.
+DUPLICATES_HEADER = "X-CRM-Duplicates"
+
+
+def _duplicates() -> str:
+    """``allow`` (save past a ``warn`` duplicate rule, audited) or ``check`` (the default)."""
+    asked = request.args.get("duplicates") if request.method != "GET" else None   # a GET's parameters filter
+    value = (request.headers.get(DUPLICATES_HEADER) or asked or "check").strip().lower()
+    if value not in ("check", "allow"):
+        raise ApiError(400, "Bad request", f"{DUPLICATES_HEADER} (or duplicates=) must be check or allow, not {value!r}",
+                       kind="bad-request", errors=[{"field": "duplicates", "code": "choice", "message": "check or allow"}])
+    return value
 
 
 def _only(ent, fields: tuple[str, ...] | None = None) -> tuple[str, ...] | None:

@@ -31,6 +31,10 @@ class Context:
     automations: bool = True
     #: The caller's rights (``engine.security.permissions.Access``); None: unrestricted (system, CLI).
     access: Any = None
+    #: Duplicate rules (engine/dataio/duplicates): ``check`` (a match refuses the write), ``allow`` (the
+    #: writer saves anyway past ``warn`` rules, audited; ``block`` rules still refuse), ``checked`` (the
+    #: caller checked the rows itself, e.g. an import per chunk: the write hook does not check again).
+    duplicates: str = "check"
 
 
 def access_for(context: Context, ent: Entity, op: str):

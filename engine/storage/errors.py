@@ -26,6 +26,27 @@ class ValidationFailed(RecordError):
         super().__init__("; ".join(str(e) for e in self.errors))
 
 
+class DuplicateFound(ValidationFailed):
+    """The record looks like records that exist (a duplicate rule of the entity matched).
+
+    ``candidates``: those the writer may read, as dicts (entity, id, title, rule, score, action);
+    ``hidden``: how many others matched; ``action``: ``block`` (refused whatever the writer says) or
+    ``warn`` (``overridable``: the same write with ``Context(duplicates="allow")`` goes through, audited).
+    A ``ValidationFailed``, so a bulk write reports it on the row like any field error."""
+
+    def __init__(self, entity: str, candidates: list[dict], hidden: int, action: str, fields: tuple[str, ...] = ()):
+        self.candidates, self.hidden, self.action = list(candidates), hidden, action
+        self.overridable = action == "warn"
+        names = [f"{c['title']} (#{c['id']})" if c.get("id") is not None else f"row {c.get('row')}"
+                 for c in self.candidates[:3]]
+        if hidden:
+            names.append(f"{hidden} record{'s' if hidden != 1 else ''} you may not see")
+        message = f"looks like a duplicate of {', '.join(names)}"
+        if self.overridable:
+            message += " (save anyway to keep both)"
+        super().__init__([FieldError(fields[0] if fields else None, "duplicate", message)], entity)
+
+
 class NotFound(RecordError):
     def __init__(self, entity: str, record_id):
         self.entity, self.record_id = entity, record_id

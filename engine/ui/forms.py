@@ -5,6 +5,7 @@ their fields with nothing typed lost, and the lookup type-ahead."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from werkzeug.datastructures import MultiDict
 from engine.fields import whole_number
 from engine.storage.errors import (
     Conflict,
+    DuplicateFound,
     FieldError,
     NotFound,
     PermissionDenied,
@@ -54,7 +56,9 @@ def new(entity: str):
         if values.get("owner_id") is None:
             values.pop("owner_id", None)   # a blank owner is the creator, as in the API (not "nobody's")
         try:
-            record = runtime().records.create(ent.name, values, context=g.context)
+            record = runtime().records.create(ent.name, values, context=_write_context())
+        except DuplicateFound as exc:
+            return _form(ent, None, raw, [], duplicate=exc), 409
         except ValidationFailed as exc:
             return _form(ent, None, raw, exc.errors), 422
         except RecordError as exc:
@@ -80,7 +84,9 @@ def edit(entity: str, record_id: int):
         try:
             if values:
                 runtime().records.update(ent.name, record_id, values, version=whole_number(version),
-                                     context=g.context)
+                                     context=_write_context())
+        except DuplicateFound as exc:
+            return _form(ent, record, {k: v for k, v in raw.items() if k in values}, [], duplicate=exc), 409
         except (ValidationFailed, Conflict, RecordError) as exc:
             # the form comes back with the user's changes over the record as it is now (with its
             # version): saving again writes those changes and nothing else
@@ -92,8 +98,18 @@ def edit(entity: str, record_id: int):
     return _form(ent, record, None, [])
 
 
-def _form(ent, record: dict | None, raw: dict | None, errors: list[FieldError]) -> str:
-    """The form: on an error, the user's own inputs come back with each error beside its field."""
+def _write_context():
+    """The user's context; "Save anyway" on a form that showed duplicates (``_duplicates=allow``) saves
+    past the ``warn`` duplicate rules (the write is audited; a ``block`` rule still refuses)."""
+    if request.form.get("_duplicates") == "allow":
+        return replace(g.context, duplicates="allow")
+    return g.context
+
+
+def _form(ent, record: dict | None, raw: dict | None, errors: list[FieldError], *,
+          duplicate: DuplicateFound | None = None) -> str:
+    """The form: on an error, the user's own inputs come back with each error beside its field; when
+    the record looks like others (``duplicate``), those with links, and "Save anyway" for a warning."""
     lang = current_lang()
     sections = form_sections(ent, hidden_of(ent))
     editable = {c.name for c in editable_columns(ent, [c for s in sections for c in s["fields"]])}
@@ -116,7 +132,8 @@ def _form(ent, record: dict | None, raw: dict | None, errors: list[FieldError]) 
     return render_template("ui/form.html", ent=ent, record=record, sections=sections, values=values,
                            loaded=_loaded_form(ent, record) if record else None,
                            errors=by_field, general=general, editable=editable, state=state,
-                           lookup_text=lookup_text, title=title_of(ent, record) if record else None)
+                           lookup_text=lookup_text, title=title_of(ent, record) if record else None,
+                           duplicate=duplicate)
 
 
 def _submitted(ent, record: dict | None) -> tuple[dict, dict]:
