@@ -37,7 +37,7 @@ COLUMNS = ["external_id", "first_name", "last_name", "company", "email", "phone"
 def make_rows(n: int, seed: int = 1) -> list[dict]:
     rng = random.Random(seed)
     return [{"external_id": f"EXT-{i:07d}", "first_name": f"Ann{i % 97}", "last_name": f"Lee{i}",
-             "company": f"Company {i % 5000}", "email": f"lead{i}@example.com", "phone": f"+1 555 {i % 10000:04d}",
+             "company": f"Company {i % 5000}", "email": f"lead{i}@example.com", "phone": f"+1 201 {200 + i // 10000 % 800:03d} {i % 10000:04d}",
              "status": STATUSES[i % 4], "city": rng.choice(["Paris", "Berlin", "Shanghai", "Austin"]),
              "annual_revenue": f"{rng.randint(1, 10_000_000)}.00", "employees": rng.randint(1, 5000)}
             for i in range(n)]

@@ -53,7 +53,7 @@ def make_chunk(start: int, n: int) -> list[dict]:
     rng = random.Random(start)
     return [{"external_id": f"EXT-{i:08d}", "salutation": ("mr", "ms", "dr")[i % 3], "first_name": f"Ann{i % 97}",
              "last_name": f"Lee{i}", "company": f"Company {i % 5000}", "job_title": "Buyer",
-             "email": f"lead{i}@example.com", "phone": f"+1 555 {i % 10000:04d}", "status": STATUSES[i % 4],
+             "email": f"lead{i}@example.com", "phone": f"+1 201 {200 + i // 10000 % 800:03d} {i % 10000:04d}", "status": STATUSES[i % 4],
              "lead_source": SOURCES[i % 5], "industry": "retail", "annual_revenue": f"{rng.randint(1, 10_000_000)}.00",
              "employees": str(rng.randint(1, 5000)), "city": rng.choice(CITIES), "country": "France"}
             for i in range(start, start + n)]

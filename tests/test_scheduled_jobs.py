@@ -77,7 +77,7 @@ def test_the_runtime_scheduler_runs_every_contributed_job_on_a_tick(jobs, caplog
     assert isinstance(sched, JobScheduler)
     names = {job.name for job in sched.jobs}   # the workflow's time triggers and the pools' recycling are jobs too
     assert names == {"test.count", "test.slow", "test.broken", "workflow.time_triggers", "pools.recycle",
-                     "imports.resume"}
+                     "imports.resume", "duplicates.backfill"}
     with caplog.at_level(logging.ERROR, logger="crm.scheduler"):
         counts = sched.tick(NOW)
     assert jobs.calls == [("count", NOW), ("slow", NOW)]

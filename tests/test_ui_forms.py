@@ -228,13 +228,14 @@ def test_delete_from_the_record_page(site, admin):
 
 
 def test_an_untouched_form_keeps_seconds_and_line_breaks_as_stored(site, admin):
-    """What a browser does to a form's values (a datetime picker holds minutes; a textarea drops a
-    leading newline and sends CRLF) must not change the record when the user changed nothing."""
+    """What a browser does to a form's values (a datetime picker holds minutes; a textarea sends CRLF
+    and would drop a leading newline, which the textarea type no longer stores: it keeps indentation)
+    must not change the record when the user changed nothing."""
     from datetime import datetime, timezone
 
     activity = site.records.query("activity", order_by=("id",), limit=1)[0]
     stored = datetime(2026, 12, 5, 14, 30, 45, 123000, tzinfo=timezone.utc)
-    text_ = "\nstarts with a newline\nsecond line\n\nafter a blank line"
+    text_ = "  indented first line\nsecond line\n\nafter a blank line"
     site.records.update("activity", activity["id"], {"start_at": stored, "description": text_}, context=SYSTEM)
     before = site.records.get("activity", activity["id"])
     page = text(admin.get(f"/ui/activity/{activity['id']}/edit"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone, tzinfo
 from typing import Any, Callable, Iterator
@@ -37,8 +38,9 @@ PAGE = 500
 MAX_ROWS = 1_000_000
 #: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_SIGNED_NUMBER = re.compile(r"[+-]\d+(\.\d+)?")
 
-__all__ = ["ExportColumn", "ExportOptions", "FORMULA_START", "csv_lines", "export_rows", "needs_escape"]
+__all__ = ["ExportColumn", "ExportOptions", "FORMULA_START", "csv_lines", "export_rows", "needs_escape", "spreadsheet_safe"]
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,9 @@ class ExportColumn:
 
 
 def needs_escape(text: str) -> bool:
-    """Whether a spreadsheet would run ``text`` as a formula."""
-    return text.startswith(FORMULA_START)
+    """Whether a spreadsheet would run ``text`` as a formula (a plain signed number, ``-5`` or
+    ``+1.5``, is read as that number: nothing to escape)."""
+    return text.startswith(FORMULA_START) and not _SIGNED_NUMBER.fullmatch(text)
 
 
 def export_rows(records: RecordService, ent: Entity, q: ListQuery, names: list[str], context: Context,
@@ -106,7 +109,7 @@ def csv_lines(columns: list[ExportColumn], rows: Iterator[list[Any]], options: E
     """The CSV text, a page of lines at a time."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow([_safe(c.header) for c in columns])
+    writer.writerow([spreadsheet_safe(c.header) for c in columns])
     count = 0
     for row in rows:
         writer.writerow([_csv_cell(c, v, options) for c, v in zip(columns, row)])
@@ -220,8 +223,9 @@ def _csv_cell(col: ExportColumn, value: Any, options: ExportOptions) -> str:
         return str(value)
     if col.kind == "number":
         return col.field.type.format_csv(col.field, value)
-    return _safe(str(value))
+    return spreadsheet_safe(str(value))
 
 
-def _safe(text: str) -> str:
+def spreadsheet_safe(text: str) -> str:
+    """``text`` a spreadsheet shows as text: a quote before what it would run as a formula (OWASP)."""
     return "'" + text if needs_escape(text) else text

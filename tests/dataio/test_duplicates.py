@@ -171,7 +171,7 @@ def test_any_conditions_match_on_either_field(make_runtime, write_tree):
         action: warn
         region: CN
         """}))
-    c = rt.records.create("contact", {"last_name": "Li", "mobile": "+86 138 0013 8000", "phone": "010-6552 9988"}, context=SYSTEM)
+    c = rt.records.create("contact", {"last_name": "Li", "mobile": "+86 138 0013 8000", "phone": "+86 10 6552 9988"}, context=SYSTEM)
     found = check_many(rt, "contact", [{"mobile": "13800138000"}, {"phone": "(010) 65529988"},
                                        {"mobile": "13900139000", "phone": "010 1111 2222"}], within=False)
     assert [[x.id for x in m.candidates] for m in found] == [[c["id"]], [c["id"]], []]

@@ -17,10 +17,10 @@ from tests.ui_kit import esc, text
 pytest_plugins = ("tests.ui_kit",)   # the fixtures site and admin
 
 CSV = (b"Account name,Industry,Phone,Rating\n"
-       b"Alpha Ltd,Banking,+1 555 0100,Hot\n"
+       b"Alpha Ltd,Banking,+1 201 555 0100,Hot\n"
        b"Beta GmbH,Not an industry,+49 30 1234,Warm\n"
-       b",Retail,+1 555 0101,Cold\n"
-       b"Gamma Inc,Retail,+1 555 0102,\n")
+       b",Retail,+1 201 555 0101,Cold\n"
+       b"Gamma Inc,Retail,+1 201 555 0102,\n")
 
 
 def upload(web, entity="account", content=CSV, name="accounts.csv", **options):
@@ -99,7 +99,7 @@ def test_undo_names_the_record_changed_since(site, admin):
     real = job_of(admin.post(f"/ui/imports/draft/{token}", {**form, "action": "run"}))
     finish(site)
     [alpha] = site.records.query("account", where={"name": "Alpha Ltd"}, limit=5)
-    site.records.update("account", alpha["id"], {"phone": "+1 555 0199"}, version=alpha["version"])
+    site.records.update("account", alpha["id"], {"phone": "+1 201 555 0199"}, version=alpha["version"])
     answer = admin.post(f"/ui/imports/{real}/revert")
     message = text(admin.get(answer.headers["Location"]))
     assert "1 refused" in message and "changed since the import" in message

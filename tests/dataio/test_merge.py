@@ -43,7 +43,7 @@ def world(crm):
     pointing at them through ``related_to``, and an admin who merges."""
     rt = crm
     admin = _user(rt, "Admin", "admin")
-    a = _make(rt, "account", name="Acme Ltd", account_number="N-1", phone="+1 555 0100")
+    a = _make(rt, "account", name="Acme Ltd", account_number="N-1", phone="+1 201 555 0100")
     b = _make(rt, "account", name="ACME Limited", account_number="N-2", website="https://acme.example",
               annual_revenue="1250000.50", employees=40)
     c = _make(rt, "account", name="Acme", account_number="N-3", parent_account=b["id"])
@@ -83,7 +83,7 @@ def test_merge_moves_every_reference_with_history_rollups_and_audit(world):
             _get(rt, "account", gone["id"])
     survivor = _get(rt, "account", a["id"])
     assert survivor["account_number"] == "N-2"            # a unique value freed on B before A took it
-    assert survivor["website"] == "https://acme.example" and survivor["phone"] == "+1 555 0100"
+    assert survivor["website"] == "https://acme.example" and survivor["phone"] == "+12015550100"
     assert survivor["name"] == "ACME Limited"
     assert (survivor["annual_revenue"], survivor["employees"]) == (Decimal("1250000.50"), 40)
     assert survivor["parent_account"] is None      # C's parent was B, merged into A: A would be its own parent

@@ -54,7 +54,7 @@ def test_completeness_is_counted_over_the_admins_whole_table(site):
     assert fields["email"]["filled"] == 8          # 3 of mine odd + 1 written raw + 4 theirs
     assert fields["mobile"]["filled"] == 0 and fields["mobile"]["percent"] == 0.0
     assert fields["owner_id"]["filled"] == 10
-    assert report["duplicates"] is None            # the duplicates part gives no groups (yet): nothing invented
+    assert report["duplicates"] == []              # lead has duplicate rules; no two leads alike yet
 
 
 def test_the_sales_rep_sees_only_their_teams_records(site):
@@ -91,7 +91,7 @@ def test_who_may_see_the_report(site):
 def test_the_page_links_to_the_filtered_lists(site):
     browser = site.browser(site.admin)
     page = browser.get("/ui/quality/lead").get_data(as_text=True)
-    assert 'id="completeness"' in page and 'id="invalid"' in page and 'id="duplicates"' not in page
+    assert 'id="completeness"' in page and 'id="invalid"' in page and "No likely duplicates found." in page
     row = re.search(r'<tr data-field="email">.*?</tr>', page, re.S).group(0)
     empty = html.unescape(re.search(r'href="([^"]+)" class="empty-link"', row).group(1))
     listing = browser.get(empty).get_data(as_text=True)
@@ -104,17 +104,22 @@ def test_the_page_links_to_the_filtered_lists(site):
     assert set(re.findall(r"Mine \d", listing)) == {"Mine 0"}
 
 
-def test_duplicate_groups_come_from_the_duplicates_part_when_it_has_them(site, monkeypatch):
-    from engine.dataio import duplicates
-
-    calls = []
-
-    def quality_groups(runtime, entity, context, limit):
-        calls.append((entity, limit))
-        return [{"rule": "same_email", "ids": site.ids[:2]}]
-
-    monkeypatch.setattr(duplicates, "quality_groups", quality_groups, raising=False)
+def test_duplicate_groups_come_from_the_duplicate_rules(site):
+    twin = site.rt.records.create("lead", {"last_name": "Twin", "company": "Beta", "email": "t1@beta.example"},
+                                  context=SYSTEM)          # a system write: rules are for users' writes
+    first = next(r["id"] for r in site.rt.records.query("lead", limit=100) if r["email"] == "t1@beta.example"
+                 and r["id"] != twin["id"])
     report = _get(site, site.admin, "/api/v1/_quality/lead").json
-    assert report["duplicates"] == [{"rule": "same_email", "ids": site.ids[:2]}] and calls == [("lead", 20)]
+    assert report["duplicates"] == [{"rule": "lead_email", "ids": sorted([first, twin["id"]])}]
     page = site.browser(site.admin).get("/ui/quality/lead").get_data(as_text=True)
-    assert 'id="duplicates"' in page and "same_email" in page and "Mine 0" in page
+    assert 'id="duplicates"' in page and "Twin" in page and "Theirs 1" in page
+    assert site.rt.pm.get_plugin("duplicates") is not None
+    report = _get(site, site.admin, "/api/v1/_quality/account").json
+    assert report["duplicates"] == []
+
+
+def test_without_duplicate_rules_there_is_no_duplicates_panel(site):
+    report = _get(site, site.admin, "/api/v1/_quality/campaign").json
+    assert report["duplicates"] is None
+    page = site.browser(site.admin).get("/ui/quality/campaign").get_data(as_text=True)
+    assert 'id="completeness"' in page and 'id="duplicates"' not in page

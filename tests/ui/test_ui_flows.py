@@ -146,9 +146,10 @@ def _drag(page, source, target) -> None:
 def test_kanban_moves_one_allowed_one_refused(make_page, live_server):
     rt = live_server.runtime
     page = make_page(viewport={"width": 1600, "height": 1400})   # the whole board in view: no scrolling mid-drag
-    prospects = rt.records.list(ListQuery("opportunity", limit=2, filters=[Filter("stage", "eq", "prospecting")])).records
-    assert len(prospects) == 2, "the demo data has prospecting opportunities"
-    allowed, refused = prospects
+    account = rt.records.query("account", limit=1)[0]
+    allowed, refused = (rt.records.create("opportunity", {"name": f"Kanban {n}", "account": account["id"], "amount": 1000,
+                                                          "stage": "prospecting", "close_date": date.today() + timedelta(days=30)},
+                                          context=Context(system=True)) for n in (1, 2))
     _signed_in(page, live_server)
     page.goto("/ui/opportunity/kanban")
     before = int(_lane(page, "qualification").locator(".lane-count").inner_text())

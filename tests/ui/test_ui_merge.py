@@ -19,7 +19,7 @@ SYSTEM = Context(system=True, automations=False)
 
 
 def _duplicates(rt) -> tuple[dict, dict, dict, dict]:
-    a = rt.records.create("account", {"name": "Globex Ltd", "account_number": "GX-1", "phone": "+1 555 0100",
+    a = rt.records.create("account", {"name": "Globex Ltd", "account_number": "GX-1", "phone": "+1 201 555 0100",
                                       "industry": "technology"}, context=SYSTEM)
     b = rt.records.create("account", {"name": "Globex Corporation", "account_number": "GX-2",
                                       "website": "https://globex.example", "industry": "manufacturing"}, context=SYSTEM)

@@ -92,11 +92,13 @@ def check_many(runtime, entity: str, rows: list[dict], access=None, *, conn=None
 def _check(runtime, service, entity, rules, rows, ids, forms, keys, access, conn, out, within) -> list[Matches]:
     by_name = {r.name: r for r in rules}
     stored = _stored(service.keys, conn, entity, rules, keys)
-    pending, gone = noted(runtime, conn, entity)   # keys of this transaction's writes, not flushed yet
-    if gone or pending:
-        stored = {k: [(rid, f) for rid, f in v if rid not in gone] for k, v in stored.items()}
-        for k, v in pending.items():
-            stored.setdefault(k, []).extend(v)
+    note = noted(runtime, conn, entity)   # keys of this transaction's writes, not flushed yet
+    if note:
+        gone, written, index = note["gone"], note["rows"], note.get("index", {})
+        stored = {k: [(rid, f) for rid, f in v if rid not in gone and rid not in written] for k, v in stored.items()}
+        for k in {(name, key) for row in keys for name, ks in row.items() for key in ks}:
+            if index.get(k):
+                stored.setdefault(k, []).extend(index[k].items())
     best: list[dict[int, tuple[float, DuplicateRule]]] = [{} for _ in rows]
     for i in range(len(rows)):
         for name, row_keys in keys[i].items():

@@ -94,15 +94,24 @@ def backfill(runtime, service, entity: str, *, batch: int = BATCH, progress=None
             progress(done)
 
 
-def noted(runtime, conn, entity: str) -> tuple[dict[tuple[str, str], list[tuple[int, tuple]]], set[int]]:
-    """The keys noted in ``conn``'s write transaction and not yet written, as ``check`` reads them from
-    the table (``{(rule, key): [(record_id, forms)]}``), and the records whose stored keys no longer hold."""
+def noted(runtime, conn, entity: str) -> dict | None:
+    """The note of ``conn``'s write transaction for ``entity`` (keys written by it and not flushed
+    yet), or None: ``rows`` {record_id: key rows}, ``gone`` {record ids whose stored keys no longer
+    hold} and ``index`` {(rule, key): {record_id: forms}}, kept up to date by ``note_rows`` so that a
+    check in a bulk write of thousands of records reads only the keys it needs (not every note)."""
     info = getattr(conn, "info", {})
-    note = ((info.get("crm.txn") or {}).get(PENDING) or {}).get(entity)
-    if not note:
-        return {}, set()
-    out: dict = {}
-    for rows in note["rows"].values():
+    return ((info.get("crm.txn") or {}).get(PENDING) or {}).get(entity) or None
+
+
+def note_rows(note: dict, record_id: int, rows: list[dict] | None, *, replaced: bool) -> None:
+    """Record in ``note`` the key rows of a record written in this transaction (None: deleted);
+    ``replaced``: its stored keys (if any) no longer hold."""
+    index = note.setdefault("index", {})
+    for row in note["rows"].pop(record_id, ()):
+        index.get((row["rule"], row["key"]), {}).pop(record_id, None)
+    if replaced:
+        note["gone"].add(record_id)
+    if rows is not None:
+        note["rows"][record_id] = rows
         for row in rows:
-            out.setdefault((row["rule"], row["key"]), []).append((row["record_id"], tuple(json.loads(row["forms"]))))
-    return out, set(note["gone"]) | set(note["rows"])
+            index.setdefault((row["rule"], row["key"]), {})[record_id] = tuple(json.loads(row["forms"]))

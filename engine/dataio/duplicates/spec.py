@@ -45,6 +45,7 @@ class Condition:
     field: str
     by: str                          # a normaliser of engine.matching
     fuzzy: float | None = None       # None: exact
+    region: str | None = None        # phones: the field's own region (its ``region:`` prop), unless the rule names one
 
     def score(self, a: str, b: str) -> float:
         """How well two normalised values agree under this condition (0..1; 0 when either is blank)."""
@@ -79,7 +80,7 @@ class DuplicateRule:
 
     def forms(self, record: dict) -> tuple[str, ...]:
         """The normalised values of the record's compared fields, one per condition."""
-        return tuple(matching.normalise(c.by, record.get(c.field), self.region) for c in self.conditions)
+        return tuple(matching.normalise(c.by, record.get(c.field), self.region or c.region) for c in self.conditions)
 
     def keys(self, forms: tuple[str, ...]) -> list[str]:
         """Blocking keys of a record with these normalised values (none when it cannot match)."""
@@ -166,7 +167,9 @@ def _compile(model: AppModel, doc: dict, problem) -> DuplicateRule | None:
         if threshold is not None and by in ("email", "phone"):
             problem(("conditions", j, "fuzzy"), f"{by} values are compared exactly; fuzzy applies to names and text")
             continue
-        conditions.append(Condition(fld.name, by, None if threshold is None else float(threshold)))
+        field_region = fld.prop("region") if by == "phone" else None
+        conditions.append(Condition(fld.name, by, None if threshold is None else float(threshold),
+                                    str(field_region).upper() if field_region else None))
     if len({c.field for c in conditions}) != len(conditions):
         problem(("conditions",), "a field is compared twice")
     region = doc.get("region")

@@ -22,7 +22,7 @@ from engine.plugins import hookimpl
 from engine.storage.errors import DuplicateFound
 
 from .check import check_many
-from .keys import PENDING, changed, key_rows
+from .keys import PENDING, changed, key_rows, note_rows
 
 SLICE = 5000
 
@@ -67,12 +67,9 @@ class DuplicateWrites:
             return
         note = self._pending(conn, entity.name)
         if event == "delete":
-            note["rows"].pop(record["id"], None)
-            note["gone"].add(record["id"])
+            note_rows(note, record["id"], None, replaced=True)
         elif event == "create" or changed(rules, record, old):
-            note["rows"][record["id"]] = key_rows(entity.name, rules, record)
-            if event == "update":
-                note["gone"].add(record["id"])
+            note_rows(note, record["id"], key_rows(entity.name, rules, record), replaced=event == "update")
         override = state.get("duplicates.override")
         if override is not None:
             from engine.security.audit import audit

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.storage.context import Context
+from engine.storage.query import system_field
 from engine.storage.values import jsonable
 
 from .convert import CellError, Converter
@@ -53,7 +54,7 @@ class ChunkWriter:
                  unresolved: str, locale: str | None, context: Context):
         self.records, self.entity, self.mode, self.key, self.context = records, entity, mode, key, context
         self.ent = records.model.entities[entity]
-        self.fields = dict(self.ent.fields)
+        self.fields = {**self.ent.fields, "owner_id": system_field("owner_id")}   # owners by name, like lookups
         self.columns = [(headers.index(col), col, name) for col, name in mapping.columns.items() if name]
         self.constants = dict(mapping.constants)
         self.converter = Converter(self.fields, locale)

@@ -9,7 +9,8 @@
   cell separates its values with ``;`` ``,`` ``、`` or ``，``.
 * Booleans: yes/no, true/false, 1/0, 是/否, ja/nein, oui/non, x.
 * Text is kept literally, also a cell starting with ``= + - @``: it is stored as text and never
-  evaluated here; exports (engine/api/exports.py) are where such text must be neutralised.
+  evaluated here; exports (engine/api/exports.py) are where such text is neutralised, with a quote
+  before it, which an import takes off again (``'=A1`` is imported as ``=A1``).
 
 Lookups are not converted here: ``lookups.py`` resolves them a chunk at a time.
 """
@@ -20,6 +21,8 @@ import re
 from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from engine.api.exports import needs_escape
 
 from .mapping import fold
 
@@ -99,7 +102,12 @@ class Converter:
             return str(int(cell))
         if isinstance(cell, datetime):
             return cell.isoformat(sep=" ")
-        return str(cell) if not isinstance(cell, str) else cell.strip()
+        if not isinstance(cell, str):
+            return str(cell)
+        text = cell.strip()
+        # The quote an export puts before text a spreadsheet would run ('=1+2, '+86 138...) comes
+        # off again, so an export imported back is unchanged (a spreadsheet hides it the same way).
+        return text[1:] if text.startswith("'") and needs_escape(text[1:]) else text
 
     def number(self, cell: Any, *, integer: bool) -> Any:
         if isinstance(cell, bool):

@@ -23,6 +23,8 @@ from engine.storage.context import Context
 
 from .convert import CellError
 
+#: The entity of users: a user field's cells name a user by name or e-mail.
+USER = "user"
 UNRESOLVED = ("error", "empty", "create")
 
 
@@ -54,10 +56,14 @@ class Resolver:
             return out
         table = self.records.table(target)
         found: dict[str, list[int]] = {}
-        for start in range(0, len(wanted), 5000):
-            part = wanted[start:start + 5000]
-            for rid, value in conn.execute(sa.select(table.c.id, table.c[key]).where(table.c[key].in_(part))):
-                found.setdefault(str(value), []).append(rid)
+        by_email = [c for c in wanted if "@" in c] if target == USER and key != "email" else []
+        for column, cells in ((key, [c for c in wanted if c not in by_email]), ("email", by_email)):
+            for start in range(0, len(cells), 5000):   # a user by name, or by e-mail when the cell is one
+                part = cells[start:start + 5000] if column != "email" else [c.lower() for c in cells[start:start + 5000]]
+                for rid, value in conn.execute(sa.select(table.c.id, table.c[column]).where(table.c[column].in_(part))):
+                    found.setdefault(str(value), []).append(rid)
+        for cell in by_email:
+            found.setdefault(cell, found.get(cell.lower(), []))
         missing = []
         for cell in wanted:
             ids = found.get(cell, [])

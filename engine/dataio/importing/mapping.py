@@ -61,6 +61,8 @@ def _index(ent: Entity) -> dict[str, str]:
     index: dict[str, str] = {}
     clashes: set[str] = set()
     for name, f in importable(ent).items():
+        if f.prop("readonly"):        # kept by the engine (owner since...): an export's column of it is left out
+            continue
         for key in {fold(name), *(fold(t) for t in f.label.texts.values() if t)}:
             if index.get(key, name) != name:
                 clashes.add(key)

@@ -20,8 +20,15 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
+from engine.api.exports import spreadsheet_safe
 from engine.storage.context import Context
-from engine.storage.errors import Conflict, DeleteRestricted, NotFound, PermissionDenied, ValidationFailed
+from engine.storage.errors import (
+    Conflict,
+    DeleteRestricted,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
 
 from .readers import open_table
 from .tables import DONE, REVERTED
@@ -113,7 +120,8 @@ def error_rows_csv(service, job_id: int) -> Iterator[str]:
         for row, cells, errors in page:
             why = "; ".join(f"{e.get('field') or 'row'}{' (' + e['column'] + ')' if e.get('column') else ''}: "
                             f"{e.get('message')}" for e in errors or ())
-            writer.writerow([*(("" if c is None else c) for c in (cells or [])), why])
+            writer.writerow([*(spreadsheet_safe(str(c)) if c is not None else "" for c in (cells or [])),
+                             spreadsheet_safe(why)])
             last = row
         yield _drain(buffer)
 

@@ -1,5 +1,5 @@
 """``quality`` as a default plugin (``"quality"`` in ``engine.plugins.DEFAULT_PLUGINS``): the data-quality
-page of each entity (``/ui/quality/<entity>``, under the "Data quality" menu) and its JSON twin
+page of each entity (``/ui/quality/<entity>``, under the "Data" menu) and its JSON twin
 (``GET /api/v1/_quality/{entity}``); the report itself is ``service.quality_report``."""
 
 from __future__ import annotations

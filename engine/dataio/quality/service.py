@@ -152,10 +152,11 @@ def _duplicates(runtime, entity: str, context) -> list[dict] | None:
 
     The contract (for ``engine/dataio/duplicates``): ``quality_groups(runtime, entity, context, limit)``
     returns up to ``limit`` groups, each ``{"rule": str, "ids": [record id, ...]}``, within the
-    caller's scope."""
+    caller's scope, or None when the entity has no duplicate rule."""
     from engine.dataio import duplicates
 
     provider = getattr(duplicates, "quality_groups", None)
     if provider is None:
         return None
-    return list(provider(runtime, entity, context, limit=20))
+    groups = provider(runtime, entity, context, limit=20)
+    return None if groups is None else list(groups)
