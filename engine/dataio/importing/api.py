@@ -43,18 +43,8 @@ def blueprint() -> Blueprint:
     bp.add_url_rule("/_imports/<int(max=9223372036854775807):job_id>/cancel", "cancel", _cancel, methods=["POST"])
     bp.add_url_rule("/_imports/<int(max=9223372036854775807):job_id>/revert", "revert", _revert, methods=["POST"])
     bp.add_url_rule("/_imports/mappings/<entity>/<name>", "mapping", _mapping, methods=["GET", "PUT"])
-    bp.register_error_handler(ImportError_, _problem)
     bp.register_error_handler(ImportFileError, _file_problem)
     return bp
-
-
-def _problem(exc: ImportError_):
-    from engine.api.errors import to_problem
-
-    titles = {403: "Forbidden", 404: "Not found", 409: "Conflict", 422: "Validation failed"}
-    errors = [{"field": exc.field, "code": exc.code, "message": exc.message}] if exc.field else []
-    return to_problem(ApiError(exc.status, titles.get(exc.status, "Refused"), exc.message, kind=exc.code,
-                               **({"errors": errors} if errors else {})))
 
 
 def _file_problem(exc: ImportFileError):

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from engine import failpoints
 from engine.storage.context import Context
+from engine.storage.errors import Refused
 
 from .chunk import ChunkWriter, Outcome
 from .lookups import UNRESOLVED
@@ -41,12 +42,13 @@ STALE = timedelta(minutes=2)
 MAX_MB = int(os.environ.get("CRM_IMPORT_MAX_MB", "200") or 200)
 
 
-class ImportError_(ValueError):
-    """An import refused as asked: ``status`` the HTTP status, ``field`` the option or column at fault."""
+class ImportError_(Refused):
+    """An import refused as asked (``Refused``): ``status`` the HTTP status, ``code`` its kind,
+    ``field`` the option or column at fault."""
 
     def __init__(self, message: str, *, status: int = 422, field: str | None = None, code: str = "import"):
-        self.message, self.status, self.field, self.code = message, status, field, code
-        super().__init__(message)
+        super().__init__(status, code, message, field=field)
+        self.code = code
 
 
 class _DryRun(Exception):

@@ -13,7 +13,6 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from engine.api import extend as api
-from engine.api.extend import ApiError
 from engine.api.openapi import error_responses, schema_name
 from engine.fields import INT64_MAX
 
@@ -36,17 +35,7 @@ def blueprint(model) -> Blueprint:
             bp.add_url_rule(f"/{ent.name}/_merge", f"merge_{ent.name}", _merge, methods=["POST"],
                             defaults={"entity": ent.name})
     bp.add_url_rule("/_merges/<int:merge_id>/undo", "undo", _undo, methods=["POST"])
-    bp.register_error_handler(MergeError, _problem)
     return bp
-
-
-def _problem(exc: MergeError):
-    from engine.api.errors import to_problem
-
-    titles = {403: "Forbidden", 404: "Not found", 409: "Conflict", 422: "Validation failed"}
-    errors = [{"field": exc.field, "code": exc.kind, "message": exc.message}] if exc.field else []
-    return to_problem(ApiError(exc.status, titles.get(exc.status, "Refused"), exc.message, kind=exc.kind,
-                               **({"errors": errors} if errors else {})))
 
 
 def parse_ids(text: str) -> list[int]:

@@ -22,19 +22,18 @@ import sqlalchemy as sa
 
 from engine.security.audit import audit
 from engine.storage.context import Context, system_for
-from engine.storage.errors import NotFound
+from engine.storage.errors import NotFound, Refused
 
 from . import store
 from .references import Pointer, counts, referrers
 from .spec import MAX_RECORDS, mergeable, undo_within
 
 
-class MergeError(Exception):
-    """A merge (or its undo) refused, with the HTTP status and a message that says why."""
+class MergeError(Refused):
+    """A merge (or its undo) refused (``Refused``: the HTTP status, a kind, a message that says why)."""
 
     def __init__(self, status: int, kind: str, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status, self.kind, self.message, self.field = status, kind, message, field
+        super().__init__(status, kind, message, field=field)
 
 
 @dataclass
