@@ -7,9 +7,11 @@ from decimal import Decimal
 
 import pytest
 
+from engine.dataio.importing.plugin import imports_of
 from engine.dataio.importing.service import ImportError_
+from engine.storage.context import Context
 
-from .import_kit import records, run_import, site, write_csv  # noqa: F401 - site is a fixture
+from .import_kit import admin, records, run_import, site, write_csv  # noqa: F401 - site is a fixture
 
 
 def test_headers_map_by_name_and_by_label_in_any_language(crm, tmp_path):
@@ -164,3 +166,51 @@ def test_lookup_import_by_must_name_a_unique_field(make_runtime, write_tree):
     """}
     with pytest.raises(Exception, match="import_by 'industry' must be 'title' or a unique field of account"):
         make_runtime(site_dir=write_tree("bad", bad))
+
+SYSTEM = Context(system=True)
+
+
+# -- duplicates, checked per chunk --------------------------------------------------------------------
+
+def _dupe_file(tmp_path):
+    return write_csv(tmp_path / "leads.csv", [
+        ["Last name", "Company", "E-mail"],
+        ["Stored", "Acme", "stored@acme.example"],      # the e-mail of a lead that exists
+        ["New", "Beta", "new@beta.example"],
+        ["Twin", "Beta", "NEW@beta.example"],           # the same e-mail as the row above
+    ])
+
+
+@pytest.mark.parametrize("choice", ["error", "skip", "create", "update"])
+def test_a_duplicate_row_does_what_the_import_chose(crm, tmp_path, choice):
+    from engine.security.audit import query_audit
+    from engine.security.permissions import access_for
+
+    boss = admin(crm)
+    stored = crm.records.create("lead", {"last_name": "Before", "company": "Acme", "email": "stored@acme.example"},
+                                context=SYSTEM)
+    job = run_import(crm, _dupe_file(tmp_path), "lead", user_id=boss["id"], access=access_for(crm.records, boss["id"]),
+                     duplicates=choice)
+    assert job["status"] == "done", job
+    by_mail = {}
+    for r in records(crm, "lead"):
+        by_mail.setdefault(r["email"], []).append(r["last_name"])
+    errors = [e for errs in imports_of(crm).first_errors(job["id"]).values() for e in errs]
+    if choice == "error":
+        assert (job["created"], job["failed"]) == (1, 2)
+        assert by_mail == {"stored@acme.example": ["Before"], "new@beta.example": ["New"]}
+        assert {e["row"] for e in errors} == {2, 4}
+        assert any(f"Before (#{stored['id']})" in e["message"] and "lead_email" in e["message"] for e in errors)
+        assert any("row 3 of the file" in e["message"] for e in errors)
+    elif choice == "skip":
+        assert (job["created"], job["unchanged"], job["failed"]) == (1, 2, 0)
+        assert by_mail == {"stored@acme.example": ["Before"], "new@beta.example": ["New"]}
+    elif choice == "create":
+        assert (job["created"], job["failed"]) == (3, 0)
+        assert sorted(by_mail["new@beta.example"]) == ["New", "Twin"] and len(by_mail["stored@acme.example"]) == 2
+        [audited] = query_audit(crm.records, kind="duplicate_override")
+        assert audited["actor_id"] == boss["id"] and audited["detail"] == {"import": True, "rows": 2}
+    else:   # update: the stored lead takes the row's values; the twin of a row of the same file is refused
+        assert (job["created"], job["updated"], job["failed"]) == (1, 1, 1)
+        assert crm.records.get("lead", stored["id"])["last_name"] == "Stored"
+        assert "exactly one matching record" in errors[0]["message"]

@@ -77,8 +77,8 @@ def _own(job_id: int) -> dict:
 
 def _form_options() -> Options:
     form = request.form
-    known = {"entity", "mode", "key", "encoding", "delimiter", "sheet", "locale", "unresolved", "automations",
-             "mapping", "mapping_name", "dry_run"}
+    known = {"entity", "mode", "key", "encoding", "delimiter", "sheet", "locale", "unresolved", "duplicates",
+             "automations", "mapping", "mapping_name", "dry_run"}
     unknown = [k for k in form if k not in known]
     if unknown:
         raise ImportError_(f"unknown option(s): {', '.join(unknown)} (allowed: {', '.join(sorted(known))})",
@@ -88,6 +88,7 @@ def _form_options() -> Options:
                       encoding=form.get("encoding") or None, delimiter=form.get("delimiter") or None,
                       sheet=form.get("sheet") or None, locale=form.get("locale") or None,
                       unresolved=form.get("unresolved") or "error",
+                      duplicates=form.get("duplicates") or "error",
                       automations=True if automations is None else automations)
     if form.get("mapping"):
         import json
@@ -252,7 +253,8 @@ def openapi_fragment() -> dict:
         "mode": {"enum": ["create", "update", "upsert"]}, "key": {"type": "string"},
         "dry_run": {"type": "boolean"}, "encoding": {"type": "string"}, "delimiter": {"type": "string"},
         "sheet": {"type": "string"}, "locale": {"type": "string"},
-        "unresolved": {"enum": ["error", "empty", "create"]}, "automations": {"type": "boolean"},
+        "unresolved": {"enum": ["error", "empty", "create"]},
+        "duplicates": {"enum": ["error", "skip", "create", "update"]}, "automations": {"type": "boolean"},
         "mapping": {"type": "string", "description": "JSON: {columns: {header: field|null}, constants: {}}"},
         "mapping_name": {"type": "string"}}}
     multipart = {"required": True, "content": {"multipart/form-data": {"schema": form}}}

@@ -1,4 +1,18 @@
-"""One chunk of an import: cells converted, lookups resolved, then one ``records.bulk`` call.
+"""One chunk of an import: cells converted, lookups resolved, duplicates checked, then one
+``records.bulk`` call (two when duplicates update their match).
+
+Duplicates (a create): the chunk's rows are checked against the entity's duplicate rules at once
+(``engine.dataio.duplicates.check_many``: a few statements per chunk, rows of the same file
+included), and the import's choice ``duplicates`` applies to each row that matches:
+
+* ``error`` (default): the row is rejected, naming the records it looks like (the error file says so);
+* ``skip``: the row is left out, counted as unchanged;
+* ``create``: created anyway (past ``warn`` rules only; ``block`` rules still refuse), audited once per chunk;
+* ``update``: the one record it matches is updated with the row's values (a row matching several,
+  or a record the user may not see, is rejected).
+
+The rows are then written with ``Context(duplicates="checked")``, so the write hook does not check
+them again one by one.
 
 Runs inside the write transaction the caller gives (``conn``): the job commits a chunk together
 with its outcome rows and its checkpoint, or rolls it back (a dry run, a crash). For updates the
@@ -9,7 +23,7 @@ seen by its moved version).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -51,7 +65,7 @@ class ChunkWriter:
     """Converts and writes chunks of one import (holds what lasts across chunks: the converter)."""
 
     def __init__(self, records, entity: str, headers: list[str], mapping: Mapping, *, mode: str, key: str | None,
-                 unresolved: str, locale: str | None, context: Context):
+                 unresolved: str, locale: str | None, context: Context, runtime=None, duplicates: str = "error"):
         self.records, self.entity, self.mode, self.key, self.context = records, entity, mode, key, context
         self.ent = records.model.entities[entity]
         self.fields = {**self.ent.fields, "owner_id": system_field("owner_id")}   # owners by name, like lookups
@@ -60,6 +74,7 @@ class ChunkWriter:
         self.converter = Converter(self.fields, locale)
         self.resolver = Resolver(records, self.fields, unresolved, context)
         self.lookups = {n for _, _, n in self.columns if n in self.fields and self.fields[n].target}
+        self.runtime, self.duplicates = runtime, duplicates
 
     def write(self, conn, rows: list[tuple[int, list[Any]]]) -> list[Outcome]:
         outcomes = [Outcome(number, "error", cells) for number, cells in rows]
@@ -85,16 +100,64 @@ class ChunkWriter:
             values.append(record)
         self._resolve(conn, pending, values, outcomes)
         live = [i for i, o in enumerate(outcomes) if not o.errors]
+        matched: list[int] = []
+        if live and self.mode == "create" and self.runtime is not None:
+            live, matched = self._duplicates(conn, live, values, outcomes)
+        context = replace(self.context, duplicates="checked") if self.runtime is not None else self.context
         if live:
-            self._write(conn, live, values, outcomes)
+            self._write(conn, live, values, outcomes, self.mode, context)
+        if matched:
+            self._write(conn, matched, values, outcomes, "update", context)
         for o in outcomes:   # only a rejected row keeps its cells (for the error file)
             o.cells = [cell_json(c) for c in o.cells] if o.status == "error" else []
         return outcomes
 
-    def _write(self, conn, live: list[int], values: list[dict], outcomes: list[Outcome]) -> None:
-        previous = self._previous(conn, [values[i] for i in live])
-        result = self.records.bulk(self.entity, [values[i] for i in live], mode=self.mode, key=self.key,
-                                   atomic=False, context=self.context, conn=conn)
+    def _duplicates(self, conn, live: list[int], values: list[dict], outcomes: list[Outcome]
+                     ) -> tuple[list[int], list[int]]:
+        """Apply the import's ``duplicates`` choice to the rows to create (see the module's docstring):
+        the rows to create, and the rows that update the record they match (their ``id`` set)."""
+        from engine.dataio.duplicates.check import check_many
+
+        found = check_many(self.runtime, self.entity, [values[i] for i in live], self.context.access, conn=conn,
+                           ids=[None] * len(live), within=True)
+        create, update, overridden = [], [], 0
+        for i, matches in zip(live, found):
+            if not matches.found:
+                create.append(i)
+                continue
+            named = [c for c in matches.candidates if c.id is not None]
+            if self.duplicates == "skip":
+                outcomes[i].status = "unchanged"
+            elif self.duplicates == "create" and matches.action != "block":
+                create.append(i)
+                overridden += 1
+            elif self.duplicates == "update" and len(named) == 1 and len(matches.candidates) == 1 \
+                    and not matches.hidden:
+                values[i]["id"] = named[0].id
+                update.append(i)
+            else:
+                message = _duplicate_message(matches, self.duplicates, lambda at: outcomes[live[at]].row)
+                field = next(iter(self._rule_fields(matches)), None)
+                outcomes[i].errors.append({"column": self._column(field), "field": field, "message": message})
+        if overridden and self.context.user_id is not None:
+            from engine.security.audit import audit
+
+            audit(self.records, "duplicate_override", user_id=self.context.user_id, entity=self.entity,
+                  detail={"import": True, "rows": overridden}, conn=conn)
+        return create, update
+
+    def _rule_fields(self, matches) -> list[str]:
+        from engine.dataio.duplicates.plugin import service_of
+
+        rules = {r.name: r for r in service_of(self.runtime).rules_of(self.entity)}
+        return [c.field for cand in matches.candidates if cand.rule in rules for c in rules[cand.rule].conditions]
+
+    def _write(self, conn, live: list[int], values: list[dict], outcomes: list[Outcome], mode: str,
+               context: Context) -> None:
+        previous = self._previous(conn, [values[i] for i in live], mode)
+        result = self.records.bulk(self.entity, [values[i] for i in live], mode=mode,
+                                   key=self.key if mode == self.mode else None,
+                                   atomic=False, context=context, conn=conn)
         for i, item in zip(live, result.items):
             outcome = outcomes[i]
             if item["status"] == "error":
@@ -136,11 +199,11 @@ class ChunkWriter:
                 else:
                     record[name] = ref
 
-    def _previous(self, conn, values: list[dict]) -> dict[int, dict]:
+    def _previous(self, conn, values: list[dict], mode: str) -> dict[int, dict]:
         """The stored values (as JSON) of the records this chunk may update, by id."""
-        if self.mode == "create":
+        if mode == "create":
             return {}
-        column = self.key or "id"
+        column = (self.key if mode == self.mode else None) or "id"
         keys = [v[column] for v in values if v.get(column) is not None]
         if not keys:
             return {}
@@ -163,3 +226,18 @@ class ChunkWriter:
         versions = dict(conn.execute(sa.select(table.c.id, table.c.version).where(table.c.id.in_(ids))).all())
         for o in written:
             o.version = versions.get(o.record_id)
+
+
+def _duplicate_message(matches, choice: str, file_row) -> str:
+    """Why a row that matches a duplicate rule was not written (``file_row``: a batch index -> the
+    row number in the file, for a match with an earlier row of the same file)."""
+    names = [f"{c.title} (#{c.id})" if c.id is not None else f"row {file_row(c.row)} of the file"
+             for c in matches.candidates[:3]]
+    if matches.hidden:
+        names.append(f"{matches.hidden} record{'s' if matches.hidden != 1 else ''} you may not see")
+    why = f"looks like a duplicate of {', '.join(names)} ({', '.join(sorted({c.rule for c in matches.candidates}))})"
+    if matches.action == "block":
+        return why + ": the rule blocks it"
+    if choice == "update":
+        return why + ": update needs exactly one matching record you may see"
+    return why + "; import again choosing to skip, create or update duplicates"

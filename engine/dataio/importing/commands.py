@@ -53,10 +53,12 @@ def imports() -> None:
 @click.option("--locale", default=None, help="Formats of dates and numbers in the file (en, de, fr, zh...).")
 @click.option("--unresolved", type=click.Choice(["error", "empty", "create"]), default="error", show_default=True,
               help="What a lookup value that finds no record does.")
+@click.option("--duplicates", type=click.Choice(["error", "skip", "create", "update"]), default="error",
+              show_default=True, help="What a new row that matches a duplicate rule does (update: its one match).")
 @click.option("--no-automations", is_flag=True, help="Do not run automations for these writes (audited).")
 @click.pass_obj
 def import_file(crm, path, entity, mapping_name, mode, key, dry_run, encoding, delimiter, sheet, locale,
-                unresolved, no_automations) -> None:
+                unresolved, duplicates, no_automations) -> None:
     """Import FILE into ENTITY, with a progress bar; the summary and the first errors at the end."""
     from .readers import ImportFileError
     from .service import ImportError_, Options
@@ -64,7 +66,8 @@ def import_file(crm, path, entity, mapping_name, mode, key, dry_run, encoding, d
 
     service = _service(crm)
     options = Options(mode=mode, key=key, encoding=encoding, delimiter="\t" if delimiter == "tab" else delimiter,
-                      sheet=sheet, locale=locale, unresolved=unresolved, automations=not no_automations)
+                      sheet=sheet, locale=locale, unresolved=unresolved, duplicates=duplicates,
+                      automations=not no_automations)
     try:
         if mapping_name:
             options.mapping = load_mapping(service, entity, mapping_name)

@@ -55,6 +55,10 @@ class _DryRun(Exception):
     """Leaves a dry run's chunk transaction (rolls it back)."""
 
 
+#: What a row that matches a duplicate rule may do (``Options.duplicates``, chunk.py).
+DUPLICATES = ("error", "skip", "create", "update")
+
+
 @dataclass
 class Options:
     """What an import was asked to do (stored with the job as JSON)."""
@@ -66,6 +70,8 @@ class Options:
     sheet: str | None = None
     locale: str | None = None
     unresolved: str = "error"
+    #: What a row to create that matches a duplicate rule does: error | skip | create | update (chunk.py).
+    duplicates: str = "error"
     automations: bool = True
     mapping: dict | None = None
     #: Data rows in the file (counted when the job starts; the progress' total).
@@ -100,6 +106,8 @@ class ImportService:
             raise ImportError_(f"mode must be one of {', '.join(MODES)}", field="mode")
         if options.unresolved not in UNRESOLVED:
             raise ImportError_(f"unresolved must be one of {', '.join(UNRESOLVED)}", field="unresolved")
+        if options.duplicates not in DUPLICATES:
+            raise ImportError_(f"duplicates must be one of {', '.join(DUPLICATES)}", field="duplicates")
         if options.key is not None and (options.key not in ent.fields or not ent.fields[options.key].unique):
             raise ImportError_(f"key {options.key!r} must be a unique field of {entity}", field="key")
         if options.mode == "upsert" and options.key is None:
@@ -194,7 +202,8 @@ class ImportService:
         table = self.open(job["file_path"], options, job["file_name"])
         writer = ChunkWriter(self.records, job["entity"], table.headers, Mapping.from_json(options.mapping),
                              mode=options.mode, key=options.key, unresolved=options.unresolved,
-                             locale=options.locale, context=context)
+                             locale=options.locale, context=context, runtime=self.runtime,
+                             duplicates=options.duplicates)
         done, started = job["checkpoint"], time.monotonic()
         chunk: list = []
         for item in table.rows(skip=done):
