@@ -103,7 +103,8 @@ class ChunkWriter:
         matched: list[int] = []
         if live and self.mode == "create" and self.runtime is not None:
             live, matched = self._duplicates(conn, live, values, outcomes)
-        context = replace(self.context, duplicates="checked") if self.runtime is not None else self.context
+        checked = self.mode == "create" and self.runtime is not None   # else the write hook checks each row
+        context = replace(self.context, duplicates="checked") if checked else self.context
         if live:
             self._write(conn, live, values, outcomes, self.mode, context)
         if matched:
