@@ -1,6 +1,8 @@
 """The generated web UI: ``install_ui(app, runtime)`` mounts the screens (``views``), the interface
 languages (``i18n``) and the static assets. Bootstrap 5 comes from the Bootstrap-Flask package and is
-served by this app, so the UI works with no internet; our own script and styles are in ``static/``.
+served by this app, so the UI works with no internet; icons are inline SVG from the ``heroicons``
+package (``icon(name)`` in templates, ``icons``); htmx (partial page updates) is vendored in
+``static/vendor/`` with its licence; our own script and styles are in ``static/``.
 A field's input is the template ``templates/ui/widgets/<widget>.html`` of its type's widget; plugins
 add widgets (and replace templates) through ``crm_template_dirs``. Plugins add screens (blueprints made
 with ``engine.ui.extend.ui_routes``), navigation entries, home panels, and record-page buttons and
@@ -16,6 +18,7 @@ def install_ui(app: Flask, runtime) -> None:
     from flask_bootstrap import Bootstrap5
 
     from .i18n import install_i18n
+    from .icons import icon
     from .views import ui_blueprint
 
     plugin_dirs = [str(d) for found in runtime.pm.hook.crm_template_dirs() for d in found or ()]
@@ -27,6 +30,7 @@ def install_ui(app: Flask, runtime) -> None:
     Bootstrap5(app)
     install_i18n(app)
     app.jinja_env.globals["pop_flash"] = lambda: session.pop("flash", None)
+    app.jinja_env.globals["icon"] = icon
     app.register_blueprint(ui_blueprint(), static_folder=None)
     app.add_url_rule("/ui/static/<path:filename>", "ui_static",
                      lambda filename: _static(app, filename))
