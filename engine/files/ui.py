@@ -55,7 +55,8 @@ def attachments_panel(service, ent, record: dict, access) -> list[Panel]:
     limits = service.default_limits
     html = render_template("files/panel.html", ent=ent, record=record, items=items,
                            can_update=may_update(ent, access),
-                           accept=",".join("." + t for t in limits.types), max_text=human_size(limits.max_size))
+                           accept=",".join("." + t for t in limits.types), types_text=", ".join(limits.types),
+                           max_text=human_size(limits.max_size))
     title = _("Attachments") + (f" ({len(items)})" if items else "")
     return [Panel(key="attachments", title=title, html=html, order=40)]
 
