@@ -282,8 +282,3 @@ class FileService:
         with self.runtime.records.db.read() as conn:
             row = conn.execute(sa.select(self.table).where(self.table.c.id == file_id)).first()
         return dict(row._mapping) if row is not None else None
-
-    def attach(self, file_ids: list[int], record_id: int, conn) -> None:
-        """File-field uploads made before their record existed now belong to it."""
-        conn.execute(self.table.update().where(self.table.c.id.in_(file_ids), self.table.c.record_id.is_(None))
-                     .values(record_id=record_id))
