@@ -199,6 +199,13 @@ class Hooks:
         """Return ``(filename, content_type, bytes)``: the file ``name`` made from ``record`` (e.g. a
         document's PDF) for the ``send_email`` action's ``attach:``, or None when ``name`` is not yours."""
 
+    # -- files ------------------------------------------------------------------------------------
+    @hookspec
+    def crm_scan_file(self, name: str, mime: str, path: str) -> str | None:
+        """Scan an upload before it is stored (a virus scanner): ``path`` is a temporary copy of its
+        bytes, ``name`` its (safe) name, ``mime`` the sniffed type. Return None to let it in, or the
+        reason it is refused (shown to the user); any refusal blocks the upload."""
+
     # -- record lifecycle (called by the record service, inside or after its transaction) ----------
     @hookspec
     def crm_watches_writes(self, entity: Any) -> bool:
@@ -245,6 +252,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "duplicates.kinds": "engine.dataio.duplicates.kinds",
     "merge": "engine.dataio.merge.plugin",
     "quality": "engine.dataio.quality.plugin",
+    "files": "engine.files.plugin",
 }
 
 

@@ -75,6 +75,18 @@ class Settings:
     #: CRM_PDF_FONT: the TrueType/OpenType font (.ttf, .otf, .ttc) with CJK glyphs that PDFs embed;
     #: blank: the first one found on the font search path (docs/operations.md#fonts-for-pdf-documents).
     pdf_font: str = ""
+    #: Files (engine/files, docs/operations.md#file-storage): CRM_FILES_STORE (local or s3), CRM_FILES_DIR
+    #: (local; default $CRM_VAR_DIR/files), CRM_FILES_MAX_SIZE (bytes, the attachments' limit),
+    #: CRM_FILES_TYPES (extensions attachments may have, comma-separated; blank: the built-in list),
+    #: CRM_S3_BUCKET, CRM_S3_ENDPOINT_URL, CRM_S3_REGION, CRM_S3_PREFIX (credentials: boto3's own variables).
+    files_store: str = "local"
+    files_dir: Path | None = None
+    files_max_size: int = 25 * 1024 * 1024
+    files_types: tuple[str, ...] = ()
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_prefix: str = ""
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -102,6 +114,15 @@ class Settings:
             company_name=env.get("CRM_COMPANY_NAME") or "Your company",
             company_address=env.get("CRM_COMPANY_ADDRESS", ""),
             pdf_font=env.get("CRM_PDF_FONT", ""),
+            files_store=env.get("CRM_FILES_STORE", "local").strip().lower() or "local",
+            files_dir=Path(env["CRM_FILES_DIR"]) if env.get("CRM_FILES_DIR") else None,
+            files_max_size=int(env.get("CRM_FILES_MAX_SIZE") or 25 * 1024 * 1024),
+            files_types=tuple(t.strip().lower().lstrip(".") for t in env.get("CRM_FILES_TYPES", "").split(",")
+                              if t.strip()),
+            s3_bucket=env.get("CRM_S3_BUCKET", ""),
+            s3_endpoint_url=env.get("CRM_S3_ENDPOINT_URL", ""),
+            s3_region=env.get("CRM_S3_REGION", ""),
+            s3_prefix=env.get("CRM_S3_PREFIX", ""),
         )
         if env.get("SECRET_KEY"):
             values["secret_key"] = env["SECRET_KEY"]
