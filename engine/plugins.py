@@ -245,6 +245,8 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "duplicates.kinds": "engine.dataio.duplicates.kinds",
     "merge": "engine.dataio.merge.plugin",
     "quality": "engine.dataio.quality.plugin",
+    "agenda": "engine.agenda.plugin",
+    "agenda.kinds": "engine.agenda.kinds",
 }
 
 
