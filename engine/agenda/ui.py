@@ -328,7 +328,7 @@ def calendar_context(ag, view: str, day: date, errors: dict | None = None) -> di
     next_day = day + step if step else (day.replace(day=28) + timedelta(days=4)).replace(day=1)
     return {"view": view, "day": day, "days": days, "errors": errors or {}, "prev_day": prev_day, "next_day": next_day,
             "can_update": g.access.can(ag.activities, "update"), "status_done": list(ag.done),
-            "weekdays": [_(cal.day_abbr[i]) for i in range(7)], "today": today(), "entity": ent.name,
+            "weekdays": [_("Mon"), _("Tue"), _("Wed"), _("Thu"), _("Fri"), _("Sat"), _("Sun")], "today": today(), "entity": ent.name,
             "new_url": url_for("ui.new", entity=ag.activities) if g.access.can(ag.activities, "create") else None}
 
 
