@@ -38,6 +38,8 @@ def test_home_shows_my_tasks_and_meetings_and_completes_in_place(site):
     assert "Demo meeting" in page and 'data-panel="meetings"' in page
     # the sales role declares its panels' order: tasks before meetings before deals
     assert page.index('data-panel="tasks"') < page.index('data-panel="meetings"') < page.index('data-panel="deals"')
+    assert page.index('data-panel="deals"') < page.index('data-panel="approvals"') < page.index('data-panel="recycling"')
+    assert page.index('data-panel="recycling"') < page.index('data-panel="recent"') < page.index('data-panel="dashboards"')
     r = b.post(f"/ui/my/tasks/{due['id']}/complete", {"version": due["version"]}, headers={"HX-Request": "true"})
     assert r.status_code == 200 and "is-done" in text(r)
     assert site.records.get("activity", due["id"])["status"] == "completed"
@@ -161,3 +163,12 @@ def test_agenda_document_problems_name_the_place(make_runtime, write_tree):
         make_runtime(migrate=False, site_dir=bad)
     message = str(found.value)
     assert "agenda.yaml" in message and "nowhere" in message and "bogus" in message and "phase" in message
+
+
+def test_home_order_follows_the_roles_home_list(site):
+    from engine.ui.shell import home_order
+    from engine.plugins import Panel
+
+    panels = [Panel("recent", "R", "", 60), Panel("tasks", "T", "", 10), Panel("extra", "X", "", 5)]
+    assert [p.key for p in home_order(site.rt, "admin", panels)] == ["extra", "tasks", "recent"]   # no home: all
+    assert [p.key for p in home_order(site.rt, "manager", panels)] == ["tasks", "recent"]       # its list only
