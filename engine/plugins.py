@@ -253,6 +253,8 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "merge": "engine.dataio.merge.plugin",
     "quality": "engine.dataio.quality.plugin",
     "files": "engine.files.plugin",
+    "agenda": "engine.agenda.plugin",
+    "agenda.kinds": "engine.agenda.kinds",
 }
 
 

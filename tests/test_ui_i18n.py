@@ -1,7 +1,7 @@
 """The web UI's Chinese catalog covers every interface string.
 
 Interface strings are the ``_("...")`` calls in ``engine/ui/**.py`` and ``engine/ui/templates/**.html``,
-and in the screens of the default plugins that draw in the UI (``engine/workflow``, ``engine/dashboards``, ``engine/processes``, ``engine/documents``, ``engine/dataio``, ``engine/files``)
+and in the screens of the default plugins that draw in the UI (``engine/workflow``, ``engine/dashboards``, ``engine/processes``, ``engine/documents``, ``engine/dataio``, ``engine/files``, ``engine/agenda``)
 (found with Babel's extraction, configured in ``babel.cfg``), plus the strings only known at run time
 and passed through ``_()`` when a page is drawn: module names (``_(module|capitalize)``), the
 ``SYSTEM_LABELS`` of ``engine/ui/present.py`` and the operator labels of ``engine/ui/filters.py``.
@@ -14,7 +14,7 @@ After adding or changing ``_()`` strings, refresh the catalog from the repositor
 
 It writes ``engine/ui/translations/messages.pot`` exactly as
 ``.venv/bin/pybabel extract -F babel.cfg -o engine/ui/translations/messages.pot engine/ui engine/workflow
-engine/dashboards engine/processes engine/documents engine/dataio engine/files`` does, then
+engine/dashboards engine/processes engine/documents engine/dataio engine/files engine/agenda`` does, then
 merges it into the zh ``messages.po`` like ``pybabel update`` (new strings come in untranslated or
 fuzzy, so this test names them until they are translated), except that the run-time strings and the
 calls pybabel cannot see (``_()`` inside an f-string on Python < 3.12) are kept as live entries. A
@@ -45,7 +45,8 @@ from engine.ui.present import SYSTEM_LABELS
 UI_DIR = ROOT / "engine" / "ui"
 #: The UI and the default plugins whose screens draw in it (their strings are in the UI's catalogs).
 UI_DIRS = (UI_DIR, ROOT / "engine" / "workflow", ROOT / "engine" / "dashboards", ROOT / "engine" / "processes",
-           ROOT / "engine" / "documents", ROOT / "engine" / "dataio", ROOT / "engine" / "files")
+           ROOT / "engine" / "documents", ROOT / "engine" / "dataio", ROOT / "engine" / "files",
+           ROOT / "engine" / "agenda")
 BABEL_CFG = ROOT / "babel.cfg"
 POT = CATALOGS / "messages.pot"
 ZH_PO = CATALOGS / "zh" / "LC_MESSAGES" / "messages.po"

@@ -229,6 +229,9 @@ class Role:
     entities: Mapping[str, Grant]
     default: Grant | None
     origin: Location
+    #: The home page's panels for this role, in order (``home:``; keys of ``crm_home_panels``'s
+    #: panels); None: every panel, in the order the plugins give.
+    home: tuple[str, ...] | None = None
 
     def grant(self, entity: str) -> Grant | None:
         return self.entities.get(entity, self.default)

@@ -66,7 +66,7 @@ def build_roles(declared: dict[str, DeclaredRole]) -> dict[str, Role]:
             entities=MappingProxyType({e: _grant(g, decl.loc(f"entities/{e}")) for e, g in
                                        (props.get("entities") or {}).items()}),
             default=_grant(default, decl.loc("default")) if default is not None else None,
-            origin=decl.origin)
+            origin=decl.origin, home=tuple(props["home"]) if props.get("home") is not None else None)
     return out
 
 

@@ -19,7 +19,23 @@ from .present import columns, display, lookup_titles, title_of
 def home():
     rt = runtime()
     panels = [p for found in reversed(rt.pm.hook.crm_home_panels(runtime=rt, access=g.access)) for p in found or ()]
-    return render_template("ui/home.html", home_panels=sorted(panels, key=lambda p: p.order))
+    from datetime import datetime, timezone
+
+    from .i18n import current_zone
+
+    now = datetime.now(timezone.utc).astimezone(current_zone())
+    return render_template("ui/home.html", home_panels=home_order(rt, g.access.role, panels),
+                           today_text=now.strftime("%Y-%m-%d"))
+
+
+def home_order(rt, role: str | None, panels: list) -> list:
+    """The panels the role's ``home:`` list names, in its order; without one, every panel by its ``order``."""
+    declared = rt.model.roles.get(role or "")
+    wanted = getattr(declared, "home", None)
+    if wanted is None:
+        return sorted(panels, key=lambda p: p.order)
+    by_key = {p.key: p for p in panels}
+    return [by_key[k] for k in wanted if k in by_key]
 
 
 def choose_language():

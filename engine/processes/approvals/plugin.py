@@ -90,3 +90,10 @@ def crm_record_lock(runtime, entity, record, access):
     from .ui import lock_reason
 
     return lock_reason(approvals_of(runtime), entity, record, access)
+
+
+@hookimpl
+def crm_home_panels(runtime, access) -> list:
+    from .ui import home_panel
+
+    return home_panel(approvals_of(runtime), access)

@@ -119,3 +119,24 @@ def act(entity: str, record_id: int, action: str):
     done = {"submit": _("Submitted for approval."), "approve": _("Approved."), "reject": _("Rejected."),
             "recall": _("Recalled.")}
     return with_message(back, done[action], "success")
+
+
+def home_panel(service, access) -> list[Panel]:
+    """The home page's "Waiting for my approval": the records whose current step the user decides."""
+    from markupsafe import Markup, escape
+
+    if service is None or not service.approvals:
+        return []
+    items = service.inbox(access.user_id, limit=6)
+    total = service.waiting(access.user_id) if items else 0
+    lang = current_lang()
+    rows = "".join(
+        f'<li class="d-flex justify-content-between gap-2 py-1"><a class="text-truncate" href="'
+        f'{escape(url_for("ui.record", entity=i["entity"], record_id=i["record_id"]))}">{escape(i["title"])}</a>'
+        f'<span class="small text-body-secondary text-nowrap">{escape(i["step"]["label"].get(lang) or i["step"]["name"])}</span></li>'
+        for i in items)
+    body = (f'<p class="small text-body-secondary mb-2" data-count="approvals">{escape(_("%(n)s waiting for you", n=total))}</p>'
+            f'<ul class="list-unstyled mb-2">{rows}</ul>' if items else
+            f'<p class="text-body-secondary mb-2">{escape(_("Nothing waits for your approval."))}</p>')
+    body += f'<a class="small" href="{escape(url_for("approvals_ui.inbox"))}">{escape(_("Open the approvals inbox"))} →</a>'
+    return [Panel(key="approvals", title=_("Waiting for my approval"), html=Markup(body), order=40)]

@@ -86,3 +86,10 @@ def crm_record_actions(runtime, entity, record, access) -> list:
 
     return return_action(pools_of(runtime), entity, record, access)
 
+
+
+@hookimpl
+def crm_home_panels(runtime, access) -> list:
+    from .ui import home_panel
+
+    return home_panel(pools_of(runtime), access)

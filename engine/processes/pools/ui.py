@@ -145,3 +145,35 @@ def give_back(name: str, record_id: int):
     status = 422 if error is not None else 200
     return render_template("pools/return.html", pool=pool, ent=ent, record=record, title=title_of(ent, record),
                            error=error, form=request.form), status
+
+
+def home_panel(service, access) -> list:
+    """The home page's "Going back to the pool soon": the user's records from a pool with a recycle date,
+    soonest first (only those they may still read)."""
+    from markupsafe import Markup, escape
+
+    from engine.plugins import Panel
+
+    if service is None or not service.pools:
+        return []
+    h = service.holds
+    with service.runtime.records.db.read() as conn:
+        rows = conn.execute(sa.select(h.c.pool, h.c.record_id, h.c.due_at).where(
+            h.c.user_id == access.user_id, h.c.due_at.is_not(None)).order_by(h.c.due_at).limit(8)).all()
+    items = []
+    for pool_name, record_id, due_at in rows:
+        pool = service.pools.get(pool_name)
+        if pool is None or not access.can(pool.entity, "read"):
+            continue
+        ent = runtime().model.entity(pool.entity)
+        try:
+            record = runtime().records.get(pool.entity, record_id, context=g.context)
+        except RecordError:
+            continue
+        items.append(f'<li class="d-flex justify-content-between gap-2 py-1"><a class="text-truncate" href="'
+                     f'{escape(url_for("ui.record", entity=pool.entity, record_id=record_id))}">{escape(title_of(ent, record))}</a>'
+                     f'<span class="small text-nowrap text-warning-emphasis">{escape(f"{due_at:%Y-%m-%d}")}</span></li>')
+    body = (f'<p class="small text-body-secondary mb-2" data-count="recycling">{escape(_("%(n)s go back to a pool unless followed up", n=len(items)))}</p>'
+            f'<ul class="list-unstyled mb-0">{"".join(items)}</ul>' if items else
+            f'<p class="text-body-secondary mb-0">{escape(_("None of your records goes back to a pool soon."))}</p>')
+    return [Panel(key="recycling", title=_("Going back to the pool"), html=Markup(body), order=50)]

@@ -170,3 +170,33 @@
   document.addEventListener("change", (event) => { if (event.target.type === "radio") syncShown(); });
   syncShown();
 })();
+
+// -- the agenda's calendar (engine/agenda): an event dropped on another day posts its "Move to" form
+// with that day (the form htmx sends; without scripts the form works alone) --------------------------
+(() => {
+  let dragged = null;
+  document.addEventListener("dragstart", (event) => {
+    dragged = event.target.closest?.(".cal-event[draggable=true]") || null;
+    if (dragged) { event.dataTransfer.setData("text/plain", dragged.dataset.id); event.dataTransfer.effectAllowed = "move"; }
+  });
+  document.addEventListener("dragover", (event) => {
+    const day = dragged && event.target.closest?.(".cal-day");
+    if (day) { event.preventDefault(); day.classList.add("drop-target"); }
+  });
+  document.addEventListener("dragleave", (event) => {
+    const day = event.target.closest?.(".cal-day");
+    if (day && !day.contains(event.relatedTarget)) day.classList.remove("drop-target");
+  });
+  document.addEventListener("drop", (event) => {
+    const day = event.target.closest?.(".cal-day");
+    const card = dragged;
+    dragged = null;
+    if (!day || !card) return;
+    event.preventDefault();
+    day.classList.remove("drop-target");
+    if (card.closest(".cal-day") === day) return;
+    const form = card.querySelector(".cal-move form");
+    form.querySelector("input[name=date]").value = day.dataset.date;
+    form.requestSubmit();
+  });
+})();
