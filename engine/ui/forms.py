@@ -218,7 +218,7 @@ def _rule_message(ent, error: FieldError, lang: str) -> str:
 
 def _field_label(ent, name: str, lang: str) -> str:
     field = ent.fields.get(name)
-    return field.label.get(lang) if field is not None else name
+    return field.label.get(lang) if field is not None and lang != "en" else name
 
 
 def _as_int(value: Any) -> Any:

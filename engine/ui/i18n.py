@@ -111,7 +111,8 @@ def say(message) -> str:
         parts = []
         for e in message.errors:
             field = ent.fields.get(e.field) if ent is not None and e.field else None
-            name = field.label.get(current_lang()) if field is not None else e.field
+            # English keeps the field's name (what the API and the formulas call it), others its label
+            name = field.label.get(current_lang()) if field is not None and current_lang() != DEFAULT else e.field
             parts.append(f"{name}: {say(e.message)}" if name else say(e.message))
         return "; ".join(parts)
     if isinstance(message, BaseException):

@@ -225,7 +225,7 @@ def move(entity: str, record_id: int):
         runtime().records.get(ent.name, record_id, context=g.context)   # 404 for one the user may not see
         record = runtime().records.update(ent.name, record_id, {group: to}, version=version, context=g.context)
     except ValidationFailed as exc:
-        return jsonify(error="; ".join(str(e) for e in exc.errors)), 422
+        return jsonify(error=say(exc)), 422
     except NotFound:
         return jsonify(error=_("This record no longer exists.")), 404
     except RecordError as exc:
