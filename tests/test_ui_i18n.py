@@ -36,6 +36,7 @@ from babel.messages.pofile import read_po, write_po
 
 from engine.plugins import make_plugin_manager
 from engine.runtime import load_model_from
+from engine.security.profile import NOTIFICATION_KINDS
 from engine.security.web import MESSAGES as LOGIN_MESSAGES
 from engine.settings import ROOT, SYSTEM_LAYER
 from engine.ui.filters import OPERATORS
@@ -58,6 +59,9 @@ FALLBACK_MODULE = "other"
 RUNTIME_COMMENT = "run-time string"
 UNSEEN_COMMENT = "a _() call pybabel extract does not see (in an f-string); kept by tests/test_ui_i18n.py"
 PLACEHOLDER = re.compile(r"%\((\w+)\)[sdrifx]")
+#: The placeholders of the engine's messages (``Msg("{field} ...", field=...)``, engine/messages.py).
+BRACE = re.compile(r"\{(\w*)[^{}]*\}")
+ENGINE_DIR = ROOT / "engine"
 
 
 # -- what must be translated --------------------------------------------------------------------
@@ -121,6 +125,24 @@ def runtime_strings(modules: set[str] | None = None) -> dict[str, str]:
         found.setdefault(label, f"engine/ui/filters.py OPERATORS[{op!r}]")
     for message in LOGIN_MESSAGES:
         found.setdefault(message, "engine/security/web.py MESSAGES (login.html shows _(error))")
+    for kind, (label, _defaults) in NOTIFICATION_KINDS.items():
+        found.setdefault(label, f"engine/security/profile.py NOTIFICATION_KINDS[{kind!r}]")
+    for msgid, where in engine_messages().items():
+        found.setdefault(msgid, f"Msg() in {', '.join(where)}")
+    return found
+
+
+def engine_messages() -> dict[str, list[str]]:
+    """{msgid: ["file:line", ...]} of every ``Msg("literal", ...)`` in the engine: the messages the
+    record service, the field types, security and the capabilities give people (translated at the
+    edge: engine.ui.i18n.say, the API's error mapping)."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(ENGINE_DIR.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Msg"
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                found.setdefault(node.args[0].value, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
     return found
 
 
@@ -205,6 +227,51 @@ def test_placeholders_are_kept(zh):
         except (ValueError, TypeError, KeyError) as exc:
             problems.append(f"{source!r} -> {target!r}: {exc}")
     assert not problems, "\n".join(problems)
+
+
+def brace_problem(source: str, target: str) -> str | None:
+    """Why the translation ``target`` of an engine message ``source`` would not format as it does:
+    a placeholder dropped, renamed or added, or a stray brace."""
+    if Counter(BRACE.findall(source)) != Counter(BRACE.findall(target)):
+        return "{placeholders} differ"
+    values = {name: "x" for name in BRACE.findall(source)}
+    try:
+        target.format(**values)
+    except (ValueError, KeyError, IndexError) as exc:
+        return f"does not format: {exc!r}"
+    return None
+
+
+def test_engine_message_placeholders_are_kept(zh):
+    messages = engine_messages()
+    assert {"is required", "your role does not allow {operation} on {entity}"} <= set(messages)
+    problems = []
+    for msgid in messages:
+        message = zh.get(msgid)
+        if message is not None and message.string:
+            why = brace_problem(msgid, message.string)
+            if why:
+                problems.append(f"{msgid!r} -> {message.string!r}: {why}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_placeholder_check_catches_a_dropped_or_renamed_one():
+    source = "{value} is not one of: {options}"
+    assert brace_problem(source, "{value} 不是以下之一：{options}") is None
+    assert brace_problem(source, "不是以下之一：{options}")                 # dropped
+    assert brace_problem(source, "{值} 不是以下之一：{options}")             # renamed
+    assert brace_problem(source, "{value} 不是以下之一：{options} {")       # a stray brace
+
+
+def test_engine_messages_come_out_in_chinese(crm):
+    from engine.messages import Msg, localize
+
+    served = load_catalogs()["zh"]
+    say = lambda text: localize(text, lambda m: served.get(m, m))   # noqa: E731
+    assert say(Msg("is required")) == served["is required"]
+    assert "sales" in say(Msg("only {roles} may {transition}", roles="sales", transition="win"))
+    assert say("is required") == served["is required"]                       # a fixed text, looked up whole
+    assert say("no such text anywhere") == "no such text anywhere"
 
 
 def test_catalog_header(zh):

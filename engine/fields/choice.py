@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.messages import Msg
 import sqlalchemy as sa
 
 from .base import FieldType, FieldValueError
@@ -41,7 +42,7 @@ class BooleanType(FieldType):
             return bool(value)
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
-        raise FieldValueError("type", f"expected true or false, got {value!r}")
+        raise FieldValueError("type", Msg("expected true or false, got {value}", value=repr(value)))
 
     def json_schema(self, field):
         return {"type": "boolean"}
@@ -110,7 +111,7 @@ class PicklistType(FieldType):
         if not isinstance(value, str):
             raise FieldValueError("type", f"expected one of the options as text, got {type(value).__name__}")
         if value not in field.option_values:
-            raise FieldValueError("choice", f"{value!r} is not one of: {', '.join(self.values(field))}")
+            raise FieldValueError("choice", Msg("{value} is not one of: {options}", value=repr(value), options=", ".join(self.values(field))))
         return value
 
     def json_schema(self, field):
@@ -144,7 +145,7 @@ class MultiPicklistType(PicklistType):
             raise FieldValueError("type", f"expected a list of options, got {type(value).__name__}")
         for item in value:
             if item not in field.option_values:
-                raise FieldValueError("choice", f"{item!r} is not one of: {', '.join(self.values(field))}")
+                raise FieldValueError("choice", Msg("{value} is not one of: {options}", value=repr(item), options=", ".join(self.values(field))))
         return [v for v in self.values(field) if v in value]
 
     def json_schema(self, field):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.messages import Msg
 from abc import abstractmethod
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -48,9 +49,9 @@ class _Numeric(FieldType):
         def coerce(value):
             number = convert(value)
             if low is not None and number < low:
-                raise FieldValueError("min", f"must be at least {low}")
+                raise FieldValueError("min", Msg("must be at least {low}", low=low))
             if high is not None and number > high:
-                raise FieldValueError("max", f"must be at most {high}")
+                raise FieldValueError("max", Msg("must be at most {high}", high=high))
             return number
 
         return coerce
@@ -75,11 +76,11 @@ class _Numeric(FieldType):
             except InvalidOperation:
                 result = None
             if result is None:
-                raise FieldValueError("type", f"{value!r} is not a number")
+                raise FieldValueError("type", Msg("{value} is not a number", value=repr(value)))
         else:
             raise FieldValueError("type", f"expected a number, got {type(value).__name__}")
         if not result.is_finite():
-            raise FieldValueError("type", "must be a finite number")
+            raise FieldValueError("type", Msg("must be a finite number"))
         return result
 
 
@@ -104,7 +105,7 @@ class IntegerType(_Numeric):
         else:
             dec = self.to_decimal(value)
             if dec != dec.to_integral_value():
-                raise FieldValueError("type", f"{value!r} is not a whole number")
+                raise FieldValueError("type", Msg("{value} is not a whole number", value=repr(value)))
             if dec.adjusted() > 18:  # checked before int(): "1e999999999" would build a huge integer
                 raise FieldValueError("max", "is out of the 64-bit integer range")
             number = int(dec)

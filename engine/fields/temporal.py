@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.messages import Msg
 from datetime import date, datetime, timezone
 
 import sqlalchemy as sa
@@ -45,13 +46,13 @@ class DateType(FieldType):
             try:
                 result = date.fromisoformat(value.strip())
             except ValueError:
-                raise FieldValueError("format", f"{value!r} is not a date (YYYY-MM-DD)") from None
+                raise FieldValueError("format", Msg("{value} is not a date (YYYY-MM-DD)", value=repr(value))) from None
         else:
             raise FieldValueError("type", f"expected a date, got {type(value).__name__}")
         for key, bad, word in (("min", lambda b: result < b, "on or after"), ("max", lambda b: result > b, "on or before")):
             bound = _date_bound(field, key)
             if bound is not None and bad(bound):
-                raise FieldValueError(key, f"must be {word} {bound}")
+                raise FieldValueError(key, Msg("must be {word} {bound}", word=word, bound=bound))
         return result
 
     def to_json(self, field, value):
@@ -88,7 +89,7 @@ class DateTimeType(FieldType):
             try:
                 value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
             except ValueError:
-                raise FieldValueError("format", f"{text!r} is not an ISO 8601 date and time") from None
+                raise FieldValueError("format", Msg("{value} is not an ISO 8601 date and time", value=repr(text))) from None
         if not isinstance(value, datetime):
             raise FieldValueError("type", f"expected a date and time, got {type(value).__name__}")
         if value.tzinfo is None:

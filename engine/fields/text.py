@@ -9,6 +9,7 @@ written without ``+country`` read in the field's ``region``) and stored as E.164
 
 from __future__ import annotations
 
+from engine.messages import Msg
 import re
 from collections.abc import Callable
 from functools import lru_cache
@@ -75,9 +76,9 @@ class TextType(FieldType):
                 raise FieldValueError("encoding", problem)
             value = normalise(value)
             if len(value) > limit:
-                raise FieldValueError("max_length", f"longer than {limit} characters")
+                raise FieldValueError("max_length", Msg("longer than {limit} characters", limit=limit))
             if pattern is not None and not pattern.fullmatch(value):
-                raise FieldValueError("pattern", f"does not match the pattern {text}")
+                raise FieldValueError("pattern", Msg("does not match the pattern {pattern}", pattern=text))
             validate(value)
             return value
 
@@ -158,7 +159,7 @@ class EmailType(_FormattedText):
         try:
             return validate_email(value, check_deliverability=False).normalized.lower()
         except EmailNotValidError as exc:
-            raise FieldValueError("format", f"is not an e-mail address: {exc}") from None
+            raise FieldValueError("format", Msg("is not an e-mail address: {reason}", reason=str(exc))) from None
 
     def validate(self, value):
         """Checked by ``normalise`` already (email-validator)."""
@@ -211,7 +212,7 @@ def e164(value: str, region: str | None) -> str:
         raise FieldValueError("format", f"is not a phone number: {exc._msg}{hint}") from None
     if not phonenumbers.is_valid_number(number):
         where = phonenumbers.region_code_for_number(number) or region or "any region"
-        raise FieldValueError("format", f"is not a valid phone number for {where}")
+        raise FieldValueError("format", Msg("is not a valid phone number for {region}", region=where))
     out = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return f"{out} ext. {number.extension}" if number.extension else out
 

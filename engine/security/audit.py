@@ -14,7 +14,8 @@ import sqlalchemy as sa
 KINDS = ("login", "login_failed", "login_throttled", "logout", "permission_denied", "export", "migration",
          "user_change", "admin_bypass", "keys_rotated", "restore", "record_created", "record_deleted",
          "pool_claimed", "pool_assigned", "pool_returned", "pool_recycled", "record_merged", "merge_undone",
-         "duplicate_override", "file_uploaded", "file_deleted")
+         "duplicate_override", "file_uploaded", "file_deleted",
+         "password_changed", "password_reset", "sessions_ended", "profile_changed")
 #: Fields of a user whose change is audited (who may do what, and whether they may log in).
 USER_FIELDS = ("role", "active", "team", "manager", "email")
 

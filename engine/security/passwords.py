@@ -50,3 +50,22 @@ def set_password(records, user_id: int, password: str) -> None:
         conn.execute(credentials.delete().where(credentials.c.user_id == user_id))
         conn.execute(credentials.insert().values(user_id=user_id, password_hash=hash_password(password),
                                                  updated_at=datetime.now(timezone.utc)))
+
+
+#: The password policy: at least this many characters, not the e-mail, not one character repeated.
+MIN_LENGTH = 10
+
+
+def password_problem(password: str, email: str = ""):
+    """Why ``password`` may not be chosen (a message, marked for translation), or None."""
+    from engine.messages import Msg
+
+    if not isinstance(password, str) or len(password) < MIN_LENGTH:
+        return Msg("must be at least {n} characters long", n=MIN_LENGTH)
+    if len(password) > 200:
+        return Msg("must be at most {n} characters long", n=200)
+    if email and password.strip().lower() == email.strip().lower():
+        return Msg("must not be your e-mail address")
+    if len(set(password)) < 3:
+        return Msg("is too simple: use more different characters")
+    return None

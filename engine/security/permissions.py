@@ -18,6 +18,7 @@ internal calls) is not restricted.
 
 from __future__ import annotations
 
+from engine.messages import Msg
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -215,7 +216,7 @@ class Access:
             if name in grant.hidden:
                 errors.append(FieldError(name, "unknown", f"{entity} has no field {name!r} ({NOT_PERMITTED})"))
             elif name in grant.readonly:
-                errors.append(FieldError(name, "forbidden", "your role may read this field but not change it"))
+                errors.append(FieldError(name, "forbidden", Msg("your role may read this field but not change it")))
         return errors
 
     def check_names(self, entity: str, names: Iterable[str]) -> None:

@@ -35,6 +35,7 @@ from .tokens import Identity, authenticate
 MAX_FAILURES = 5
 WINDOW = timedelta(minutes=15)
 SESSION_LIFETIME = timedelta(hours=12)
+SEEN_EVERY = timedelta(minutes=1)
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 WRONG_LOGIN = "Wrong e-mail or password."
@@ -75,23 +76,37 @@ def session_identity(records) -> Identity | None:
         return None
     users, sessions = records.metadata.tables["user"], records.metadata.tables["_crm_session"]
     with records.db.read() as conn:
-        row = conn.execute(sa.select(users.c.id, users.c.email, users.c.role, users.c.active)
+        row = conn.execute(sa.select(users.c.id, users.c.email, users.c.role, users.c.active,
+                                     sessions.c.last_seen_at, sessions.c.created_at)
                            .join(sessions, sessions.c.user_id == users.c.id)
                            .where(sessions.c.key_hash == _digest(key), sessions.c.user_id == user_id,
                                   sessions.c.expires_at > datetime.now(timezone.utc))).first()
     if row is None or row.active is False:
         return None
+    _seen(records, key, row.last_seen_at or row.created_at)
     return Identity(row.id, row.email, row.role)
 
 
-def open_session(records, user_id: int) -> str:
-    """A new server-side session of ``user_id``; returns its key (kept in the signed cookie only)."""
+def _seen(records, key: str, last: datetime | None) -> None:
+    """Note when a session was last used (at most once a minute: the sessions list shows it)."""
+    now = datetime.now(timezone.utc)
+    if last is not None and now - last < SEEN_EVERY:
+        return
+    table = records.metadata.tables["_crm_session"]
+    with records.db.write() as conn:
+        conn.execute(table.update().where(table.c.key_hash == _digest(key)).values(last_seen_at=now))
+
+
+def open_session(records, user_id: int, *, ip: str | None = None, user_agent: str | None = None) -> str:
+    """A new server-side session of ``user_id``; returns its key (kept in the signed cookie only).
+    The address and the browser are kept for the user's list of sessions."""
     key = secrets.token_urlsafe(32)
     table = records.metadata.tables["_crm_session"]
     now = datetime.now(timezone.utc)
     with records.db.write() as conn:
         conn.execute(table.insert().values(key_hash=_digest(key), user_id=user_id, created_at=now,
-                                           expires_at=now + SESSION_LIFETIME))
+                                           expires_at=now + SESSION_LIFETIME, last_seen_at=now,
+                                           ip=(ip or "")[:64] or None, user_agent=(user_agent or "")[:255] or None))
         conn.execute(table.delete().where(table.c.expires_at < now))   # keep the table small
     return key
 
@@ -180,6 +195,17 @@ def _attempt(records, email: str, ip: str, ok: bool) -> None:
         conn.execute(attempts.delete().where(attempts.c.at < now - 4 * WINDOW))   # keep the table small
 
 
+def _remember_preferences(records, user_id: int) -> None:
+    """The user's own language and time zone (their profile) for this session's pages."""
+    users = records.metadata.tables["user"]
+    with records.db.read() as conn:
+        row = conn.execute(sa.select(users.c.language, users.c.time_zone).where(users.c.id == user_id)).first()
+    if row is not None and row.language:
+        session["lang"] = row.language
+    if row is not None and row.time_zone:
+        session["tz"] = row.time_zone
+
+
 def _protective_headers(response):
     """No MIME sniffing, no framing of our pages by other sites (clickjacking), no full URLs (with
     their filters) sent to other sites as the referrer."""
@@ -253,9 +279,16 @@ def _blueprint() -> Blueprint:
         if lang:
             session["lang"] = lang
         session["user_id"] = user_id
-        session["sid"] = open_session(records, user_id)
+        session["sid"] = open_session(records, user_id, ip=request.remote_addr,
+                                      user_agent=request.headers.get("User-Agent"))
         session["csrf"] = secrets.token_urlsafe(32)
         session.permanent = True
+        _remember_preferences(records, user_id)
+        from .profile import must_change
+
+        if must_change(records, user_id):   # a temporary password an admin set: changed first
+            session["must_change"] = True
+            return redirect("/ui/profile")
         return redirect(safe_next(request.form.get("next")) or "/")
 
     @bp.post("/logout")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.messages import Msg
 from dataclasses import dataclass
 
 
@@ -50,7 +51,7 @@ class DuplicateFound(ValidationFailed):
 class NotFound(RecordError):
     def __init__(self, entity: str, record_id):
         self.entity, self.record_id = entity, record_id
-        super().__init__(f"{entity} {record_id} does not exist")
+        super().__init__(Msg("{entity} {id} does not exist", entity=entity, id=record_id))
 
 
 class Conflict(RecordError):
@@ -58,8 +59,9 @@ class Conflict(RecordError):
 
     def __init__(self, entity: str, record_id, expected, current):
         self.entity, self.record_id, self.expected, self.current = entity, record_id, expected, current
-        super().__init__(f"{entity} {record_id} was changed by someone else "
-                         f"(you had version {expected}, it is now {current}); reload and try again")
+        super().__init__(Msg("{entity} {id} was changed by someone else (you had version {expected}, it is now "
+                             "{current}); reload and try again", entity=entity, id=record_id, expected=expected,
+                             current=current))
 
 
 class DeleteRestricted(RecordError):
@@ -77,7 +79,7 @@ class PermissionDenied(RecordError):
 
     def __init__(self, entity: str, operation: str):
         self.entity, self.operation = entity, operation
-        super().__init__(f"your role does not allow {operation} on {entity}")
+        super().__init__(Msg("your role does not allow {operation} on {entity}", operation=operation, entity=entity))
 
 
 class Refused(RecordError):

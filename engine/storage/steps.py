@@ -8,6 +8,7 @@ every problem. ``WriteSteps`` is a part of ``RecordService``; it uses the servic
 
 from __future__ import annotations
 
+from engine.messages import Msg
 from copy import copy
 from datetime import date, datetime, timezone
 from typing import Iterable
@@ -51,12 +52,12 @@ class WriteSteps:
             entry = writable.get(name)
             if entry is None:
                 code = "readonly" if name in _ENGINE_COLUMNS else "unknown"
-                errors.append(FieldError(name, code, "is set by the engine" if code == "readonly"
-                                         else f"{ent.name} has no field {name!r}"))
+                errors.append(FieldError(name, code, Msg("is set by the engine") if code == "readonly"
+                                         else Msg("{entity} has no field {field}", entity=ent.name, field=repr(name))))
                 continue
             field, coerce, readonly, blank_is_null = entry
             if readonly and not context.system:
-                errors.append(FieldError(name, "readonly", "is read-only"))
+                errors.append(FieldError(name, "readonly", Msg("is read-only")))
             elif raw is None or (blank_is_null and raw == ""):
                 out[name] = None
             else:
@@ -109,7 +110,7 @@ class WriteSteps:
         for name in required if only is None else (n for n in only if n in required):
             value = record.get(name)
             if value is None or value == "" or value == []:
-                errors.append(FieldError(name, "required", "is required"))
+                errors.append(FieldError(name, "required", Msg("is required")))
 
     def missing_targets(self, conn: Connection, ent: Entity, records: list[dict],
                         context: Context = Context()) -> list[tuple[int, FieldError]]:

@@ -150,7 +150,8 @@ def _system_tables(md: sa.MetaData) -> None:
              sa.Column("user_id", sa.BigInteger(), sa.ForeignKey(f"{USER_ENTITY}.id"), primary_key=True,
                        autoincrement=False),
              sa.Column("password_hash", sa.String(255), nullable=False),
-             sa.Column("updated_at", UtcDateTime(), nullable=False))
+             sa.Column("updated_at", UtcDateTime(), nullable=False),
+             sa.Column("must_change", sa.Boolean()))   # a temporary password an admin set
     token = sa.Table("_crm_token", md,
                      sa.Column("id", Id, primary_key=True, autoincrement=True),
                      sa.Column("user_id", sa.BigInteger(), sa.ForeignKey(f"{USER_ENTITY}.id"), nullable=False),
@@ -242,7 +243,11 @@ def _security_tables(md: sa.MetaData) -> None:
                         sa.Column("key_hash", sa.String(64), primary_key=True),
                         sa.Column("user_id", sa.BigInteger(), sa.ForeignKey(f"{USER_ENTITY}.id"), nullable=False),
                         sa.Column("created_at", UtcDateTime(), nullable=False),
-                        sa.Column("expires_at", UtcDateTime(), nullable=False))
+                        sa.Column("expires_at", UtcDateTime(), nullable=False),
+                        # what the user's session list shows (added later: nullable for older rows)
+                        sa.Column("last_seen_at", UtcDateTime()),
+                        sa.Column("ip", sa.String(64)),
+                        sa.Column("user_agent", sa.String(255)))
     sa.Index("ix__crm_session_user", sessions.c.user_id)
 
 

@@ -32,6 +32,9 @@ def install_ui(app: Flask, runtime) -> None:
     app.jinja_env.globals["pop_flash"] = lambda: session.pop("flash", None)
     app.jinja_env.globals["icon"] = icon
     app.register_blueprint(ui_blueprint(), static_folder=None)
+    from .profile import profile_blueprint
+
+    app.register_blueprint(profile_blueprint())
     app.add_url_rule("/ui/static/<path:filename>", "ui_static",
                      lambda filename: _static(app, filename))
 

@@ -22,6 +22,7 @@ from engine.fields import whole_number
 from engine.storage.errors import NotFound, PermissionDenied
 
 from .i18n import current_lang
+from .i18n import say
 from .present import Column
 
 JSON_ENDPOINTS = {"ui.form_state", "ui.lookup", "ui.move"}
@@ -40,7 +41,7 @@ def entity_of(name: str, op: str = "read"):
             g.access.require(ent.name, op)   # audits the denial
         except PermissionDenied as exc:
             if request.endpoint in JSON_ENDPOINTS:   # the page's script shows the answer's error
-                answer = jsonify(error=str(exc))
+                answer = jsonify(error=say(exc))
                 answer.status_code = 403
                 abort(answer)
             abort(403)

@@ -37,6 +37,7 @@ from .common import (
     with_message,
 )
 from .i18n import current_lang
+from .i18n import say
 from .i18n import translate as _
 from .present import (
     Column,
@@ -62,7 +63,7 @@ def new(entity: str):
         except ValidationFailed as exc:
             return _form(ent, None, raw, exc.errors), 422
         except RecordError as exc:
-            return _form(ent, None, raw, [FieldError(None, "error", str(exc))]), 422
+            return _form(ent, None, raw, [FieldError(None, "error", say(exc))]), 422
         return with_message(url_for("ui.record", entity=ent.name, record_id=record["id"]),
                              _("%(thing)s created.") % {"thing": ent.label.get(current_lang())}, "success")
     defaults = {f.name: input_value(column(ent, f.name), f.literal_default) for f in ent.fields.values()
@@ -91,7 +92,7 @@ def edit(entity: str, record_id: int):
             # the form comes back with the user's changes over the record as it is now (with its
             # version): saving again writes those changes and nothing else
             errors = exc.errors if isinstance(exc, ValidationFailed) else [
-                FieldError(None, "conflict" if isinstance(exc, Conflict) else "error", str(exc))]
+                FieldError(None, "conflict" if isinstance(exc, Conflict) else "error", say(exc))]
             mine = {k: v for k, v in raw.items() if k in values}
             return _form(ent, record, mine, errors), 409 if isinstance(exc, Conflict) else 422
         return with_message(url_for("ui.record", entity=ent.name, record_id=record_id), _("Saved."), "success")
@@ -119,7 +120,7 @@ def _form(ent, record: dict | None, raw: dict | None, errors: list[FieldError], 
     for e in errors:
         message = _rule_message(ent, e, lang)
         (by_field.setdefault(e.field, []) if e.field in shown else general).append(
-            message if e.field in shown else (f"{e.field}: {message}" if e.field else message))
+            message if e.field in shown else (f"{_field_label(ent, e.field, lang)}: {message}" if e.field else message))
     state = field_states(ent, {**(record or {}), **_coerced(ent, raw or {})}, record)
     values = {}
     for s in sections:
@@ -212,7 +213,12 @@ def _rule_message(ent, error: FieldError, lang: str) -> str:
         message = (rule or {}).get("message")
         if isinstance(message, dict) and message.get(lang):
             return str(message[lang])
-    return error.message
+    return say(error.message)
+
+
+def _field_label(ent, name: str, lang: str) -> str:
+    field = ent.fields.get(name)
+    return field.label.get(lang) if field is not None and lang != "en" else name
 
 
 def _as_int(value: Any) -> Any:

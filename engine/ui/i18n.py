@@ -6,11 +6,12 @@ interface's own strings come from Babel catalogs (``translations/<lang>/LC_MESSA
 extracted from the templates and views with ``pybabel extract -F babel.cfg``). The catalogs are read
 once when the app is made; a string without a translation shows in English.
 
-The language of a request: the one the user chose (kept in the session), else the best match of
+The language of a request: the one the user chose (kept in the session: the switch in the
+navigation, or the language of their profile, set at login and when the profile is saved), else the best match of
 the browser's ``Accept-Language``, else English.
 
-The time zone of a request: the browser's own (``Intl``'s zone, which the page's script keeps in the
-``tz`` cookie), else UTC. Date-times are stored in UTC; they are shown, typed and filtered in this zone.
+The time zone of a request: the one the user chose on their profile (kept in the session), else the
+browser's own (``Intl``'s zone, which the page's script keeps in the ``tz`` cookie), else UTC. Date-times are stored in UTC; they are shown, typed and filtered in this zone.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def current_zone() -> tzinfo:
     """The time zone of this request (UTC unless the browser said otherwise)."""
     zone = getattr(g, "zone", None)
     if zone is None:
-        name = unquote(request.cookies.get("tz") or "")[:64]
+        name = session.get("tz") or unquote(request.cookies.get("tz") or "")[:64]   # the profile's, else the browser's
         try:
             zone = ZoneInfo(name) if name and name != "UTC" else timezone.utc
         except (ZoneInfoNotFoundError, ValueError):   # unknown, or not a zone name at all
@@ -97,7 +98,29 @@ def translate(text: str) -> str:
     return current_app.extensions["crm.catalogs"].get(lang, {}).get(text, text)
 
 
+def say(message) -> str:
+    """An engine message in the request's language: a text (a ``Msg`` with values, or fixed English)
+    or an error of the record service (a ``ValidationFailed`` lists its fields by their labels)."""
+    from engine.messages import localize
+    from engine.storage.errors import ValidationFailed
+
+    if isinstance(message, ValidationFailed):
+        from flask import current_app
+
+        ent = current_app.extensions["crm"].model.entities.get(message.entity)
+        parts = []
+        for e in message.errors:
+            field = ent.fields.get(e.field) if ent is not None and e.field else None
+            # English keeps the field's name (what the API and the formulas call it), others its label
+            name = field.label.get(current_lang()) if field is not None and current_lang() != DEFAULT else e.field
+            parts.append(f"{name}: {say(e.message)}" if name else say(e.message))
+        return "; ".join(parts)
+    if isinstance(message, BaseException):
+        message = message.args[0] if message.args and isinstance(message.args[0], str) else str(message)
+    return localize(message, translate)
+
+
 _ = translate
 
-__all__ = ["LANGUAGES", "current_lang", "current_zone", "install_i18n", "load_catalogs", "local", "translate",
+__all__ = ["LANGUAGES", "current_lang", "current_zone", "install_i18n", "load_catalogs", "local", "say", "translate",
            "zone_name"]

@@ -28,6 +28,7 @@ from .common import (
     with_message,
 )
 from .i18n import current_lang, zone_name
+from .i18n import say
 from .i18n import translate as _
 from .present import buttons, column, columns, display, list_columns, lookup_titles
 
@@ -55,7 +56,7 @@ def list_page(entity: str):
     except (QueryError, ValidationFailed) as exc:
         error = "; ".join(str(e) for e in exc.errors)
     except RecordError as exc:
-        error = str(exc)
+        error = say(exc)
     rows = page.records if page else []
     lang = current_lang()
     titles = lookup_titles(runtime().records, ent, cols, rows, g.context)
@@ -95,7 +96,7 @@ def _apply_builder(ent, hidden):
         try:
             parts.append(fb.condition(col, op, value))
         except fb.FilterError as exc:
-            problems.append(str(exc))
+            problems.append(say(exc))
     where = fb.combine(parts)
     params = {"where": where, "sort": args.get("sort", "")}
     if problems:

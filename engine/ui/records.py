@@ -35,6 +35,7 @@ from .common import (
 )
 from .forms import field_states
 from .i18n import current_lang
+from .i18n import say
 from .i18n import translate as _
 from .present import (
     CURRENCY,
@@ -171,7 +172,7 @@ def delete(entity: str, record_id: int):
         runtime().records.delete(ent.name, record_id, version=whole_number(version),
                              context=g.context)
     except (DeleteRestricted, Conflict, ValidationFailed) as exc:
-        return with_message(url_for("ui.record", entity=ent.name, record_id=record_id), str(exc), "danger")
+        return with_message(url_for("ui.record", entity=ent.name, record_id=record_id), say(exc), "danger")
     except NotFound:
         abort(404)
     return with_message(url_for("ui.list", entity=ent.name), _("Deleted."), "success")
@@ -224,9 +225,9 @@ def move(entity: str, record_id: int):
         runtime().records.get(ent.name, record_id, context=g.context)   # 404 for one the user may not see
         record = runtime().records.update(ent.name, record_id, {group: to}, version=version, context=g.context)
     except ValidationFailed as exc:
-        return jsonify(error="; ".join(str(e) for e in exc.errors)), 422
+        return jsonify(error=say(exc)), 422
     except NotFound:
         return jsonify(error=_("This record no longer exists.")), 404
     except RecordError as exc:
-        return jsonify(error=str(exc)), 409
+        return jsonify(error=say(exc)), 409
     return jsonify(id=record["id"], version=record["version"], value=record.get(group))

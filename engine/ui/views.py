@@ -8,7 +8,7 @@ while typing, lookup type-ahead, kanban moves) call small JSON endpoints of this
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, redirect, request, url_for
+from flask import Blueprint, g, jsonify, redirect, request, session, url_for
 
 from engine.security.permissions import access_for
 from engine.security.web import session_identity
@@ -72,6 +72,8 @@ def sign_in():
     g.identity = identity
     g.access = access_for(records, identity.user_id, identity.role or "")
     g.context = Context(user_id=identity.user_id, access=g.access)
+    if session.get("must_change") and not (request.endpoint or "").startswith("profile."):
+        return redirect(url_for("profile.page"))   # a temporary password an admin set: changed first
     return None
 
 

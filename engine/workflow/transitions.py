@@ -5,6 +5,7 @@ required fields), the transitions a user may take now, and taking one by name.
 
 from __future__ import annotations
 
+from engine.messages import Msg
 from engine.metadata.model import Entity
 from engine.storage.errors import FieldError, NotFound
 from engine.storage.records import Context
@@ -23,7 +24,8 @@ class Transitions:
             value = record.get(state_field)
             if wf.initial is not None and not context.system and value not in wf.initial:
                 errors.append(FieldError(state_field, "transition",
-                                         f"a new {ent.name} starts in {', '.join(sorted(wf.initial))}, not {value!r}"))
+                                         Msg("a new {entity} starts in {states}, not {value}", entity=ent.name,
+                                             states=", ".join(sorted(wf.initial)), value=repr(value))))
             return None
         if event != "update":
             return None
@@ -35,11 +37,11 @@ class Transitions:
                 raise NotFound("transition", named)
             if not t.leaves(before) or after != t.target:
                 errors.append(FieldError(state_field, "transition", self._refusal(conn, ent, wf, record, old, context,
-                                                                                   f"{t.name} cannot be taken from {before!r}")))
+                                                                                   Msg("{transition} cannot be taken from {state}", transition=t.name, state=repr(before)))))
                 return None
             problem = self._may_take(conn, ent, t, record, old, context)
             if problem:
-                errors.append(FieldError(state_field, "transition", f"{t.name}: {problem}"))
+                errors.append(FieldError(state_field, "transition", Msg("{transition}: {problem}", transition=t.name, problem=problem)))
                 return None
         else:
             if before == after:
@@ -51,20 +53,22 @@ class Transitions:
             usable = [t for t in matching if not self._may_take(conn, ent, t, record, old, context)]
             if not usable:
                 reason = self._may_take(conn, ent, matching[0], record, old, context) if matching else None
-                message = f"{state_field} cannot change from {before!r} to {after!r}" + (f" ({reason})" if reason else "")
+                message = (Msg("{field} cannot change from {old} to {new} ({reason})", field=state_field, old=repr(before),
+                                   new=repr(after), reason=reason) if reason else
+                           Msg("{field} cannot change from {old} to {new}", field=state_field, old=repr(before), new=repr(after)))
                 errors.append(FieldError(state_field, "transition", self._refusal(conn, ent, wf, record, old, context, message)))
                 return None
             t = usable[0]
         for name in t.requires:
             value = record.get(name)
             if value is None or value == "" or value == []:
-                errors.append(FieldError(name, "required", f"is required to {t.name}"))
+                errors.append(FieldError(name, "required", Msg("is required to {transition}", transition=t.name)))
         return t
 
     def _refusal(self, conn, ent, wf, record, old, context, message: str) -> str:
         allowed = self.available(conn, ent, old, context, wf=wf)
-        names = ", ".join(f"{t.name} (to {t.target})" for t in allowed) or "none"
-        return f"{message}; allowed now: {names}"
+        names = ", ".join(f"{t.name} (to {t.target})" for t in allowed)
+        return Msg("{message}; allowed now: {names}", message=message, names=names if allowed else Msg("none"))
 
     def _may_take(self, conn, ent, t: Transition, record, old, context) -> str | None:
         """Why the writer may not take ``t`` now (None when they may)."""
@@ -72,7 +76,7 @@ class Transitions:
             user = self.user(conn, context.user_id)
             role = (user or {}).get("role")
             if role != ADMIN_ROLE and role not in t.roles:
-                return f"only {', '.join(sorted(t.roles))} may {t.name}"
+                return Msg("only {roles} may {transition}", roles=", ".join(sorted(t.roles)), transition=t.name)
         if t.guard is not None:
             from engine import rules
 

@@ -23,6 +23,7 @@ from engine.ui.common import (
 )
 from engine.ui.extend import ui_routes
 from engine.ui.i18n import current_lang
+from engine.ui.i18n import say
 from engine.ui.i18n import translate as _
 from engine.ui.present import column, input_value, title_of
 
@@ -72,11 +73,11 @@ def transition(entity: str, record_id: int, name: str):
             errors: dict[str, list[str]] = {}
             for e in exc.errors:
                 errors.setdefault(e.field if e.field in t.requires else "", []).append(
-                    e.message if e.field in t.requires else str(e))
+                    say(e.message) if e.field in t.requires else say(ValidationFailed([e], ent.name)))
             return render_template("workflow/transition.html", ent=ent, record=record, t=t, cols=cols, errors=errors,
                                    values={c.name: request.form.get(c.name, "") for c in cols},
                                    title=title_of(ent, record)), 422
-        return with_message(back, "; ".join(str(e) for e in exc.errors), "danger")
+        return with_message(back, say(exc), "danger")
     except RecordError as exc:
-        return with_message(back, str(exc), "danger")
+        return with_message(back, say(exc), "danger")
     return with_message(back, _("Done: %(name)s.") % {"name": t.label.get(current_lang())}, "success")

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.messages import Msg
 from engine.storage.errors import NotFound, PermissionDenied, Refused
 from engine.storage.records import Context
 from engine.storage.tables import USER_ENTITY
@@ -180,7 +181,7 @@ class ApprovalService:
         with self.db.write() as conn:
             instance = self._pending_or_409(conn, entity, record_id)
             if instance.submitted_by != user_id:
-                raise ApprovalError(403, "forbidden", "only the user who submitted it may recall it")
+                raise ApprovalError(403, "forbidden", Msg("only the user who submitted it may recall it"))
             approval = self.approvals[instance.process]
             self._cancel(conn, instance, now)
             self._finish(conn, approval, instance, "recalled", user_id, now, comment)
@@ -195,11 +196,11 @@ class ApprovalService:
             mine = conn.execute(sa.select(s.c.id, s.c.decision).where(
                 s.c.approval_id == instance.id, s.c.step == instance.step, s.c.approver_id == user_id)).first()
             if mine is None:
-                raise ApprovalError(403, "not-approver", f"you are not an approver of the current step of this {entity}")
+                raise ApprovalError(403, "not-approver", Msg("you are not an approver of the current step of this {entity}", entity=entity))
             if mine.decision != PENDING:
-                raise ApprovalError(409, "already-decided", f"you have already {mine.decision} this step")
+                raise ApprovalError(409, "already-decided", Msg("you have already {decision} this step", decision=mine.decision))
             if decision == "rejected" and not comment:
-                raise ApprovalError(422, "validation", "a rejection needs a comment saying why", field="comment")
+                raise ApprovalError(422, "validation", Msg("a rejection needs a comment saying why"), field="comment")
             conn.execute(s.update().where(s.c.id == mine.id).values(decision=decision, comment=comment, decided_at=now))
             approval = self.approvals[instance.process]
             step = approval.step(instance.step)
@@ -216,7 +217,7 @@ class ApprovalService:
 
     def _not_pending(self, conn, entity: str, record_id: int, *, lock: bool = False) -> None:
         if self.pending(conn, entity, record_id, lock=lock) is not None:
-            raise ApprovalError(409, "already-pending", f"this {entity} is already pending approval")
+            raise ApprovalError(409, "already-pending", Msg("this {entity} is already pending approval", entity=entity))
 
     def _pending_or_409(self, conn, entity: str, record_id: int):
         instance = self.pending(conn, entity, record_id, lock=True)

@@ -12,6 +12,7 @@ from engine.plugins import NavEntry, Panel, RecordAction
 from engine.ui.common import back_to, runtime, with_message
 from engine.ui.extend import ui_routes
 from engine.ui.i18n import current_lang
+from engine.ui.i18n import say
 from engine.ui.i18n import translate as _
 
 from .plugin import approvals_of
@@ -96,7 +97,7 @@ def submit_many(entity: str):
         try:
             service.submit(entity, record_id, user_id=g.access.user_id, access=g.access)
         except ApprovalError as exc:
-            failed.append(f"#{record_id}: {exc.message}")
+            failed.append(f"#{record_id}: {say(exc.message)}")
     message = _("Submitted %(n)s record(s) for approval.") % {"n": len(ids) - len(failed)}
     if failed:
         message += " " + _("Not done:") + " " + "; ".join(failed[:10])
@@ -115,7 +116,7 @@ def act(entity: str, record_id: int, action: str):
         else:
             getattr(service, action)(entity, record_id, user_id=g.access.user_id, comment=comment)
     except ApprovalError as exc:
-        return with_message(back, exc.message, "danger")
+        return with_message(back, say(exc.message), "danger")
     done = {"submit": _("Submitted for approval."), "approve": _("Approved."), "reject": _("Rejected."),
             "recall": _("Recalled.")}
     return with_message(back, done[action], "success")

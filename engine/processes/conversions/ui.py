@@ -19,6 +19,7 @@ from engine.storage.errors import RecordError
 from engine.ui.common import editable_columns, entity_of, load_record, parse_input, runtime, with_message
 from engine.ui.extend import ui_routes
 from engine.ui.i18n import current_lang
+from engine.ui.i18n import say
 from engine.ui.i18n import translate as _
 from engine.ui.present import column, display, input_value, lookup_titles, title_of
 
@@ -121,7 +122,7 @@ def convert_page(entity: str, record_id: int, name: str | None = None):
             errors.setdefault(e["target"] or "", {}).setdefault(e["field"] or "", []).append(e["message"])
         return _render(ent, found, panels, errors, form_values, 422)
     except RecordError as exc:
-        return with_message(back, str(exc), "danger")
+        return with_message(back, say(exc), "danger")
     return render_template("conversions/result.html", ent=ent, conv=conv, record_id=record_id,
                            title=title_of(ent, found.record), results=_results(out))
 

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
+from engine.messages import Msg
 from engine.storage.errors import Refused
 from engine.storage.records import Context
 from engine.storage.tables import USER_ENTITY
@@ -226,7 +227,8 @@ class PoolService:
     def _require(self, pool: Pool, role: str | None, action: str) -> None:
         if not pool.may(role, action):
             allowed = ", ".join(sorted(pool.roles.get(action, ()))) or "admin only"
-            raise PoolError(403, "forbidden", f"your role ({role}) may not {action} in {pool.name} (roles: {allowed})")
+            raise PoolError(403, "forbidden", Msg("your role ({role}) may not {action} in {pool} (roles: {allowed})", role=role,
+                                                       action=action, pool=pool.name, allowed=allowed))
 
     def _lock(self, conn, pool: Pool, user_id: int) -> None:
         """Serialize the claims counted against one user of one pool (SQLite: the write lock does)."""
@@ -237,9 +239,9 @@ class PoolService:
     def _check_limits(self, conn, pool: Pool, user_id: int, role, adding: int, now: datetime, *, per_day: bool) -> None:
         q = self.quota(pool, user_id, role, conn=conn, now=now)
         if q.owned_limit is not None and q.owned + adding > q.owned_limit:
-            raise PoolError(409, "pool-limit", f"limit reached: at most {q.owned_limit} {pool.entity} records "
-                            f"owned from the {pool.label} at once; owned now {q.owned}, asked {adding} more. "
-                            "Return or convert some first.", field="ids", limit="owned", allowed=q.owned_limit,
+            raise PoolError(409, "pool-limit", Msg("limit reached: at most {limit} {entity} records owned from the {pool} at once; owned now {owned}, "
+                                "asked {adding} more. Return or convert some first.", limit=q.owned_limit,
+                                entity=pool.entity, pool=str(pool.label), owned=q.owned, adding=adding), field="ids", limit="owned", allowed=q.owned_limit,
                             current=q.owned)
         if per_day and q.per_day_limit is not None and q.today + adding > q.per_day_limit:
             raise PoolError(409, "pool-limit", f"limit reached: at most {q.per_day_limit} claims a day from "
@@ -272,7 +274,7 @@ class PoolService:
             if owner is None:
                 raise PoolError(404, "not-found", f"there is no {pool.entity} {rid}", field="ids")
             if owner[0] is not None:
-                raise PoolError(409, "already-claimed", f"{pool.entity} {rid} is already claimed by someone else",
+                raise PoolError(409, "already-claimed", Msg("{entity} {id} is already claimed by someone else", entity=pool.entity, id=rid),
                                 field="ids")
             raise PoolError(409, "not-in-pool", f"{pool.entity} {rid} is not in the {pool.label}", field="ids")
         ctx = Context(user_id=actor_id, system=True)

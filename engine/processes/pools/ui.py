@@ -15,6 +15,7 @@ from engine.storage.query import ListQuery, QueryError, check_sort
 from engine.ui.common import hidden_of, link_to, runtime, with_message
 from engine.ui.extend import ui_routes
 from engine.ui.i18n import current_lang
+from engine.ui.i18n import say
 from engine.ui.i18n import translate as _
 from engine.ui.present import display, list_columns, lookup_titles, title_of
 
@@ -74,7 +75,7 @@ def pool_page(name: str):
                       sort=check_sort(ent, sort, hidden), columns=tuple(dict.fromkeys(("id", *(c.name for c in cols)))))
         page = service.page(pool, q, access=g.access, user_id=g.access.user_id, timeout_ms=5_000)
     except (QueryError, RecordError) as exc:
-        error = str(exc)
+        error = say(exc)
     rows = page.records if page else []
     lang = current_lang()
     titles = lookup_titles(runtime().records, ent, cols, rows, g.context)
@@ -110,7 +111,7 @@ def claim(name: str):
     try:
         done = service.claim(pool.name, ids, user_id=g.access.user_id, role=role_of(g.access))
     except PoolError as exc:
-        return with_message(back, exc.message, "danger")
+        return with_message(back, say(exc.message), "danger")
     return with_message(back, _("Claimed %(n)s record(s); they are yours now.") % {"n": len(done)}, "success")
 
 
@@ -123,7 +124,7 @@ def assign(name: str):
     try:
         done = service.assign(pool.name, ids, to_user=user, actor_id=g.access.user_id, role=role_of(g.access))
     except PoolError as exc:
-        return with_message(back, exc.message, "danger")
+        return with_message(back, say(exc.message), "danger")
     return with_message(back, _("Assigned %(n)s record(s).") % {"n": len(done)}, "success")
 
 
