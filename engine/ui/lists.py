@@ -155,19 +155,31 @@ def chips(where: str) -> list[dict]:
 
 
 _SIMPLE = re.compile(r"^([a-z_][a-z0-9_]*) (=|<>|>=|<=|>|<) '((?:[^'\\]|\\.)*)'$")
+_CALL = re.compile(r"^(CONTAINS|BEGINS)\(([a-z_][a-z0-9_]*), '((?:[^'\\]|\\.)*)'\)$")
 _SHOWN_OPS = {"=": "equals", "<>": "not equal to", ">": "greater than", ">=": "at least", "<": "less than", "<=": "at most"}
 
 
 def _chip_label(ent, hidden, text: str, lang: str) -> str:
     """A condition as a person reads it when it is ``field op 'text'`` (labels, option labels), else
     the condition itself."""
+    call = _CALL.match(text)
+    if call:
+        col = column(ent, call.group(2))
+        if col is None or col.name in hidden:
+            return text
+        op = _("contains") if call.group(1) == "CONTAINS" else _("starts with")
+        return f"{col.label(lang)} {op} {_unescaped(call.group(3))}"
     found = _SIMPLE.match(text)
     col = column(ent, found.group(1)) if found else None
     if col is None or col.name in hidden:
         return text
-    raw = re.sub(r"\\(.)", r"\1", found.group(3))
+    raw = _unescaped(found.group(3))
     shown = display(col, raw, lang) if col.kind == "picklist" else raw
     return f"{col.label(lang)} {_(_SHOWN_OPS[found.group(2)])} {shown}"
+
+
+def _unescaped(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
 
 
 def _toggle(sort: str, name: str) -> str:
