@@ -17,6 +17,7 @@ import formula_eval  # noqa: E402
 import import_leads  # noqa: E402
 import pools  # noqa: E402
 import quote_lines  # noqa: E402
+import search  # noqa: E402
 import ui_list  # noqa: E402
 
 if __name__ == "__main__":
@@ -30,6 +31,8 @@ if __name__ == "__main__":
     automation_runners.main()
     print()
     ui_list.main()
+    print()
+    search.main()   # search over the same 1,000,000 leads
     print()
     pools.main()
     print()

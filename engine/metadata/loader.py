@@ -200,7 +200,34 @@ def _merge_entities(docs: list[Document], problems: Problems) -> dict[str, Decla
             _merge_field(decl, fname, fprops or {}, doc, problems, changed)
         if decl.origin is not here and changed:
             decl.changes.append(Change(here, tuple(changed)))
+    for decl in entities.values():
+        _title_formula(decl, problems)
     return entities
+
+
+#: The field a title formula is stored in (``title: {formula: ...}``).
+TITLE_FIELD = "display_name"
+
+
+def _title_formula(decl: Declared, problems: Problems) -> None:
+    """``title: {formula: "..."}`` becomes a stored, searchable text formula field ``display_name``
+    and the title names it: lists, lookups, search and exports read titles from one column."""
+    title = decl.props.get("title")
+    if not isinstance(title, dict):
+        return
+    doc, base = decl.where.get("title", (None, ()))
+    if TITLE_FIELD in decl.fields and decl.fields[TITLE_FIELD].props.get("type") != "formula":
+        problems.add(decl.loc("title"), f"entity {decl.name}: a title formula is stored in the field "
+                                        f"{TITLE_FIELD!r}, which the entity already declares")
+        return
+    field = decl.fields.setdefault(TITLE_FIELD, Declared(TITLE_FIELD, decl.loc("title")))
+    field.props.update({"type": "formula", "returns": "text", "expr": title.get("formula", ""),
+                        "searchable": True, "label": title.get("label") or {"en": "Name", "zh": "名称"}})
+    if doc is not None:
+        for key in ("type", "returns", "searchable", "label"):
+            field.where[key] = (doc, base)
+        field.where["expr"] = (doc, (*base, "formula"))
+    decl.props["title"] = TITLE_FIELD
 
 
 def _merge_field(entity: Declared, name: str, props: dict, doc: Document, problems: Problems,

@@ -63,6 +63,7 @@ class ListQuery:
     formula: str | None = None  # a condition in the formula language (the API's where=, saved views)
     columns: tuple[str, ...] | None = None  # only these stored fields are needed (sparse fieldsets)
     where: Any = None           # an extra SQLAlchemy condition (sharing rules)
+    sums: tuple[str, ...] = ()  # numeric fields summed over every matching record (kanban lane totals)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Page:
     next_cursor: str | None
     total: int | None = None
     total_is_estimate: bool = False
+    sums: dict[str, Any] = field(default_factory=dict)
 
 
 class QueryError(ValidationFailed):

@@ -87,7 +87,7 @@ class Reads:
         compiled = self._condition(ent, q.formula) if q.formula else None
         access = access_for(context, ent, "read")
         if access is not None:   # filters, sorts, fields and where= may name only readable fields
-            access.check_names(ent.name, [*(f.field for f in q.filters), *(k.field for k in q.sort), *(q.columns or ()),
+            access.check_names(ent.name, [*(f.field for f in q.filters), *(k.field for k in q.sort), *(q.columns or ()), *q.sums,
                                           *(compiled.fields if compiled is not None else ())])
             visible = access.visibility(self, ent.name, table)
             if visible is not None:
@@ -121,6 +121,12 @@ class Reads:
                 page.total = conn.execute(capped).scalar()
                 if page.total > cap:  # never count millions exactly on a page request
                     page.total, page.total_is_estimate = self.db.estimate_rows(conn, counted, cap + 1), True
+            if q.sums:   # over every matching record the caller may read, not only this page
+                summed, _ = build_select(table, ListQuery(q.entity, q.filters, where=q.where), [table.c[n] for n in q.sums])
+                summed = (scope.apply(summed) if scope is not None else summed).order_by(None).subquery()
+                row = conn.execute(sa.select(*(sa.type_coerce(sa.func.sum(summed.c[n]), table.c[n].type)
+                                               for n in q.sums))).one()
+                page.sums = dict(zip(q.sums, row))
         return page
 
     def _condition(self, ent: Entity, text: str):

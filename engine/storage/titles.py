@@ -16,7 +16,21 @@ from engine.metadata.model import Entity
 SYSTEM_LABELS = {"id": "ID", "created_at": "Created", "updated_at": "Last modified", "created_by": "Created by",
                  "updated_by": "Last modified by", "owner_id": "Owner", "version": "Version"}
 
-__all__ = ["SYSTEM_LABELS", "pointer_titles", "title_of"]
+__all__ = ["SYSTEM_LABELS", "TEXT_TITLE_TYPES", "pointer_titles", "text_title", "title_of"]
+
+#: Field types whose stored text a title can be matched against (type-ahead, search, filters).
+TEXT_TITLE_TYPES = ("text", "textarea", "email", "phone", "url", "autonumber")
+
+
+def text_title(ent: Entity) -> str | None:
+    """The name of the stored text column holding ``ent``'s titles (a text field, or the text formula
+    a ``title: {formula: ...}`` is stored in), or None (titles are ids, or computed on read)."""
+    field = ent.fields.get(ent.title)
+    if field is None or not field.stored:
+        return None
+    if field.type_name in TEXT_TITLE_TYPES or (field.type_name == "formula" and field.prop("returns") == "text"):
+        return field.name
+    return None
 
 
 def title_of(ent: Entity, record: dict | None) -> str:

@@ -69,9 +69,12 @@ def literal(col: Column, raw: str) -> str:
     """``raw`` checked by the column's field type and written as a formula literal."""
     raw = (raw or "").strip()
     kind = col.kind
-    if kind in TEXT_KINDS or kind in ("picklist", "multipicklist"):
-        if kind == "picklist" and col.field.option_values and raw not in col.field.option_values:
+    if kind in ("picklist", "multipicklist") and col.field.options:
+        value = option_value(col, raw)
+        if value is None:
             raise FilterError(f"{col.name}: {raw!r} is not one of its values")
+        return text_literal(value)
+    if kind in TEXT_KINDS or kind in ("picklist", "multipicklist"):
         return text_literal(raw)
     if kind == "boolean":
         if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -87,7 +90,46 @@ def literal(col: Column, raw: str) -> str:
     raise FilterError(f"{col.name}: a {kind} field cannot be filtered here; write the condition in the formula box")
 
 
+def option_value(col: Column, raw: str) -> str | None:
+    """The stored value of the picklist option ``raw`` names: its value, or its label in any language
+    (case and surrounding spaces ignored); None when no option matches."""
+    raw = (raw or "").strip()
+    if raw in col.field.option_values:
+        return raw
+    folded = raw.casefold()
+    for option in col.field.options:
+        if folded == option.value.casefold() or any(folded == t.strip().casefold() for t in option.label.texts.values()):
+            return option.value
+    return None
+
+
+def local_date(raw: str, lang: str):
+    """A date typed as ISO (what ``<input type=date>`` sends) or in the format of the user's
+    language (12/31/2026 in English, 2026/12/31 or 2026年12月31日 in Chinese); None if neither."""
+    from datetime import date
+
+    from babel.dates import parse_date
+
+    raw = (raw or "").strip()
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        pass
+    text = raw.replace("年", "/").replace("月", "/").replace("日", "").strip("/")
+    try:
+        return parse_date(text, locale={"zh": "zh_CN"}.get(lang, "en_US"))
+    except (ValueError, IndexError):
+        return None
+
+
 def _coerce(col: Column, raw: str) -> Any:
+    if col.kind == "date":
+        from .i18n import current_lang
+
+        value = local_date(raw, current_lang())
+        if value is None:
+            raise FilterError(f"{col.name}: {raw!r} is not a date")
+        return value
     if col.kind in ("lookup", "user"):
         number = whole_number(raw)
         if number is None:
@@ -105,4 +147,4 @@ def _coerce(col: Column, raw: str) -> Any:
         raise FilterError(f"{col.name}: {getattr(exc, 'message', exc)}") from None
 
 
-__all__ = ["FilterError", "OPERATORS", "combine", "condition", "literal", "operators_for"]
+__all__ = ["FilterError", "OPERATORS", "combine", "condition", "literal", "local_date", "operators_for", "option_value"]

@@ -46,6 +46,7 @@ from .present import (
     form_sections,
     input_value,
     lookup_titles,
+    text_title,
     title_of,
 )
 
@@ -290,8 +291,7 @@ def lookup(entity: str):
     ent = entity_of(entity)
     text = request.args.get("q", "").strip()[:100]
     q = ListQuery(ent.name, limit=10)
-    title = ent.fields.get(ent.title)
-    if text and title is not None and title.stored and title.type_name in fb.TEXT_KINDS and ent.title not in hidden_of(ent):
+    if text and text_title(ent) and ent.title not in hidden_of(ent):
         q.where = runtime().records.table(ent.name).c[ent.title].icontains(text, autoescape=True)
         q.sort = check_sort(ent, ent.title)
     elif whole_number(text) is not None:

@@ -3,6 +3,7 @@ condition), saved views, keyset pages, bulk actions and the CSV and XLSX export 
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
@@ -30,7 +31,7 @@ from .common import (
 from .i18n import current_lang, zone_name
 from .i18n import say
 from .i18n import translate as _
-from .present import buttons, column, columns, display, list_columns, lookup_titles
+from .present import buttons, column, columns, display, list_columns, lookup_titles, text_title
 
 PAGE_SIZES = (25, 50, 100)
 
@@ -68,7 +69,9 @@ def list_page(entity: str):
     editable = [c for c in editable_columns(ent, [column(ent, n) for n in ent.fields]) if c.widget not in ("json", "reference")]
     return render_template(
         "ui/list.html", ent=ent, cols=cols, table=table, page=page, error=error, where=where, sort=sort, size=size,
-        sizes=PAGE_SIZES, count_cap=COUNT_CAP, filterable=filterable, operators=fb.OPERATORS,
+        sizes=PAGE_SIZES, count_cap=COUNT_CAP, filterable=filterable,
+        chips=[{**c, "label": _chip_label(ent, hidden, c["text"], lang)} for c in chips(where)] if where else [],
+        options_of=lambda c: [(o.value, o.label.get(lang)) for o in c.field.options], operators=fb.OPERATORS,
         operators_for=fb.operators_for, views=_views(ent), editable=editable,
         export_url=_export_url(ent, cols, where, sort), can=allowed_ops(ent), actions=_list_actions(ent),
         sort_url=lambda name: url_with(sort=_toggle(sort, name), cursor=None),
@@ -94,6 +97,8 @@ def _apply_builder(ent, hidden):
             problems.append(f"{name}: unknown field")
             continue
         try:
+            if col.kind in ("lookup", "user") and op in ("eq", "ne") and whole_number(value.strip()) is None:
+                value = _pointer_by_title(col, value)
             parts.append(fb.condition(col, op, value))
         except fb.FilterError as exc:
             problems.append(say(exc))
@@ -102,6 +107,80 @@ def _apply_builder(ent, hidden):
     if problems:
         params["problem"] = "; ".join(problems)
     return redirect(f"{url_for('ui.list', entity=ent.name)}?{urlencode({k: v for k, v in params.items() if v})}")
+
+
+def _pointer_by_title(col, text: str) -> str:
+    """The id of the one record of a lookup's target the user may read whose title is ``text``."""
+    target = runtime().model.entity(col.target) if col.target in runtime().model.entities else None
+    name = text_title(target) if target is not None else None
+    if name is None or not g.access.can(target.name, "read") or name in hidden_of(target):
+        raise fb.FilterError(f"{col.name}: expected a record id (a number)")
+    table = runtime().records.table(target.name)
+    page = runtime().records.list(ListQuery(target.name, limit=2, where=sa.func.lower(table.c[name]) == text.strip().lower()),
+                                  context=g.context)
+    if len(page.records) != 1:
+        why = _("no record is called %(t)s") if not page.records else _("several records are called %(t)s")
+        raise fb.FilterError(f"{col.name}: expected a record id (a number) or a title; " + why % {"t": repr(text.strip())})
+    return str(page.records[0]["id"])
+
+
+def chips(where: str) -> list[dict]:
+    """The conditions ANDed at the top level of ``where``, each with the condition left without it
+    (the "x" of its chip)."""
+    parts, depth, quote, start, i = [], 0, None, 0, 0
+    while i < len(where):
+        ch = where[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0 and where[i:i + 5].upper() == " AND ":
+            parts.append(where[start:i])
+            start, i = i + 5, i + 4
+        i += 1
+    parts.append(where[start:])
+    parts = [p.strip() for p in parts if p.strip()]
+    if len(parts) == 1:
+        return [{"text": where.strip(), "rest": ""}]
+
+    def bare(p: str) -> str:
+        return p[1:-1].strip() if p.startswith("(") and p.endswith(")") else p
+    return [{"text": bare(p), "rest": fb.combine([bare(o) for o in parts if o is not p])} for p in parts]
+
+
+_SIMPLE = re.compile(r"^([a-z_][a-z0-9_]*) (=|<>|>=|<=|>|<) '((?:[^'\\]|\\.)*)'$")
+_CALL = re.compile(r"^(CONTAINS|BEGINS)\(([a-z_][a-z0-9_]*), '((?:[^'\\]|\\.)*)'\)$")
+_SHOWN_OPS = {"=": "equals", "<>": "not equal to", ">": "greater than", ">=": "at least", "<": "less than", "<=": "at most"}
+
+
+def _chip_label(ent, hidden, text: str, lang: str) -> str:
+    """A condition as a person reads it when it is ``field op 'text'`` (labels, option labels), else
+    the condition itself."""
+    call = _CALL.match(text)
+    if call:
+        col = column(ent, call.group(2))
+        if col is None or col.name in hidden:
+            return text
+        op = _("contains") if call.group(1) == "CONTAINS" else _("starts with")
+        return f"{col.label(lang)} {op} {_unescaped(call.group(3))}"
+    found = _SIMPLE.match(text)
+    col = column(ent, found.group(1)) if found else None
+    if col is None or col.name in hidden:
+        return text
+    raw = _unescaped(found.group(3))
+    shown = display(col, raw, lang) if col.kind == "picklist" else raw
+    return f"{col.label(lang)} {_(_SHOWN_OPS[found.group(2)])} {shown}"
+
+
+def _unescaped(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
 
 
 def _toggle(sort: str, name: str) -> str:
@@ -179,6 +258,11 @@ def bulk(entity: str):
         if col is None or col not in editable_columns(ent, [col]):
             return with_message(back, _("Choose a field you may change."), "danger")
         typed = request.form.get("value", "")
+        if col.kind == "picklist" and typed.strip():   # a label in any language names its option
+            typed = fb.option_value(col, typed) or typed
+        elif col.kind == "date" and typed.strip():
+            found = fb.local_date(typed, current_lang())
+            typed = found.isoformat() if found else typed
         # a yes/no field is typed here as text (yes, true, 1, no, ...): its field type reads it, and
         # blank is "no" as an unticked box in the form
         value = (typed.strip() or False) if col.widget == "checkbox" else parse_input(col, MultiDict({col.name: typed}))

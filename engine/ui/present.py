@@ -16,7 +16,7 @@ from babel.numbers import format_decimal
 from engine.fields.numeric import LOCALES, currencies_of, format_money, is_amount
 from engine.metadata.model import Entity, Field
 from engine.storage.query import SYSTEM_TYPES, system_field
-from engine.storage.titles import SYSTEM_LABELS, pointer_titles, title_of
+from engine.storage.titles import SYSTEM_LABELS, pointer_titles, text_title, title_of
 
 from .i18n import local, zone_name
 from .i18n import translate as _
@@ -157,7 +157,7 @@ def input_value(col: Column, value: Any) -> Any:
 
 
 __all__ = ["CURRENCY", "Column", "column", "columns", "default_currency", "display", "form_sections", "input_value", "list_columns",
-           "lookup_titles", "title_of"]
+           "lookup_titles", "text_title", "title_of"]
 
 
 def buttons(contributed) -> list[dict]:

@@ -191,9 +191,10 @@ def kanban(entity: str):
     cards = columns(ent, layout.get("card") or [ent.title], hidden)
     where = request.args.get("where", "").strip()
     lanes, error = [], None
+    summed = _lane_sum(ent, layout, cards, hidden)
     for option in group.field.options:
         q = ListQuery(ent.name, limit=KANBAN_CARDS, count=True, filters=[Filter(group.name, "eq", option.value)],
-                      formula=where or None)
+                      formula=where or None, sums=(summed.name,) if summed else ())
         q.sort = check_sort(ent, (ent.layouts.get("list") or {}).get("sort") or "-id", hidden)
         try:
             page = runtime().records.list(q, timeout_ms=5_000, context=g.context)
@@ -202,11 +203,21 @@ def kanban(entity: str):
             break
         titles = lookup_titles(runtime().records, ent, cards, page.records, g.context)
         lanes.append({"value": option.value, "label": option.label.get(lang), "total": page.total,
+                      "sum": display(summed, page.sums.get(summed.name) or 0, lang, {}, {}) if summed else None,
                       "cards": [{"id": r["id"], "version": r["version"],
                                  "lines": [(c, display(c, r.get(c.name), lang, titles, r)) for c in cards]}
                                 for r in page.records]})
-    return render_template("ui/kanban.html", ent=ent, group=group, lanes=lanes, error=error, where=where,
+    return render_template("ui/kanban.html", ent=ent, group=group, lanes=lanes, error=error, where=where, summed=summed,
+                           touch_moves=[(o.value, o.label.get(lang)) for o in group.field.options],
                            can_move=g.access.can(ent.name, "update") and bool(editable_columns(ent, [group])))
+
+
+def _lane_sum(ent, layout: dict, cards, hidden):
+    """The column summed at the top of each kanban lane: the layout's ``sum``, else the first
+    currency column of the card (None when there is none or the user may not read it)."""
+    name = layout.get("sum") or next((c.name for c in cards if c.kind == "currency"), None)
+    col = column(ent, name) if name else None
+    return col if col is not None and name not in hidden and col.field.stored else None
 
 
 def move(entity: str, record_id: int):

@@ -158,11 +158,11 @@ def test_kanban_moves_one_allowed_one_refused(make_page, live_server):
     _lane(page, "qualification").locator(f'.kanban-card[data-id="{allowed["id"]}"]').wait_for()
     assert int(_lane(page, "qualification").locator(".lane-count").inner_text()) == before + 1
     assert rt.records.get("opportunity", allowed["id"])["stage"] == "qualification"
-    assert page.locator("#kanban-alert").is_hidden()
+    assert page.locator(".kanban-refusal:visible").count() == 0
     shot(page, "allowed")
 
     _drag(page, page.locator(f'.kanban-card[data-id="{refused["id"]}"]'), _lane(page, "won"))
-    alert = page.locator("#kanban-alert")
+    alert = page.locator(f'.kanban-card[data-id="{refused["id"]}"] .kanban-refusal')   # on the card dropped
     alert.wait_for(state="visible")
     assert "stage cannot change from 'prospecting' to 'won'" in alert.inner_text()
     assert "allowed now: qualify" in alert.inner_text()                 # the reason names what may be done

@@ -119,17 +119,107 @@
       exportLink.href = url.pathname + url.search;
     }
   };
-  if (all) all.addEventListener("change", () => { rows().forEach((r) => { r.checked = all.checked; }); updateSelection(); });
-  document.addEventListener("change", (event) => { if (event.target.classList?.contains("row-select")) updateSelection(); });
+  // the bulk bar shows only while rows are chosen; its confirmations say how many records change
+  const bulkBar = document.getElementById("bulk-bar");
+  const bulkField = document.getElementById("bulk-field");
+  const bulkValue = document.getElementById("bulk-value");
+  const syncBulk = () => {
+    const n = rows().filter((r) => r.checked).length;
+    if (bulkBar) bulkBar.hidden = n === 0;
+    document.querySelectorAll("[data-confirm-count]").forEach((button) => {
+      const label = bulkField && bulkField.selectedIndex > 0 ? bulkField.options[bulkField.selectedIndex].text : "";
+      button.dataset.confirm = button.dataset.confirmCount.replace("{n}", String(n))
+        .replace("{field}", label).replace("{value}", bulkValue ? bulkValue.value : "");
+    });
+    if (bulkField && bulkValue) {
+      const chosen = bulkField.options[bulkField.selectedIndex];
+      bulkValue.type = chosen && chosen.dataset.kind === "date" ? "date" : "text";
+      if (chosen && chosen.dataset.list) bulkValue.setAttribute("list", chosen.dataset.list); else bulkValue.removeAttribute("list");
+      const update = document.getElementById("bulk-update");
+      if (update) update.disabled = !chosen || !chosen.value;
+    }
+  };
+  if (all) all.addEventListener("change", () => { rows().forEach((r) => { r.checked = all.checked; }); updateSelection(); syncBulk(); });
+  document.addEventListener("change", (event) => { if (event.target.classList?.contains("row-select")) { updateSelection(); syncBulk(); } });
+  [bulkField, bulkValue].forEach((el) => el && ["change", "input"].forEach((t) => el.addEventListener(t, syncBulk)));
+  if (bulkBar) syncBulk();
 
-  // -- kanban: a card dropped in another column takes the workflow transition ---------------------------
+  // the filter builder: the value box offers the field's option labels, a date picker, or the titles
+  // of the records a lookup may point at (read from the type-ahead endpoint, as the user may see them)
+  const filtersToggle = document.getElementById("filters-toggle");
+  if (filtersToggle) filtersToggle.addEventListener("click", () => {
+    const box = document.getElementById("list-controls");
+    box.classList.toggle("show");
+    filtersToggle.setAttribute("aria-expanded", String(box.classList.contains("show")));
+  });
+  document.querySelectorAll(".filter-row").forEach((row) => {
+    const field = row.querySelector('select[name="ff"]');
+    const op = row.querySelector('select[name="fo"]');
+    const value = row.querySelector(".filter-value");
+    const sync = () => {
+      const chosen = field.options[field.selectedIndex];
+      const kind = chosen?.dataset.kind || "";
+      value.type = kind === "date" ? "date" : "text";
+      if (chosen?.dataset.list) value.setAttribute("list", chosen.dataset.list);
+      else if (chosen?.dataset.lookup) value.setAttribute("list", "lookup-titles");
+      else value.removeAttribute("list");
+      const ops = (chosen?.dataset.ops || "").split(",");
+      Array.from(op.options).forEach((o) => { o.hidden = Boolean(chosen?.value) && !ops.includes(o.value); });
+      if (op.selectedOptions[0]?.hidden) op.value = ops[0];
+    };
+    const titles = debounce(async () => {
+      const chosen = field.options[field.selectedIndex];
+      if (!chosen?.dataset.lookup || value.value.trim().length < 1) return;
+      const response = await fetch(`${chosen.dataset.lookup}?q=${encodeURIComponent(value.value.trim())}`,
+                                   { credentials: "same-origin", headers: { "Accept": "application/json" } });
+      if (!response.ok) return;
+      const list = document.getElementById("lookup-titles");
+      list.replaceChildren(...(await response.json()).map((r) => { const o = document.createElement("option"); o.value = r.title; return o; }));
+    }, 200);
+    field.addEventListener("change", sync);
+    value.addEventListener("input", titles);
+    sync();
+  });
+
+  // -- kanban: a card dropped in another column (or sent there with its "Move to" menu on touch
+  // screens) takes the workflow transition; a refusal is shown on the card itself ------------------
   const board = document.querySelector(".kanban");
   if (board && board.dataset.canMove === "true") {
-    const alertBox = document.getElementById("kanban-alert");
     let dragged = null;
+    const moveCard = async (card, lane) => {
+      const from = card.closest(".kanban-lane");
+      if (!lane || from === lane) return;
+      const note = card.querySelector(".kanban-refusal");
+      const answer = await postJson(`${board.dataset.moveUrl}/${card.dataset.id}/_move`,
+                                    { to: lane.dataset.value, version: parseInt(card.dataset.version, 10) });
+      if (answer.ok) {
+        card.dataset.version = answer.data.version;
+        lane.querySelector(".kanban-cards").prepend(card);
+        [from, lane].forEach((l) => {
+          const badge = l.querySelector(".lane-count");
+          badge.textContent = String(parseInt(badge.textContent, 10) + (l === lane ? 1 : -1));
+        });
+        note.classList.add("d-none");
+        card.classList.remove("border-danger");
+        const menu = card.querySelector(".kanban-move");
+        if (menu) menu.value = lane.dataset.value;
+      } else {
+        note.textContent = answer.data.error || `Refused (${answer.status})`;
+        note.classList.remove("d-none");
+        card.classList.add("border-danger");
+        const menu = card.querySelector(".kanban-move");
+        if (menu) menu.value = from.dataset.value;
+        card.scrollIntoView({ block: "nearest" });
+      }
+    };
     board.addEventListener("dragstart", (event) => {
       dragged = event.target.closest(".kanban-card");
       if (dragged) event.dataTransfer.setData("text/plain", dragged.dataset.id);
+    });
+    board.addEventListener("change", (event) => {
+      if (!event.target.classList.contains("kanban-move")) return;
+      const lane = Array.from(board.querySelectorAll(".kanban-lane")).find((l) => l.dataset.value === event.target.value);
+      moveCard(event.target.closest(".kanban-card"), lane);
     });
     board.querySelectorAll(".kanban-lane").forEach((lane) => {
       lane.addEventListener("dragover", (event) => { event.preventDefault(); lane.classList.add("drop-target"); });
@@ -139,24 +229,7 @@
         lane.classList.remove("drop-target");
         const card = dragged;
         dragged = null;
-        if (!card || card.closest(".kanban-lane") === lane) return;
-        const from = card.closest(".kanban-lane");
-        const answer = await postJson(`${board.dataset.moveUrl}/${card.dataset.id}/_move`,
-                                      { to: lane.dataset.value, version: parseInt(card.dataset.version, 10) });
-        if (answer.ok) {
-          card.dataset.version = answer.data.version;
-          lane.querySelector(".kanban-cards").prepend(card);
-          [from, lane].forEach((l) => {
-            const badge = l.querySelector(".lane-count");
-            badge.textContent = String(parseInt(badge.textContent, 10) + (l === lane ? 1 : -1));
-          });
-          alertBox.classList.add("d-none");
-        } else {
-          alertBox.textContent = answer.data.error || `Refused (${answer.status})`;
-          alertBox.classList.remove("d-none");
-          card.classList.add("border-danger");
-          setTimeout(() => card.classList.remove("border-danger"), 1500);
-        }
+        if (card) moveCard(card, lane);
       });
     });
   }
