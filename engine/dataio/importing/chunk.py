@@ -74,6 +74,9 @@ class ChunkWriter:
         self.converter = Converter(self.fields, locale)
         self.resolver = Resolver(records, self.fields, unresolved, context)
         self.lookups = {n for _, _, n in self.columns if n in self.fields and self.fields[n].target}
+        # constants of lookups (and the owner) name their record as a cell would: resolved the same way
+        self.lookups |= {n for n, v in self.constants.items()
+                         if n in self.fields and self.fields[n].target and v not in (None, "")}
         self.runtime, self.duplicates = runtime, duplicates
 
     def write(self, conn, rows: list[tuple[int, list[Any]]]) -> list[Outcome]:
@@ -96,6 +99,10 @@ class ChunkWriter:
                 if value is not None:
                     record[name] = value
             for name, value in self.constants.items():
+                if name in self.lookups and name not in record and value not in (None, ""):
+                    record[name] = text = f"#{value}" if isinstance(value, int) else Converter.text(value)
+                    pending[name].add(text)
+                    continue
                 record.setdefault(name, value)
             values.append(record)
         self._resolve(conn, pending, values, outcomes)
