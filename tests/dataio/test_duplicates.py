@@ -83,6 +83,35 @@ def test_the_fast_path_of_e164_agrees_with_phonenumbers(region):
         assert matching.e164(raw, region) == phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), raw
 
 
+@pytest.mark.parametrize("region", sorted(PHONES))
+def test_one_e164_function_strict_for_fields_lenient_for_matching(region, monkeypatch):
+    """``engine.fields.text.e164`` is the one E.164 function: a phone field reads strictly (valid numbers,
+    errors), duplicate rules leniently through ``engine.matching.e164`` (digits when unreadable); both
+    agree on every valid number, whether the fast path or ``parse`` reads it."""
+    from engine.fields import text as fields_text
+    from engine.fields.base import FieldValueError
+
+    valid = 0
+    for raw in PHONES[region]:
+        try:
+            strict = fields_text.e164(raw, region)
+        except FieldValueError:   # a short code, a number of no plan: the field refuses it
+            continue
+        valid += 1
+        assert matching.e164(raw, region) == fields_text.e164(raw, region, strict=False) == strict, raw
+    assert valid
+    assert matching.e164("call me", region) == "" and matching.e164("ext. 12") == "12"   # unreadable: its digits
+    with pytest.raises(FieldValueError):
+        fields_text.e164("12", region)
+    seen = []
+    monkeypatch.setattr(fields_text, "fast_e164", lambda raw, reg: seen.append(raw))   # matching goes through it
+    import engine.matching as m
+
+    monkeypatch.setattr(m, "fields_e164", fields_text.e164)
+    matching.e164("+86 138 0013 8000", region)
+    assert seen == ["+86 138 0013 8000"]
+
+
 def test_fuzzy_scores_and_block_keys():
     assert matching.fuzzy("acme trading", "acme trading") == 1.0
     assert 0.9 < matching.fuzzy("acme trading", "acme tradng") < 1.0
