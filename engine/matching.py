@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Any, Callable, Iterable
 
-import phonenumbers
 import sqlalchemy as sa
 from rapidfuzz import fuzz, process
+
+from engine.fields.text import e164 as fields_e164
 
 __all__ = ["NORMALISERS", "Candidate", "Reason", "Rule", "block_keys", "company_name", "e164", "email",
            "find_candidates", "fuzzy", "fuzzy_many", "name", "normalise", "phone", "similarity", "text"]
@@ -98,69 +99,13 @@ NORMALISERS: dict[str, Callable[[Any], str]] = {
 }
 
 
-#: A plainly written number: an optional +, digits and the usual separators (no letters, no "(0)").
-_PLAIN_PHONE = re.compile(r"\+?[\d \-.()/]+")
-
-
-def _region_rules(region: str):
-    """(country code, international prefix, national-prefix pattern) of a region from phonenumbers'
-    metadata, or None when its national prefix needs a transform (then ``parse`` decides)."""
-    cached = _REGIONS.get(region)
-    if cached is None and region not in _REGIONS:
-        meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
-        ok = meta is not None and meta.national_prefix_transform_rule is None
-        cached = _REGIONS[region] = (meta.country_code, meta.international_prefix,
-                                     re.compile(meta.national_prefix_for_parsing or "(?!)")) if ok else None
-    return cached
-
-
-_REGIONS: dict[str, Any] = {}
-
-
-def _fast_e164(raw: str, region: str | None) -> str | None:
-    """E.164 of a plainly written number without running ``phonenumbers.parse`` (about 0.2 ms a call,
-    which an import of a million leads with two phones each would pay twice): "+" and the digits; or,
-    in the region's rules from phonenumbers' metadata, its international prefix or its national prefix
-    taken off and its country code put on. None: anything else (letters, extensions, "(0)", a national
-    prefix that is a carrier code), which ``parse`` reads."""
-    if "(0)" in raw or not _PLAIN_PHONE.fullmatch(raw):
-        return None
-    digits = "".join(ch for ch in raw if ch.isdigit())
-    if raw.startswith("+"):
-        return "+" + digits if 8 <= len(digits) <= 15 else None
-    rules = _region_rules(region) if region else None
-    if rules is None:
-        return None
-    code, international, national = rules
-    if international and digits.startswith("00") and re.fullmatch(international, "00"):
-        rest = digits[2:]
-        return "+" + rest if 8 <= len(rest) <= 15 else None
-    found = national.match(digits)
-    if found is not None:
-        if any(found.groups()):       # a carrier code or a transform: parse knows
-            return None
-        digits = digits[found.end():]
-    return f"+{code}{digits}" if 6 <= len(digits) <= 14 else None
-
-
 def e164(value: Any, region: str | None = None) -> str:
     """A phone number in E.164 (``+8613800138000``) when ``phonenumbers`` can read it (with ``region``,
     an ISO country code, for numbers written without one), else its digits (``phone``): two spellings
-    of the same valid number give the same string, with or without the country code."""
-    raw = unicodedata.normalize("NFKC", str(value or "")).strip()
-    if not raw:
-        return ""
-    region = (region or "").upper() or None
-    fast = _fast_e164(raw, region)
-    if fast is not None:
-        return fast
-    try:
-        parsed = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException:
-        return phone(raw)
-    if not phonenumbers.is_possible_number(parsed):
-        return phone(raw)
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    of the same valid number give the same string, with or without the country code. The one E.164
+    function of the engine, ``engine.fields.text.e164``, read leniently (its fast path for plainly
+    written numbers included)."""
+    return fields_e164(unicodedata.normalize("NFKC", str(value or "")), region, strict=False)
 
 
 def normalise(by: str, value: Any, region: str | None = None) -> str:

@@ -217,6 +217,15 @@ class Hooks:
         """Before a create, update or delete is written; may change ``record``, add to ``errors`` or raise ``ValidationFailed``."""
 
     @hookspec
+    def crm_before_write_chunk(self, entity: Any, items: list, context: Any, conn: Any) -> None:
+        """Before a chunk of a bulk write is checked record by record: ``items`` are dicts with
+        ``event``, ``record``, ``old``, ``errors`` and ``state`` (the ``state`` the record's
+        ``crm_before_write`` and ``crm_after_write`` get). A plugin checks the whole chunk at once
+        (one query, not one per record), adds to an item's ``errors`` to refuse that record (its
+        other checks are then skipped, as when ``crm_before_write`` raises) and may mark the
+        ``state`` so its ``crm_before_write`` does not check the record again."""
+
+    @hookspec
     def crm_after_write(self, event: str, entity: Any, record: dict, old: dict | None, context: Any,
                         conn: Any, state: dict) -> None:
         """After a create, update or delete is written, in the same transaction."""

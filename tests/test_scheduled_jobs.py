@@ -77,7 +77,7 @@ def test_the_runtime_scheduler_runs_every_contributed_job_on_a_tick(jobs, caplog
     assert isinstance(sched, JobScheduler)
     names = {job.name for job in sched.jobs}   # the workflow's time triggers and the pools' recycling, the agenda's reminders are jobs too
     assert names == {"test.count", "test.slow", "test.broken", "workflow.time_triggers", "pools.recycle",
-                     "imports.resume", "duplicates.backfill", "agenda.reminders"}
+                     "imports.resume", "duplicates.backfill", "agenda.reminders", "files_sweep"}
     with caplog.at_level(logging.ERROR, logger="crm.scheduler"):
         counts = sched.tick(NOW)
     assert jobs.calls == [("count", NOW), ("slow", NOW)]

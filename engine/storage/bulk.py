@@ -121,6 +121,7 @@ class _Chunk:
         self.whole = self.watched or runner is not None or bool(svc.plan(ent).option_sets)
         self.values_of = values_of
         existing = self._existing(values_of)
+        built: list[tuple[int, str, dict, dict | None]] = []
         for i, values in enumerate(values_of):
             if self.errors[i]:
                 continue
@@ -130,12 +131,22 @@ class _Chunk:
             if old is None:
                 record = values
                 svc.apply_defaults(ent, record)
-                event = "create"
+                built.append((i, "create", record, None))
             else:
-                record = {**old, **values}
-                event = "update"
+                built.append((i, "update", {**old, **values}, old))
+        chunk_hook = svc.hooks.for_entity("crm_before_write_chunk", ent) if self.watched else None
+        if chunk_hook is not None and built:   # whole-chunk checks first (one query, not one per record)
+            items = []
+            for i, event, record, old in built:
+                self.states[id(record)] = {}
+                items.append({"event": event, "record": record, "old": old, "errors": self.errors[i],
+                              "state": self.states[id(record)]})
+            chunk_hook(entity=ent, items=items, context=self.context, conn=self.conn)
+        for i, event, record, old in built:
+            if self.errors[i]:   # refused by a chunk hook: its other checks are skipped
+                continue
             if hooked:
-                state = self.states[id(record)] = {}
+                state = self.states.setdefault(id(record), {})
                 try:
                     hooked(event=event, entity=ent, record=record, old=old, context=self.context, conn=self.conn,
                            errors=self.errors[i], state=state)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-WRITE_HOOKS = ("crm_before_write", "crm_after_write", "crm_after_commit")
+WRITE_HOOKS = ("crm_before_write", "crm_before_write_chunk", "crm_after_write", "crm_after_commit")
 
 
 class LifecycleHooks:

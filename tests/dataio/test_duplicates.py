@@ -5,6 +5,7 @@ scan's groups and the scope of who sees what."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ from engine.dataio.duplicates.keys import backfill
 from engine.dataio.duplicates.plugin import service_of
 from engine.dataio.duplicates.scan import duplicate_groups, with_titles
 from engine.metadata import MetadataError
+from engine.security.audit import query_audit
 from engine.security.permissions import access_for
 from engine.storage.errors import DuplicateFound
 from engine.storage.records import Context
@@ -79,6 +81,35 @@ def test_the_fast_path_of_e164_agrees_with_phonenumbers(region):
     for raw in PHONES[region]:
         parsed = phonenumbers.parse(raw, region)
         assert matching.e164(raw, region) == phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), raw
+
+
+@pytest.mark.parametrize("region", sorted(PHONES))
+def test_one_e164_function_strict_for_fields_lenient_for_matching(region, monkeypatch):
+    """``engine.fields.text.e164`` is the one E.164 function: a phone field reads strictly (valid numbers,
+    errors), duplicate rules leniently through ``engine.matching.e164`` (digits when unreadable); both
+    agree on every valid number, whether the fast path or ``parse`` reads it."""
+    from engine.fields import text as fields_text
+    from engine.fields.base import FieldValueError
+
+    valid = 0
+    for raw in PHONES[region]:
+        try:
+            strict = fields_text.e164(raw, region)
+        except FieldValueError:   # a short code, a number of no plan: the field refuses it
+            continue
+        valid += 1
+        assert matching.e164(raw, region) == fields_text.e164(raw, region, strict=False) == strict, raw
+    assert valid
+    assert matching.e164("call me", region) == "" and matching.e164("ext. 12") == "12"   # unreadable: its digits
+    with pytest.raises(FieldValueError):
+        fields_text.e164("12", region)
+    seen = []
+    monkeypatch.setattr(fields_text, "fast_e164", lambda raw, reg: seen.append(raw))   # matching goes through it
+    import engine.matching as m
+
+    monkeypatch.setattr(m, "fields_e164", fields_text.e164)
+    matching.e164("+86 138 0013 8000", region)
+    assert seen == ["+86 138 0013 8000"]
 
 
 def test_fuzzy_scores_and_block_keys():
@@ -231,6 +262,54 @@ def test_a_block_rule_refuses_a_user_write_and_names_only_what_the_user_may_read
     assert len(rt.records.query("lead", limit=10)) == 2
     # an update that leaves the compared values alone is not checked again
     rt.records.update("lead", mine["id"], {"job_title": "CEO"}, context=ctx)
+
+
+def test_a_bulk_write_checks_each_chunk_at_once_with_the_outcome_of_single_writes(rt, monkeypatch):
+    """``records.bulk`` by a user: one ``check_many`` per chunk (not one per record), and per record the
+    same outcome a single write gets (blocked, warned, allowed and audited, updates checked on the
+    rules whose values change, the chunk's own rows not compared with each other)."""
+    import engine.dataio.duplicates.writes as writes
+    from engine.storage import bulk
+
+    rep = rt.records.create("user", {"name": "Rep", "email": "rep@example.com", "role": "sales", "team": "north"}, context=SYSTEM)
+    old = rt.records.create("lead", {"last_name": "Old", "company": "Acme", "email": "a@acme.com", "owner_id": rep["id"],
+                                     "phone": "+1 201 555 0100"}, context=SYSTEM)
+    ctx = Context(user_id=rep["id"], access=access_for(rt.records, rep["id"], "sales"))
+    calls = []
+    real = writes.check_many
+    monkeypatch.setattr(writes, "check_many", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    monkeypatch.setattr(bulk, "CHUNK", 3)
+    rows = [{"last_name": "A", "company": "ACME Ltd", "email": "A@acme.com"},      # blocked: the stored lead
+            {"last_name": "B", "company": "Other", "email": "b@other.com"},
+            {"last_name": "C", "company": "Other", "email": "b@other.com"},         # same as row 1: one chunk, not checked together
+            {"last_name": "D", "company": "Acme", "email": "a@acme.com"},           # blocked too (second chunk)
+            {"last_name": "E", "company": "Other", "email": "B@other.com"}]         # sees rows 1 and 2, written by chunk 1
+    result = rt.records.bulk("lead", rows, mode="create", atomic=False, context=ctx)
+    assert calls == [3, 2], calls
+    assert [i["status"] for i in result.items] == ["error", "created", "created", "error", "error"]
+    assert [e["code"] for e in result.items[0]["errors"]] == ["duplicate"]
+    single = []
+    for row in rows:
+        try:
+            rt.records.create("lead", row, context=ctx)
+        except DuplicateFound as exc:
+            single.append(exc.errors[0].message)
+    assert single[0] == result.items[0]["errors"][0]["message"]
+    # warn rules (the same phone): refused, or with duplicates="allow" written and audited record by record
+    calls.clear()
+    phoned = [{"last_name": "P", "company": "Zed", "email": "p@zed.com", "phone": "+1 201 555 0100"},
+              {"last_name": "Q", "company": "Why", "email": "q@why.com", "phone": "+1 201 555 0199"}]
+    refused = rt.records.bulk("lead", phoned, mode="create", atomic=False, context=ctx)
+    assert [i["status"] for i in refused.items] == ["error", "created"] and calls == [2]
+    allowed = rt.records.bulk("lead", phoned[:1], mode="create", atomic=False, context=replace(ctx, duplicates="allow"))
+    assert allowed.items[0]["status"] == "created"
+    assert len(query_audit(rt.records, kind="duplicate_override")) == 1
+    # updates: checked only when a compared value changes
+    calls.clear()
+    done = rt.records.bulk("lead", [{"id": old["id"], "job_title": "CEO"},
+                                    {"id": refused.items[1]["id"], "phone": "(201) 555-0100"}],
+                           mode="update", atomic=False, context=ctx)
+    assert [i["status"] for i in done.items] == ["updated", "error"] and calls == [1]
 
 
 def test_scan_groups_within_blocks_and_scope(rt):

@@ -188,3 +188,20 @@ def test_update_by_record_id(crm, tmp_path):
     assert crm.records.get("account", acme["id"])["employees"] == 12
     errors = imports_of(crm).first_errors(job["id"])["ID"]
     assert "there is no account 999999" in errors[0]["message"] and "'x' is not a record id" in errors[1]["message"]
+
+
+def test_a_dry_run_sees_unique_values_across_chunks(site, tmp_path, monkeypatch):
+    """Two rows in different chunks with the same unique value: the dry run fails the second, as the
+    real import does (its first chunk is committed when the second is written)."""
+    from engine.dataio.importing import service as service_module
+
+    monkeypatch.setattr(service_module, "CHUNK", 2)
+    rows = [["subject", "amount", "code"], ["a", "1", "U1"], ["b", "2", "U2"], ["c", "3", "u1 "], ["d", "4", "U3"],
+            ["e", "5", "U2"]]
+    path = write_csv(tmp_path / "u.csv", rows)
+    dry = run_import(site, path, "visit", dry_run=True)
+    real = run_import(site, path, "visit")
+    assert (dry["created"], dry["failed"]) == (real["created"], real["failed"]), (dry, real)
+    assert dry["failed"] >= 1 and _count(site, "visit") == real["created"]
+    errors = imports_of(site).first_errors(dry["id"])["code"]
+    assert errors[-1]["row"] == 6 and "U2" in errors[-1]["message"] and "row 3 of this file" in errors[-1]["message"]

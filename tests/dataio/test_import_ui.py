@@ -213,3 +213,35 @@ def test_upsert_by_a_unique_key_chosen_on_the_upload_page(site, admin):
     done = imports_of(site.rt).get(job)
     assert (done["created"], done["updated"], done["failed"]) == (1, 1, 0)
     assert [a["name"] for a in site.records.query("account", where={"account_number": "AC-1"}, limit=5)] == ["New name"]
+
+
+def test_the_duplicates_choice_and_constants_for_a_lookup_and_the_owner(site, admin):
+    """The upload page offers what ``--duplicates`` does; a constant may name a linked record or the
+    owner as a cell would, resolved like a mapped lookup (and refused like one when it finds nothing)."""
+    from engine.storage.records import Context
+
+    system = Context(system=True)
+    site.records.create("account", {"name": "Alpha Ltd"}, context=system)
+    parent = site.records.create("account", {"name": "Holding Group"}, context=system)
+    page = text(admin.get("/ui/imports/new?entity=account"))
+    assert 'name="duplicates"' in page and 'value="skip"' in page and 'value="update"' in page
+    assert upload(admin, duplicates="sometimes").status_code == 422
+    token = token_of(upload(admin, duplicates="skip"))
+    page = text(admin.get(f"/ui/imports/draft/{token}"))
+    assert '<option value="owner_id"' in page and '<option value="parent_account"' in page
+    form = mapping_form(page)
+    form.update({"cf-0": "parent_account", "cv-0": "Holding Group", "cf-1": "owner_id", "cv-1": "sales@example.com"})
+    job = job_of(admin.post(f"/ui/imports/draft/{token}", {**form, "action": "run"}))
+    finish(site)
+    done = imports_of(site.rt).get(job)
+    assert (done["created"], done["unchanged"]) == (1, 1), done          # Alpha skipped as a duplicate; Beta, blank fail
+    [gamma] = site.records.query("account", where={"name": "Gamma Inc"}, limit=5)
+    assert gamma["parent_account"] == parent["id"] and gamma["owner_id"] == site.sales["id"]
+    assert len(site.records.query("account", where={"name": "Alpha Ltd"}, limit=5)) == 1
+    # a constant naming no record: refused per row like a cell (unresolved = error)
+    token = token_of(upload(admin, content=b"Account name\nDelta\n"))
+    form = mapping_form(text(admin.get(f"/ui/imports/draft/{token}")))
+    form.update({"cf-0": "parent_account", "cv-0": "No such group"})
+    job = job_of(admin.post(f"/ui/imports/draft/{token}", {**form, "action": "run"}))
+    finish(site)
+    assert (imports_of(site.rt).get(job)["created"], imports_of(site.rt).get(job)["failed"]) == (0, 1)

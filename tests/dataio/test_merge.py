@@ -290,3 +290,23 @@ def test_undo_within_is_declared_per_entity(write_tree, make_runtime):
     with pytest.raises(MetadataError) as info:
         make_runtime(site_dir=bad, migrate=False)
     assert "account.yaml:2" in str(info.value) and "undo_within" in str(info.value)
+
+
+def test_the_preview_counts_only_what_the_user_sees_and_the_rest_as_one_number(world):
+    """The merge moves every reference, also those the user may not see (system writes): the preview
+    says how many will move without naming the entity, field or record of the hidden ones."""
+    from engine.dataio.merge.service import preview
+
+    rt = world["rt"]
+    boss = _user(rt, "Boss", "manager")
+    mine = _make(rt, "account", name="Mine", owner_id=boss["id"])
+    twin = _make(rt, "account", name="Mine too", owner_id=boss["id"])
+    _make(rt, "contact", last_name="Seen", account=twin["id"], owner_id=boss["id"])
+    _make(rt, "contact", last_name="Unseen", account=twin["id"], owner_id=world["admin"]["id"])
+    ctx = Context(user_id=boss["id"], access=_access(rt, boss))
+    found = preview(rt, "account", [mine["id"], twin["id"]], ctx)
+    assert found["references"][twin["id"]] == [{"entity": "contact", "field": "account", "count": 1}]
+    assert found["hidden_references"] == {mine["id"]: 0, twin["id"]: 1}
+    everything = preview(rt, "account", [mine["id"], twin["id"]], Context(system=True))
+    assert everything["references"][twin["id"]] == [{"entity": "contact", "field": "account", "count": 2}]
+    assert everything["hidden_references"][twin["id"]] == 0

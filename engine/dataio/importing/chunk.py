@@ -74,7 +74,13 @@ class ChunkWriter:
         self.converter = Converter(self.fields, locale)
         self.resolver = Resolver(records, self.fields, unresolved, context)
         self.lookups = {n for _, _, n in self.columns if n in self.fields and self.fields[n].target}
+        # constants of lookups (and the owner) name their record as a cell would: resolved the same way
+        self.lookups |= {n for n, v in self.constants.items()
+                         if n in self.fields and self.fields[n].target and v not in (None, "")}
         self.runtime, self.duplicates = runtime, duplicates
+        #: A dry run's unique values written by earlier chunks ({(key, value): who}); None: a real import.
+        #: Each chunk of a dry run is rolled back, so the next one would not see them in the table.
+        self.dry_uniques: dict | None = None
 
     def write(self, conn, rows: list[tuple[int, list[Any]]]) -> list[Outcome]:
         outcomes = [Outcome(number, "error", cells) for number, cells in rows]
@@ -96,6 +102,10 @@ class ChunkWriter:
                 if value is not None:
                     record[name] = value
             for name, value in self.constants.items():
+                if name in self.lookups and name not in record and value not in (None, ""):
+                    record[name] = text = f"#{value}" if isinstance(value, int) else Converter.text(value)
+                    pending[name].add(text)
+                    continue
                 record.setdefault(name, value)
             values.append(record)
         self._resolve(conn, pending, values, outcomes)
@@ -109,6 +119,8 @@ class ChunkWriter:
             self._write(conn, live, values, outcomes, self.mode, context)
         if matched:
             self._write(conn, matched, values, outcomes, "update", context)
+        if self.dry_uniques is not None:
+            self._unique_across_chunks(conn, outcomes)
         for o in outcomes:   # only a rejected row keeps its cells (for the error file)
             o.cells = [cell_json(c) for c in o.cells] if o.status == "error" else []
         return outcomes
@@ -171,6 +183,38 @@ class ChunkWriter:
                 outcome.previous = {k: old[k] for k in values[i] if k in old and k not in ("id", self.key)} \
                     | {"_version": old.get("version")}
         self._versions(conn, [o for o in outcomes if o.status in ("created", "updated")])
+
+    def _unique_across_chunks(self, conn, outcomes: list[Outcome]) -> None:
+        """A dry run: a row whose unique value an earlier chunk's row wrote fails, as the real import
+        (which committed that chunk) would refuse it. Compared as stored (read back before the roll
+        back), so values normalised on write compare as the table does; the upsert key is left out
+        (a second row with that key updates the first one's record)."""
+        keys = [k for k in self.ent.unique_keys if k != (self.key,)]
+        written = [o for o in outcomes if o.status in ("created", "updated") and o.record_id is not None]
+        if not keys or not written:
+            return
+        table = self.records.table(self.entity)
+        names = sorted({n for key in keys for n in key})
+        stored: dict[int, dict] = {}
+        ids = [o.record_id for o in written]
+        for start in range(0, len(ids), 5000):
+            stmt = sa.select(table.c.id, *[table.c[n] for n in names]).where(table.c.id.in_(ids[start:start + 5000]))
+            for row in conn.execute(stmt):
+                stored[row[0]] = dict(zip(names, row[1:]))
+        for o in written:
+            who = ("id", o.record_id) if o.status == "updated" else ("row", o.row)   # created ids are rolled back
+            for key in keys:
+                value = tuple(stored.get(o.record_id, {}).get(n) for n in key)
+                if None in value:
+                    continue
+                first = self.dry_uniques.setdefault((key, value), (who, o.row))
+                if first[0] != who:
+                    shown = " and ".join(f"{k} {v!r}" for k, v in zip(key, value))
+                    o.status, o.record_id, o.version, o.previous = "error", None, None, None
+                    o.errors.append({"column": self._column(key[0]), "field": key[0],
+                                     "message": f"another {self.entity} already has {shown} (row {first[1]} "
+                                                f"of this file)"})
+                    break
 
     # -- steps ------------------------------------------------------------------------------------
     @staticmethod

@@ -204,6 +204,8 @@ class ImportService:
                              mode=options.mode, key=options.key, unresolved=options.unresolved,
                              locale=options.locale, context=context, runtime=self.runtime,
                              duplicates=options.duplicates)
+        if job["dry_run"]:   # unique values across its chunks (each is rolled back)
+            writer.dry_uniques = {}
         done, started = job["checkpoint"], time.monotonic()
         chunk: list = []
         for item in table.rows(skip=done):

@@ -3,7 +3,8 @@ its progress, result, error file and Undo, and the history of imports).
 
 1. ``/ui/imports/new?entity=`` the file (CSV or XLSX) and the options: encoding and delimiter
    (detected unless chosen), the locale of dates and numbers, create / update / upsert and the key,
-   what an unresolved lookup does, and for administrators skipping automations. The file is kept as
+   what an unresolved lookup does, what a row that looks like a duplicate does (``error``, ``skip``,
+   ``create`` or ``update``, as ``crm import --duplicates``), and for administrators skipping automations. The file is kept as
    a draft (ui_drafts.py) of this user.
 2. ``/ui/imports/draft/<token>`` every column with its first values and the field it fills (the
    engine's automatic mapping by name or label in any language, or a saved mapping), constants for
@@ -19,6 +20,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 
+from engine.storage.query import system_field
 from engine.storage.values import jsonable
 from engine.ui.common import entity_of, runtime, with_message
 from engine.ui.extend import ui_routes
@@ -31,7 +33,7 @@ from .lookups import UNRESOLVED
 from .mapping import Mapping, MappingError, complete, importable
 from .plugin import imports_of
 from .readers import ImportFileError, Table
-from .service import MODES, ImportError_, Options
+from .service import DUPLICATES, MODES, ImportError_, Options
 
 SAMPLES = 3          # first values shown per column
 CONSTANT_ROWS = 2    # empty constant rows offered below the ones already set
@@ -152,7 +154,7 @@ def _upload_page(ent, form, error):
     keys = [(n, f.label.get(current_lang())) for n, f in ent.fields.items() if f.unique and f.stored]
     locale = form.get("locale") or ("zh-CN" if current_lang() == "zh" else "en-US")
     return render_template("imports/upload.html", ent=ent, form=form, error=error, keys=keys, modes=MODES,
-                           unresolved=UNRESOLVED, encodings=ENCODINGS, delimiters=DELIMITERS, locales=LOCALES,
+                           unresolved=UNRESOLVED, duplicates=DUPLICATES, encodings=ENCODINGS, delimiters=DELIMITERS, locales=LOCALES,
                            locale=locale, admin=g.access.admin, max_mb=_max_mb())
 
 
@@ -175,11 +177,15 @@ def _options(ent, form) -> dict:
     unresolved = form.get("unresolved") or "error"
     if unresolved not in UNRESOLVED:
         raise ImportError_(_("Choose what happens to a lookup that finds nothing."), field="unresolved")
+    duplicates = form.get("duplicates") or "error"
+    if duplicates not in DUPLICATES:
+        raise ImportError_(_("Choose what happens to a row that looks like a duplicate."), field="duplicates")
     skip = form.get("skip_automations") == "1"
     if skip and not g.access.admin:
         raise ImportError_(_("Only an administrator may import without automations."), status=403,
                            field="skip_automations")
-    return {"mode": mode, "key": key, "unresolved": unresolved, "automations": not skip, **_reading(form)}
+    return {"mode": mode, "key": key, "unresolved": unresolved, "duplicates": duplicates, "automations": not skip,
+            **_reading(form)}
 
 
 def _reading(form) -> dict:
@@ -263,6 +269,9 @@ def _posted_mapping(draft, ent) -> dict:
             continue
         if name not in fields:
             raise ImportError_(_("A constant needs a field from the list."), field=name)
+        if name in fields and (name == "owner_id" or fields[name].target):
+            constants[name] = raw   # a record named as a cell names it: resolved like a mapped lookup
+            continue
         try:
             value = converter.value(name, name, raw, 0)
         except CellError as exc:
@@ -272,8 +281,10 @@ def _posted_mapping(draft, ent) -> dict:
 
 
 def constant_fields(ent) -> dict:
-    """Fields a constant may fill: writable ones that are not lookups (a lookup's value is a record)."""
-    return {n: f for n, f in writable_fields(ent).items() if not f.target}
+    """Fields a constant may fill: every writable one and the owner. A lookup's (and the owner's)
+    constant names its record as a cell would (title, unique field, ``#id``; a user by name or
+    e-mail) and is resolved like a mapped lookup, with the import's choice for one that finds nothing."""
+    return {**writable_fields(ent), "owner_id": system_field("owner_id")}
 
 
 def _save_mapping(draft, ent):
@@ -322,7 +333,8 @@ def _mapping_page(draft, ent, saved: str | None, error):
     constants += [("", "")] * CONSTANT_ROWS
     return render_template(
         "imports/mapping.html", draft=draft, ent=ent, table=table, samples=samples, mapping=mapping,
-        fields=fields, constant_fields=[(n, f.label.get(lang)) for n, f in consts.items()], constants=constants,
+        fields=fields, constant_fields=[(n, _("Owner") if n == "owner_id" else f.label.get(lang)) for n, f in consts.items()],
+        constants=constants,
         missing=missing, saved_names=_saved_names(ent.name), saved=saved, error=error, encodings=ENCODINGS,
         delimiters=DELIMITERS, delimiter_name={v: k for k, v in DELIMITERS.items()}, locales=LOCALES)
 

@@ -51,6 +51,7 @@ def _preview(entity: str):
     found = preview(api.runtime(), ent.name, parse_ids(request.args.get("ids", "")), api.context())
     found["records"] = [api.record_json(ent.name, r) for r in found["records"]]
     found["references"] = {str(k): v for k, v in found["references"].items()}
+    found["hidden_references"] = {str(k): v for k, v in found["hidden_references"].items()}
     found["locks"] = {str(k): v for k, v in found["locks"].items()}
     return api.json_response(found)
 
@@ -119,7 +120,8 @@ def openapi_fragment(model) -> dict:
             "responses": {"200": {"description": "The records, their fields and the references that would move",
                                   "content": _json({"records": {"type": "array", "items": ref},
                                                     "fields": {"type": "array", "items": {"type": "object"}},
-                                                    "references": {"type": "object"}})},
+                                                    "references": {"type": "object"},
+                                                    "hidden_references": {"type": "object"}})},
                           **error_responses("400", "401", "403", "404", "414", "422")}}}
     return {"paths": paths, "tags": [{"name": "merge", "description": "Merge duplicate records, and undo a merge"}]}
 

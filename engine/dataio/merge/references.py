@@ -58,15 +58,29 @@ def referrers(records, conn, target: str, ids: list[int]) -> list[tuple[Pointer,
     return out
 
 
-def counts(records, conn, target: str, ids: list[int]) -> list[dict]:
+def counts(records, conn, target: str, ids: list[int], access=None) -> tuple[list[dict], int]:
     """How many records of each entity point at ``ids`` through each field (the merge page's "will
-    move" figures), without reading them."""
-    out = []
+    move" figures), without reading them, and how many others point at them that the caller may not
+    see (``access``: a record out of its scope, an entity it may not read, a field hidden from it).
+    The merge moves those too (as system writes), so the preview counts them, unnamed: (visible
+    counts, hidden total)."""
+    out, hidden = [], 0
     for pointer in pointers_to(records.model, target):
         table = records.table(pointer.entity)
         column = table.c[pointer.field]
-        n = conn.execute(sa.select(sa.func.count()).select_from(table)
-                         .where(column.in_([pointer.value(target, i) for i in ids]))).scalar()
-        if n:
-            out.append({"entity": pointer.entity, "field": pointer.field, "count": n})
-    return out
+        where = column.in_([pointer.value(target, i) for i in ids])
+        total = conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar()
+        if not total:
+            continue
+        seen = total
+        if access is not None:
+            if not access.can(pointer.entity, "read") or pointer.field in access.hidden(pointer.entity):
+                seen = 0
+            else:
+                visible = access.visibility(records, pointer.entity, table)
+                if visible is not None:
+                    seen = conn.execute(sa.select(sa.func.count()).select_from(table).where(where, visible)).scalar()
+        hidden += total - seen
+        if seen:
+            out.append({"entity": pointer.entity, "field": pointer.field, "count": seen})
+    return out, hidden

@@ -98,7 +98,9 @@ def merge(runtime, entity: str, survivor_id: int, merged_ids: list[int], choices
 
 def preview(runtime, entity: str, ids: list[int], context: Context) -> dict:
     """The records side by side (as the caller may read them), which fields differ and may be chosen,
-    and how many records of each entity point at each (what would move)."""
+    and how many records of each entity point at each (what would move: those the caller may see by
+    entity and field, the others as one number per record, ``hidden_references``, since the merge
+    moves them too)."""
     records = runtime.records
     ent = _entity(runtime, entity)
     if len(set(ids)) < 2 or len(set(ids)) > MAX_RECORDS:
@@ -112,10 +114,10 @@ def preview(runtime, entity: str, ids: list[int], context: Context) -> dict:
                "differs": len({_key(r.get(f.name)) for r in rows}) > 1}
               for f in ent.fields.values() if f.name not in hidden]
     with records.db.read() as conn:
-        refs = {i: counts(records, conn, ent.name, [i]) for i in ids}
+        found = {i: counts(records, conn, ent.name, [i], access) for i in ids}
         locks = {i: lock_reason(runtime, ent, r, access) for i, r in zip(ids, rows)}
-    return {"entity": ent.name, "records": rows, "fields": fields, "references": refs, "locks": locks,
-            "max_records": MAX_RECORDS}
+    return {"entity": ent.name, "records": rows, "fields": fields, "references": {i: f[0] for i, f in found.items()},
+            "hidden_references": {i: f[1] for i, f in found.items()}, "locks": locks, "max_records": MAX_RECORDS}
 
 
 def choosable_fields(ent, access) -> list[str]:

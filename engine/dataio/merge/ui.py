@@ -102,6 +102,7 @@ def _page(ent, found: dict) -> dict:
         refs.append([{"label": model.entity(c["entity"]).plural.get(lang), "field": model.entity(c["entity"]).fields[
             c["field"]].label.get(lang), "count": c["count"]} for c in found["references"][r["id"]]])
     return {"ent": ent, "records": rows, "titles": [title_of(ent, r) for r in rows], "table": table, "refs": refs,
+            "hidden_refs": [found["hidden_references"][r["id"]] for r in rows],
             "locks": [found["locks"][r["id"]] for r in rows], "lang": lang}
 
 
