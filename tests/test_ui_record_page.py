@@ -319,3 +319,17 @@ def test_plugins_add_to_the_timeline_and_a_failed_email_is_not_logged(reported):
                 {"to": "ada@example.org", "subject": "Offer", "description": "Hello"})
     assert r.status_code == 422 and "The e-mail could not be sent: mail server unreachable" in text(r)
     assert not site.records.query("activity", limit=10)   # nothing half-done
+
+
+def test_approvals_show_in_the_timeline(site, admin):
+    account = account_of(site)
+    contract = site.records.create("contract", {"name": "Big deal", "account": account["id"], "start_date": "2099-01-01",
+                                                "contract_value": 250000, "owner_id": site.admin["id"]}, context=SYSTEM)
+    treasurer = site.user("fin@example.com", "finance", name="Fiona Finance")
+    r = admin.post(f"/ui/approvals/contract/{contract['id']}/submit", {})
+    assert r.status_code == 302
+    r = site.browser(treasurer).post(f"/ui/approvals/contract/{contract['id']}/reject", {"comment": "payment <terms>"})
+    assert r.status_code == 302
+    timeline = text(admin.get(f"/ui/contract/{contract['id']}/_timeline"))
+    assert "Submitted for approval: Large contract approval" in timeline
+    assert "Rejected: Large contract approval · “payment &lt;terms&gt;”" in timeline and "Fiona Finance" in timeline
