@@ -242,8 +242,18 @@ def test_an_ended_session_during_an_inline_edit_says_sign_in_again(site, admin):
     r = post_hx(admin, f"/ui/account/{account['id']}/_field/phone", {"phone": "typed", "version": "1", "_loaded": ""})
     assert r.status_code == 401
     assert r.headers["HX-Retarget"] == "#session-alert"
-    assert "Sign in again" in text(r)
+    assert "Sign in again" in text(r) and 'hx-get="/ui/_session" hx-trigger="focus from:window"' in text(r)
     assert site.records.get("account", account["id"])["phone"] == account["phone"]
+    # signed in again (another tab): back on the page, it takes the new token and the save goes through
+    stale = admin.csrf
+    admin.login(site.admin["email"])
+    resumed = text(admin.get("/ui/_session", headers=HX))
+    token = re.search(r'<meta name="csrf-token" id="csrf-meta" content="([^"]+)" hx-swap-oob="true">', resumed).group(1)
+    assert token != stale and '<div id="session-alert" aria-live="polite" hx-swap-oob="true"></div>' in resumed
+    r = admin.client.post(f"/ui/account/{account['id']}/_field/website", headers={**HX, "X-CSRF-Token": token},
+                          data={"website": "https://typed.example", "version": "1", "_loaded": ""})
+    assert r.status_code == 200
+    assert site.records.get("account", account["id"])["website"] == "https://typed.example"
 
 
 def test_the_page_and_its_parts_in_chinese(site, admin):

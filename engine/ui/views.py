@@ -41,6 +41,7 @@ def ui_blueprint() -> Blueprint:
         ("/ui/search", "search", search_page, ["GET"]),
         ("/ui/notifications", "notifications", notifications_page, ["GET"]),
         ("/ui/notifications/<int:record_id>/read", "notification_read", notification_read, ["POST"]),
+        ("/ui/_session", "session", session_resumed, ["GET"]),
         ("/ui/<entity:entity>", "list", list_page, ["GET"]),
         ("/ui/<entity:entity>/_bulk", "bulk", bulk, ["POST"]),
         ("/ui/<entity:entity>/_views", "save_view", save_view, ["POST"]),
@@ -88,6 +89,12 @@ def session_ended():
     ``#session-alert`` (the element that sent it, and what was typed in it, stay as they are)."""
     return (render_template("ui/_session_ended.html", next=request.headers.get("HX-Current-URL", "")), 401,
             {"HX-Retarget": "#session-alert", "HX-Reswap": "innerHTML"})
+
+
+def session_resumed():
+    """Signed in again (in another tab): the page's new CSRF token, and its "sign in again" message
+    gone (htmx swaps both out of band)."""
+    return render_template("ui/_session_resumed.html")
 
 
 def shell() -> dict:
