@@ -19,7 +19,14 @@ from .forms import edit, form_state, lookup, new
 from .i18n import current_lang
 from .i18n import translate as _
 from .lists import bulk, delete_view, list_page, save_view
-from .record_page import compose, field_editor, field_save, field_view, record_page, timeline_part
+from .record_page import (
+    compose,
+    field_editor,
+    field_save,
+    field_view,
+    record_page,
+    timeline_part,
+)
 from .records import delete, kanban, move
 from .shell import (
     choose_language,

@@ -9,7 +9,16 @@ from flask import g, render_template, url_for
 
 from engine.storage.query import Filter, ListQuery, check_sort
 
-from ..common import allowed_ops, editable_columns, entity_of, hidden_of, link_to, load_record, lock_of, runtime
+from ..common import (
+    allowed_ops,
+    editable_columns,
+    entity_of,
+    hidden_of,
+    link_to,
+    load_record,
+    lock_of,
+    runtime,
+)
 from ..forms import field_states
 from ..i18n import current_lang
 from ..present import (
