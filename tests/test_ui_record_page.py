@@ -248,7 +248,7 @@ def test_an_ended_session_during_an_inline_edit_says_sign_in_again(site, admin):
     stale = admin.csrf
     admin.login(site.admin["email"])
     resumed = text(admin.get("/ui/_session", headers=HX))
-    token = re.search(r'<meta name="csrf-token" id="csrf-meta" content="([^"]+)" hx-swap-oob="true">', resumed).group(1)
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)" id="csrf-meta" hx-swap-oob="true">', resumed).group(1)
     assert token != stale and '<div id="session-alert" aria-live="polite" hx-swap-oob="true"></div>' in resumed
     r = admin.client.post(f"/ui/account/{account['id']}/_field/website", headers={**HX, "X-CSRF-Token": token},
                           data={"website": "https://typed.example", "version": "1", "_loaded": ""})
