@@ -64,6 +64,18 @@ class Panel:
 
 
 @dataclass(frozen=True)
+class TimelineEntry:
+    """One event on a record page's timeline: when (an aware datetime), a kind (``approval``,
+    ``conversion``...; its icon), a text already in the user's language, an optional link."""
+
+    at: Any
+    kind: str
+    text: str
+    url: str = ""
+    by: str = ""
+
+
+@dataclass(frozen=True)
 class RecordAction:
     """A button on a record page: a label, the URL it posts to (or opens), and its style (Bootstrap's:
     ``secondary``, ``outline-primary``...). A post sends the CSRF token and the record's ``version``;
@@ -76,6 +88,7 @@ class RecordAction:
     style: str = "secondary"
     order: int = 100
     kind: str = "action"
+    value: str = ""   # a transition's target state: the record page's path makes that state clickable
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,16 @@ class Hooks:
     @hookspec
     def crm_record_panels(self, runtime: Any, entity: Any, record: dict, access: Any) -> list:
         """Return ``Panel`` objects shown on the page of ``record``."""
+
+    @hookspec
+    def crm_record_timeline(self, runtime: Any, entity: Any, record: dict, access: Any) -> list:
+        """Return ``TimelineEntry`` objects: what happened to ``record`` (approvals, conversions...)
+        that ``access``'s user may read, merged into the record page's timeline."""
+
+    @hookspec(firstresult=True)
+    def crm_send_mail(self, runtime: Any, to: list, subject: str, body: str, key: str) -> bool | None:
+        """Send one plain-text message (the record page's e-mail composer) through the engine's mail
+        settings; ``key`` makes its Message-ID. Return True when sent, None when not yours."""
 
     # -- documents --------------------------------------------------------------------------------
     @hookspec(firstresult=True)

@@ -627,11 +627,11 @@ def test_related_lists_show_the_children_and_their_new_link_prefills_the_lookup(
     account = site.records.query("account", order_by=("id",), limit=1)[0]
     page = text(admin.get(f"/ui/account/{account['id']}"))
     contacts = [c for c in site.records.query("contact", limit=10_000) if c["account"] == account["id"]]
-    section = re.search(r'<section class="card mb-3 related" data-entity="contact">(.*?)</section>', page, re.S).group(1)
-    assert f'<span class="badge bg-secondary">{len(contacts)}</span>' in section
+    section = re.search(r'<section class="card h-100 related" data-entity="contact">(.*?)</section>', page, re.S).group(1)
+    assert f'related-count">{len(contacts)}</span>' in section
     listed = {int(i) for i in re.findall(r'href="/ui/contact/(\d+)"', section)}
-    assert listed == {c["id"] for c in contacts[:10]} or len(listed) == 10
-    new = html.unescape(re.search(r'href="(/ui/contact/new\?[^"]+)">New<', section).group(1))
+    assert listed == {c["id"] for c in contacts} or len(listed) == 5
+    new = html.unescape(re.search(r'href="(/ui/contact/new\?[^"]+)"[^>]*>New<', section).group(1))
     assert new == f"/ui/contact/new?account={account['id']}"
     form = text(admin.get(new))
     assert input_value(form, "account") == str(account["id"])
@@ -655,9 +655,9 @@ def test_every_show_all_link_of_a_related_list_lists_all_the_children(site, admi
         site.records.create("activity", {"subject": f"Call {i}", "related_to": {"entity": "account", "id": account["id"]}},
                             context=SYSTEM)
     page = text(admin.get(f"/ui/account/{account['id']}"))
-    sections = dict(re.findall(r'<section class="card mb-3 related" data-entity="([^"]+)">(.*?)</section>', page, re.S))
-    assert len(re.findall(r'<tr><td><a href="/ui/activity/', sections["activity"])) == 10
-    links = [html.unescape(u) for u in re.findall(r'<a class="small" href="([^"]+)">Show all</a>', page)]
+    sections = dict(re.findall(r'<section class="card h-100 related" data-entity="([^"]+)">(.*?)</section>', page, re.S))
+    assert len(re.findall(r'<a class="fw-semibold text-break" href="/ui/activity/', sections["activity"])) == 5
+    links = [html.unescape(u) for u in re.findall(r'<a class="small view-all" href="([^"]+)">View all</a>', page)]
     assert "/ui/contact?where=account+%3D+" + str(account["id"]) in links
     for link in links:
         listed = text(admin.get(link + "&size=100"))

@@ -165,5 +165,6 @@ def buttons(contributed) -> list[dict]:
     templates draw them, in order; a kind that is no plain name becomes ``action``."""
     found = [a for each in reversed(contributed) for a in each or ()]
     return [{"key": a.key, "label": a.label, "url": a.url, "opens": a.method.lower() == "get", "style": a.style,
-             "kind": a.kind if re.fullmatch(r"[a-z][a-z0-9-]*", a.kind or "") else "action"}
+             "kind": a.kind if re.fullmatch(r"[a-z][a-z0-9-]*", a.kind or "") else "action",
+             "value": getattr(a, "value", "")}
             for a in sorted(found, key=lambda a: a.order)]

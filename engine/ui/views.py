@@ -8,7 +8,7 @@ while typing, lookup type-ahead, kanban moves) call small JSON endpoints of this
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, redirect, request, session, url_for
+from flask import Blueprint, g, jsonify, redirect, render_template, request, session, url_for
 
 from engine.security.permissions import access_for
 from engine.security.web import session_identity
@@ -19,7 +19,15 @@ from .forms import edit, form_state, lookup, new
 from .i18n import current_lang
 from .i18n import translate as _
 from .lists import bulk, delete_view, list_page, save_view
-from .records import delete, kanban, move, record_page
+from .record_page import (
+    compose,
+    field_editor,
+    field_save,
+    field_view,
+    record_page,
+    timeline_part,
+)
+from .records import delete, kanban, move
 from .shell import (
     choose_language,
     home,
@@ -40,6 +48,7 @@ def ui_blueprint() -> Blueprint:
         ("/ui/search", "search", search_page, ["GET"]),
         ("/ui/notifications", "notifications", notifications_page, ["GET"]),
         ("/ui/notifications/<int:record_id>/read", "notification_read", notification_read, ["POST"]),
+        ("/ui/_session", "session", session_resumed, ["GET"]),
         ("/ui/<entity:entity>", "list", list_page, ["GET"]),
         ("/ui/<entity:entity>/_bulk", "bulk", bulk, ["POST"]),
         ("/ui/<entity:entity>/_views", "save_view", save_view, ["POST"]),
@@ -52,6 +61,11 @@ def ui_blueprint() -> Blueprint:
         ("/ui/<entity:entity>/<int:record_id>/edit", "edit", edit, ["GET", "POST"]),
         ("/ui/<entity:entity>/<int:record_id>/delete", "delete", delete, ["POST"]),
         ("/ui/<entity:entity>/<int:record_id>/_move", "move", move, ["POST"]),
+        ("/ui/<entity:entity>/<int:record_id>/_timeline", "record_timeline", timeline_part, ["GET"]),
+        ("/ui/<entity:entity>/<int:record_id>/_compose/<action>", "compose", compose, ["POST"]),
+        ("/ui/<entity:entity>/<int:record_id>/_field/<name>", "field", field_view, ["GET"]),
+        ("/ui/<entity:entity>/<int:record_id>/_field/<name>", "field_save", field_save, ["POST"]),
+        ("/ui/<entity:entity>/<int:record_id>/_field/<name>/edit", "field_edit", field_editor, ["GET"]),
     ]
     for path, endpoint, view, methods in rules:
         bp.add_url_rule(path, endpoint, view, methods=methods)
@@ -67,6 +81,8 @@ def sign_in():
     if identity is None:
         if request.endpoint in JSON_ENDPOINTS:
             return jsonify(error=_("Your session has ended; sign in again.")), 401
+        if request.headers.get("HX-Request"):   # a part of a page (inline edit): what was typed stays there
+            return session_ended()
         return redirect(url_for("web.login_form", next=(request.full_path if request.query_string else request.path)
                                         if request.method == "GET" else None))
     g.identity = identity
@@ -75,6 +91,19 @@ def sign_in():
     if session.get("must_change") and not (request.endpoint or "").startswith("profile."):
         return redirect(url_for("profile.page"))   # a temporary password an admin set: changed first
     return None
+
+
+def session_ended():
+    """The answer to an htmx request whose session has ended: a message in the page's
+    ``#session-alert`` (the element that sent it, and what was typed in it, stay as they are)."""
+    return (render_template("ui/_session_ended.html", next=request.headers.get("HX-Current-URL", "")), 401,
+            {"HX-Retarget": "#session-alert", "HX-Reswap": "innerHTML"})
+
+
+def session_resumed():
+    """Signed in again (in another tab): the page's new CSRF token, and its "sign in again" message
+    gone (htmx swaps both out of band)."""
+    return render_template("ui/_session_resumed.html")
 
 
 def shell() -> dict:

@@ -64,3 +64,12 @@ def crm_record_actions(runtime, entity, record, access) -> list:
     from .ui import transition_actions
 
     return transition_actions(runtime, entity, record, access)
+
+
+@hookimpl
+def crm_send_mail(runtime, to, subject, body, key) -> bool:
+    """The record page's e-mail composer sends through the same mail settings as ``send_email``."""
+    from .mail import message_id, send_mail
+
+    send_mail(runtime.settings, to=list(to), subject=subject, body=body, message_id=message_id(key, 0))
+    return True

@@ -45,7 +45,7 @@ def transition_actions(rt, ent, record: dict, access) -> list[RecordAction]:
         allowed = engine.available(conn, ent, record, Context(user_id=access.user_id, access=access))
     lang = current_lang()
     return [RecordAction(key=t.name, label=t.label.get(lang), kind="transition", style="outline-primary",
-                         method="get" if t.requires else "post", order=10 + i,
+                         method="get" if t.requires else "post", order=10 + i, value=str(t.target),
                          url=url_for("workflow_ui.transition", entity=ent.name, record_id=record["id"], name=t.name))
             for i, t in enumerate(allowed)]
 

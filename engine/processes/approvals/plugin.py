@@ -79,6 +79,13 @@ def crm_record_panels(runtime, entity, record, access) -> list:
 
 
 @hookimpl
+def crm_record_timeline(runtime, entity, record, access) -> list:
+    from .ui import timeline_entries
+
+    return timeline_entries(approvals_of(runtime), entity, record, access)
+
+
+@hookimpl
 def crm_list_actions(runtime, entity, access) -> list:
     from .ui import list_actions
 

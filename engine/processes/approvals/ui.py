@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, g, render_template, request, url_for
 
 from engine.fields import whole_number
-from engine.plugins import NavEntry, Panel, RecordAction
+from engine.plugins import NavEntry, Panel, RecordAction, TimelineEntry
 from engine.ui.common import back_to, runtime, with_message
 from engine.ui.extend import ui_routes
 from engine.ui.i18n import current_lang
@@ -49,6 +49,33 @@ def record_panel(service, ent, record: dict, access) -> list[Panel]:
     html = render_template("approvals/panel.html", ent=ent, record=record, history=history, current=current,
                            may_submit=may_submit, lang=current_lang())
     return [Panel(key="approvals", title=_("Approval"), html=html, order=20)]
+
+
+def timeline_entries(service, ent, record: dict, access) -> list[TimelineEntry]:
+    """The record's approvals in its timeline (``crm_record_timeline``): each submission and decision."""
+    from datetime import datetime
+
+    if service is None or ent.name not in service.entities:
+        return []
+    try:
+        history = service.history(ent.name, record["id"], access=access, user_id=access.user_id)
+    except ApprovalError:
+        return []
+    lang = current_lang()
+    decided = {"approved": _("Approved"), "rejected": _("Rejected")}
+    out = []
+    for item in history:
+        process = item["label"].get(lang) or item["label"].get("en") or ""
+        who = (item["submitted_by"] or {}).get("name") or "?"
+        out.append(TimelineEntry(at=datetime.fromisoformat(item["submitted_at"]), kind="approval", by=who,
+                                 text=_("Submitted for approval: %(process)s") % {"process": process}))
+        for step in item["steps"]:
+            for d in step["decisions"]:
+                if d["decided_at"] and d["decision"] in decided:
+                    text = f"{decided[d['decision']]}: {process}" + (f" · “{d['comment']}”" if d["comment"] else "")
+                    out.append(TimelineEntry(at=datetime.fromisoformat(d["decided_at"]), kind="approval", text=text,
+                                             by=(d["approver"] or {}).get("name") or "?"))
+    return out
 
 
 def list_actions(service, ent, access) -> list[RecordAction]:

@@ -273,3 +273,9 @@
     form.requestSubmit();
   });
 })();
+// The record page: htmx requests send the CSRF token of the page's meta tag as it is now (signing in
+// again in another tab after the session ended refreshes it there, so nothing typed is lost).
+document.body.addEventListener("htmx:configRequest", (event) => {
+  const token = document.querySelector('meta[name="csrf-token"]')?.content;
+  if (token) event.detail.headers["X-CSRF-Token"] = token;
+});
