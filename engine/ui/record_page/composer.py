@@ -15,7 +15,7 @@ from flask import abort, g, render_template, request
 from engine.storage.errors import RecordError, ValidationFailed
 
 from ..common import entity_of, load_record, parse_input, runtime
-from ..i18n import current_lang
+from ..i18n import current_lang, say
 from ..i18n import translate as _
 from ..present import column
 from .timeline import timeline_days
@@ -120,10 +120,10 @@ def compose(entity: str, record_id: int, action: str):
         shown = {c.name for c in cols}
         for e in exc.errors:
             errors.setdefault(e.field if e.field in shown else "", []).append(
-                e.message if e.field in shown else str(e))
+                say(e.message) if e.field in shown else _labelled(target, e))
         return _answer(ent, record, action, raw, errors), 422
     except (RecordError, MailFailed) as exc:
-        errors[""] = [str(exc)]
+        errors[""] = [say(exc)]
         return _answer(ent, record, action, raw, errors), 422
     return _answer(ent, record, action, {}, {}, done=_("Saved."), timeline=True)
 
@@ -154,3 +154,10 @@ def _answer(ent, record: dict, action: str, raw: dict, errors: dict, *, done: st
 
 
 __all__ = ["compose", "quick_actions"]
+
+
+def _labelled(ent, error) -> str:
+    """An error of a field the composer does not show, with the field's label in the user's language."""
+    field = ent.fields.get(error.field) if error.field else None
+    text = say(error.message)
+    return f"{field.label.get(current_lang())}: {text}" if field is not None else text

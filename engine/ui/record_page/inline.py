@@ -16,7 +16,7 @@ from engine.storage.errors import Conflict, NotFound, RecordError, ValidationFai
 
 from ..common import entity_of, link_to, load_record, lock_of, parse_input, runtime
 from ..forms import field_states
-from ..i18n import current_lang
+from ..i18n import current_lang, say
 from ..i18n import translate as _
 from ..present import column, display, input_value, lookup_titles
 from .page import inline_fields
@@ -48,14 +48,14 @@ def field_save(entity: str, record_id: int, name: str):
         saved = runtime().records.update(ent.name, record_id, {col.name: value}, version=record["version"],
                                          context=g.context)
     except ValidationFailed as exc:
-        errors = [e.message if e.field == col.name else str(e) for e in exc.errors]
+        errors = [say(e.message) if e.field == col.name else say(exc) for e in exc.errors]
         return _editor(ent, record, col, value=typed, loaded=loaded, version=version, errors=errors), 422
     except Conflict:
         return _conflict(ent, load_record(ent, record_id), col, typed), 409
     except NotFound:
         abort(404)
     except RecordError as exc:
-        return _editor(ent, record, col, value=typed, loaded=loaded, version=version, errors=[str(exc)]), 422
+        return _editor(ent, record, col, value=typed, loaded=loaded, version=version, errors=[say(exc)]), 422
     return _view(ent, saved, col, saved=True)
 
 
