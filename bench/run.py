@@ -18,6 +18,7 @@ import import_leads  # noqa: E402
 import pools  # noqa: E402
 import quote_lines  # noqa: E402
 import ui_list  # noqa: E402
+import ui_pages  # noqa: E402
 
 if __name__ == "__main__":
     bulk_upsert.main()
@@ -30,6 +31,7 @@ if __name__ == "__main__":
     automation_runners.main()
     print()
     ui_list.main()
+    ui_pages.main()   # the record page and home against their API calls (same 1,000,000-lead file)
     print()
     pools.main()
     print()
