@@ -33,10 +33,13 @@ run: install
 # The architecture linter first (.importlinter, docs/architecture.md): an import that breaks the
 # layers, or one capability importing another, fails the build before any test runs.
 # The browser tests (tests/ui) drive Debian's Chromium: install it (and the CJK font) if missing.
+# PYTEST_ARGS adds pytest options (CI's PostgreSQL run: --ignore=tests/ui); --durations names the
+# slowest tests at the end of every run, so a test that grows slow is seen.
+PYTEST_ARGS ?=
 test: install-test
 	$(BIN)/lint-imports
 	@bash tests/ui/install_browser.sh
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 -q --durations=25 $(PYTEST_ARGS)
 
 bench: install-test
 	$(BIN)/python bench/run.py

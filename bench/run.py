@@ -19,6 +19,7 @@ import pools  # noqa: E402
 import quote_lines  # noqa: E402
 import search  # noqa: E402
 import ui_list  # noqa: E402
+import ui_pages  # noqa: E402
 
 if __name__ == "__main__":
     bulk_upsert.main()
@@ -31,6 +32,7 @@ if __name__ == "__main__":
     automation_runners.main()
     print()
     ui_list.main()
+    ui_pages.main()   # the record page and home against their API calls (same 1,000,000-lead file)
     print()
     search.main()   # search over the same 1,000,000 leads
     print()

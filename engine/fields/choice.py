@@ -56,7 +56,10 @@ _OPTION_SCHEMA = {
     "items": {"oneOf": [
         {"type": "string"},
         {"type": "object", "required": ["value"], "additionalProperties": False,
-         "properties": {"value": {"type": "string"}, "label": {}, "color": {"type": "string"},
+         "properties": {"value": {"type": "string"}, "label": {},
+                        "color": {"enum": ["gray", "blue", "teal", "green", "yellow", "orange", "red", "purple"],
+                                  "description": "The tone of the option's badge in lists, boards and record "
+                                                 "pages (the label is always written too)."},
                         "sets": {"type": "object", "minProperties": 1,
                                  "description": "Values given to other fields of the record when it is created "
                                                 "with this option or changes to it (fields the write does not set "

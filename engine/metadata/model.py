@@ -59,6 +59,8 @@ class Option:
     label: Label
     #: Values this option gives other fields when a record takes it (``sets:``), or None.
     sets: Mapping[str, Any] | None = None
+    #: The tone its badge is drawn in (``color:``, a tone name: gray, blue, teal, green, yellow, orange, red, purple), or None for the neutral one.
+    color: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,8 @@ class Field:
             if isinstance(item, Mapping):
                 sets = item.get("sets")
                 out.append(Option(str(item["value"]), Label.of(item.get("label"), str(item["value"])),
-                                  MappingProxyType(dict(sets)) if isinstance(sets, Mapping) else None))
+                                  MappingProxyType(dict(sets)) if isinstance(sets, Mapping) else None,
+                                  item.get("color")))
             else:
                 out.append(Option(str(item), Label.of(None, str(item))))
         return tuple(out)

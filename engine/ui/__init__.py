@@ -19,6 +19,7 @@ def install_ui(app: Flask, runtime) -> None:
 
     from .i18n import install_i18n
     from .icons import icon
+    from .present import tone
     from .views import ui_blueprint
 
     plugin_dirs = [str(d) for found in runtime.pm.hook.crm_template_dirs() for d in found or ()]
@@ -31,6 +32,7 @@ def install_ui(app: Flask, runtime) -> None:
     install_i18n(app)
     app.jinja_env.globals["pop_flash"] = lambda: session.pop("flash", None)
     app.jinja_env.globals["icon"] = icon
+    app.jinja_env.globals["tone"] = tone
     app.register_blueprint(ui_blueprint(), static_folder=None)
     from .profile import profile_blueprint
 

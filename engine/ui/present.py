@@ -141,6 +141,14 @@ def display(col: Column, value: Any, lang: str, titles: dict | None = None, reco
     return str(value)
 
 
+def tone(col: Column, value: Any) -> str | None:
+    """The badge tone of a picklist value (its option's ``color``, else ``gray``); None for a value
+    that is not one option of a picklist (it shows as plain text)."""
+    if col.kind != "picklist" or value in (None, ""):
+        return None
+    return next((o.color or "gray" for o in col.field.options if o.value == value), None)
+
+
 def input_value(col: Column, value: Any) -> Any:
     """A value as a form input holds it (text for most widgets; a list for multi-select)."""
     if value is None:
@@ -157,7 +165,7 @@ def input_value(col: Column, value: Any) -> Any:
 
 
 __all__ = ["CURRENCY", "Column", "column", "columns", "default_currency", "display", "form_sections", "input_value", "list_columns",
-           "lookup_titles", "text_title", "title_of"]
+           "lookup_titles", "text_title", "title_of", "tone"]
 
 
 def buttons(contributed) -> list[dict]:

@@ -242,6 +242,20 @@
   });
   document.addEventListener("change", (event) => { if (event.target.type === "radio") syncShown(); });
   syncShown();
+
+  // -- a table wider than its box scrolls: keyboard users reach it with Tab (and screen readers hear
+  // what it is), on every screen and after every htmx swap ------------------------------------------
+  const reachable = (root) => root.querySelectorAll(".table-responsive, .kanban, [data-scrolls]").forEach((box) => {
+    if (box.scrollWidth > box.clientWidth && !box.hasAttribute("tabindex")) {
+      box.tabIndex = 0;
+      box.setAttribute("role", "region");
+      const caption = box.closest(".card")?.querySelector(".card-header, h2, h3");
+      box.setAttribute("aria-label", (caption?.textContent || document.title).trim());
+    }
+  });
+  reachable(document);
+  document.body.addEventListener("htmx:afterSwap", (event) => reachable(event.target));
+  window.addEventListener("resize", () => reachable(document));
 })();
 
 // -- the agenda's calendar (engine/agenda): an event dropped on another day posts its "Move to" form
