@@ -31,7 +31,7 @@ from .common import (
 from .i18n import current_lang, zone_name
 from .i18n import say
 from .i18n import translate as _
-from .present import buttons, column, columns, display, list_columns, lookup_titles, text_title
+from .present import buttons, column, columns, display, list_columns, lookup_titles, text_title, tone
 
 PAGE_SIZES = (25, 50, 100)
 
@@ -62,7 +62,8 @@ def list_page(entity: str):
     lang = current_lang()
     titles = lookup_titles(runtime().records, ent, cols, rows, g.context)
     table = [{"id": r["id"], "cells": [(c, display(c, r.get(c.name), lang, titles, r), link_to(c, r.get(c.name)))
-                                       for c in cols]} for r in rows]
+                                       for c in cols], "tones": {c.name: tone(c, r.get(c.name)) for c in cols}}
+             for r in rows]
     offered = (ent.layouts.get("list") or {}).get("filters") or []   # the layout's filter fields first
     names = dict.fromkeys([*offered, "id", *ent.fields, "owner_id", "created_at", "updated_at"])
     filterable = [c for c in columns(ent, names, hidden) if c.sortable and c.kind not in ("json", "reference")]

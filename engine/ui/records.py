@@ -31,6 +31,7 @@ from .present import (
     columns,
     display,
     lookup_titles,
+    tone,
 )
 
 KANBAN_CARDS = 50
@@ -76,7 +77,8 @@ def kanban(entity: str):
         lanes.append({"value": option.value, "label": option.label.get(lang), "total": page.total,
                       "sum": display(summed, page.sums.get(summed.name) or 0, lang, {}, {}) if summed else None,
                       "cards": [{"id": r["id"], "version": r["version"],
-                                 "lines": [(c, display(c, r.get(c.name), lang, titles, r)) for c in cards]}
+                                 "lines": [(c, display(c, r.get(c.name), lang, titles, r), tone(c, r.get(c.name)))
+                                           for c in cards]}
                                 for r in page.records]})
     return render_template("ui/kanban.html", ent=ent, group=group, lanes=lanes, error=error, where=where, summed=summed,
                            touch_moves=[(o.value, o.label.get(lang)) for o in group.field.options],

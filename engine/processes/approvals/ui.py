@@ -163,7 +163,7 @@ def home_panel(service, access) -> list[Panel]:
         f'{escape(url_for("ui.record", entity=i["entity"], record_id=i["record_id"]))}">{escape(i["title"])}</a>'
         f'<span class="small text-body-secondary text-nowrap">{escape(i["step"]["label"].get(lang) or i["step"]["name"])}</span></li>'
         for i in items)
-    body = (f'<p class="small text-body-secondary mb-2" data-count="approvals">{escape(_("%(n)s waiting for you", n=total))}</p>'
+    body = (f'<p class="small text-body-secondary mb-2" data-count="approvals">{escape(_("%(n)s waiting for you") % {"n": total})}</p>'
             f'<ul class="list-unstyled mb-2">{rows}</ul>' if items else
             f'<p class="text-body-secondary mb-2">{escape(_("Nothing waits for your approval."))}</p>')
     body += f'<a class="small" href="{escape(url_for("approvals_ui.inbox"))}">{escape(_("Open the approvals inbox"))} →</a>'

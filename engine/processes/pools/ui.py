@@ -174,7 +174,7 @@ def home_panel(service, access) -> list:
         items.append(f'<li class="d-flex justify-content-between gap-2 py-1"><a class="text-truncate" href="'
                      f'{escape(url_for("ui.record", entity=pool.entity, record_id=record_id))}">{escape(title_of(ent, record))}</a>'
                      f'<span class="small text-nowrap text-warning-emphasis">{escape(f"{due_at:%Y-%m-%d}")}</span></li>')
-    body = (f'<p class="small text-body-secondary mb-2" data-count="recycling">{escape(_("%(n)s go back to a pool unless followed up", n=len(items)))}</p>'
+    body = (f'<p class="small text-body-secondary mb-2" data-count="recycling">{escape(_("%(n)s go back to a pool unless followed up") % {"n": len(items)})}</p>'
             f'<ul class="list-unstyled mb-0">{"".join(items)}</ul>' if items else
             f'<p class="text-body-secondary mb-0">{escape(_("None of your records goes back to a pool soon."))}</p>')
     return [Panel(key="recycling", title=_("Going back to the pool"), html=Markup(body), order=50)]
