@@ -52,7 +52,7 @@ def _violations(axe, page) -> list[str]:
     found = []
     for v in axe.run(page).response["violations"]:
         if v.get("impact") in BLOCKING:
-            targets = ", ".join(str(n["target"][0]) for n in v["nodes"][:3])
+            targets = ", ".join(str(n["target"][0]) for n in v["nodes"][:3]) + " " + str((v["nodes"][0].get("any") or [{}])[0].get("data"))[:200]
             found.append(f"{page.url}: {v['id']} ({v['impact']}): {v['help']} -> {targets}")
     return found
 
