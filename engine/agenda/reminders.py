@@ -6,21 +6,27 @@ Each reminder goes once: a row of ``_crm_reminder_sent`` (activity, field, the d
 in the transaction that creates the notification; a rescheduled activity is reminded again for its
 new time. A reminder whose moment has passed (the activity is already due) is not sent late.
 
-The user's time zone is their ``time_zone`` field when the user entity has one (else UTC); their
-preferences are the boolean fields ``notify_reminders`` (in-app) and ``email_reminders`` when present.
+The user's time zone is their ``time_zone`` field when the user entity has one (else UTC), the text in
+their ``language``; whether they get it in the app and by e-mail is their profile's choice for the
+``reminder`` kind (``engine.security.profile.preferences``: both by default). A mail server's failure
+is logged and not retried: the notification is in, and a retry must not remind twice.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
 from engine.mail import MailError, message_id, send_mail
+from engine.security.profile import preferences
 from engine.storage.query import Filter, ListQuery
 
 from .kinds import SENT
+
+log = logging.getLogger(__name__)
 
 LOOKAHEAD = timedelta(days=2)
 
@@ -88,8 +94,12 @@ def _send_one(runtime, agenda, ent, rule, row, user, due, now, table) -> bool:
     title = row.get(ent.title) if ent.title else None
     name = title if title not in (None, "") else f"{ent.label} #{row['id']}"
     when = due.astimezone(zone_of(user)).strftime("%Y-%m-%d %H:%M")
-    message = (f"Reminder: {name} is due {when} / 提醒：{name} 将于 {when} 到期" if rule.of == agenda.due
-               else f"Reminder: {name} starts {when} / 提醒：{name} 将于 {when} 开始")
+    chinese = (user.get("language") or "").startswith("zh")
+    if rule.of == agenda.due:
+        message = f"提醒：{name} 将于 {when} 到期" if chinese else f"Reminder: {name} is due {when}"
+    else:
+        message = f"提醒：{name} 将于 {when} 开始" if chinese else f"Reminder: {name} starts {when}"
+    wanted = preferences(user.get("notify"))["reminder"]
     try:
         with records.db.write() as conn:
             done = conn.execute(sa.select(table.c.record_id).where(
@@ -98,17 +108,17 @@ def _send_one(runtime, agenda, ent, rule, row, user, due, now, table) -> bool:
                 return False
             conn.execute(table.insert().values(record_id=row["id"], field=rule.of, due_at=due,
                                                user_id=row["owner_id"], sent_at=now))
-            if user.get("notify_reminders", True) is not False and "notification" in records.model.entities:
+            if wanted["in_app"] and "notification" in records.model.entities:
                 records.create("notification", {"user": row["owner_id"], "message": message[:1000],
                                                 "record": f"{ent.name}:{row['id']}",
                                                 "automation": f"reminder:{rule.type}", "owner_id": row["owner_id"]},
                                context=_system(), conn=conn)
     except sa.exc.IntegrityError:   # another scheduler sent it in the meantime
         return False
-    if user.get("email") and user.get("email_reminders", True) is not False:
+    if user.get("email") and wanted["email"]:
         try:
-            send_mail(runtime.settings, to=[user["email"]], subject=message.split(" / ")[0], body=message,
+            send_mail(runtime.settings, to=[user["email"]], subject=message, body=message,
                       message_id=message_id(f"reminder:{row['id']}:{rule.of}:{due.isoformat()}", 0))
-        except MailError:
-            pass   # the notification is in; the mail server's failure must not resend it
+        except MailError as exc:   # the notification is in; a retry must not remind twice
+            log.warning("reminder of %s %s for user %s not mailed: %s", ent.name, row["id"], row["owner_id"], exc)
     return True

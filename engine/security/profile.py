@@ -42,6 +42,7 @@ NOTIFICATION_KINDS: dict[str, tuple[str, dict[str, bool]]] = {
     "automation": ("Automation notifications", {"in_app": True, "email": False}),
     "approval": ("Approvals waiting for me and their outcome", {"in_app": True, "email": False}),
     "pool": ("Records going back to a pool", {"in_app": True, "email": False}),
+    "reminder": ("Reminders of my tasks and meetings", {"in_app": True, "email": True}),
 }
 PASSWORD_SCOPE = "password:"   # the throttle's key in _crm_login_attempt (beside logins' e-mails)
 

@@ -172,3 +172,18 @@ def test_home_order_follows_the_roles_home_list(site):
     panels = [Panel("recent", "R", "", 60), Panel("tasks", "T", "", 10), Panel("extra", "X", "", 5)]
     assert [p.key for p in home_order(site.rt, "admin", panels)] == ["extra", "tasks", "recent"]   # no home: all
     assert [p.key for p in home_order(site.rt, "manager", panels)] == ["tasks", "recent"]       # its list only
+
+
+def test_reminders_follow_the_owners_profile_language_and_channels(site, tmp_path):
+    from engine.agenda.reminders import send_reminders
+    from engine.security.profile import update_profile
+
+    rt = site.rt
+    now = datetime(2026, 3, 10, 9, 50, tzinfo=timezone.utc)
+    update_profile(rt.records, site.sales["id"], {"language": "zh", "notify": {"reminder": {"in_app": True,
+                                                                                             "email": False}}})
+    activity(site, site.sales, subject="Kick-off", type="meeting", start_at=(now + timedelta(minutes=10)).isoformat())
+    assert send_reminders(rt, rt.extensions["agenda"], now) == {"reminders_sent": 1}
+    [note] = rt.records.query("notification", order_by=("id",), limit=10)
+    assert note["message"].startswith("提醒：Kick-off") and "Reminder" not in note["message"]
+    assert not list((tmp_path / "outbox").glob("*.eml"))   # e-mail turned off on the profile
