@@ -225,6 +225,17 @@ def test_the_manager_chain_skips_and_all_approvers(org):
     assert _rows(rt, "_crm_approval_step") == before
 
 
+def test_an_approver_who_turned_approval_notifications_off_gets_none_but_still_may_decide(org):
+    from engine.security.profile import update_profile
+
+    rt, api, u = org
+    update_profile(rt.records, u["mo"]["id"], {"notify": {"approval": {"in_app": False, "email": False}}})
+    deal = _deal(rt, u["cleo"], 60000)
+    assert api.as_(u["cleo"]).post(_url(deal, "submit"), {"comment": "please"}).status_code == 200
+    assert rt.records.query("notification", where={"user": u["mo"]["id"]}) == []
+    assert api.as_(u["mo"]).post(_url(deal, "approve")).status_code == 200
+
+
 def test_a_small_deal_skips_the_later_steps_and_any_one_reviewer_is_enough(org):
     rt, api, u = org
     deal = _deal(rt, u["cleo"], 2000, reviewer=u["bea"]["id"])

@@ -12,6 +12,8 @@ import os
 import urllib.error
 import urllib.request
 
+from engine.security.profile import wants
+
 from .action_base import ActionError, ActionType, _id_or_text, _json_value, _values_schema
 
 
@@ -42,6 +44,8 @@ class Notify(ActionType):
             title = act.record.get(act.ent.title)
             gone = f" ({act.ent.label} {title if title not in (None, '') else '#' + str(act.record['id'])}, deleted)"
             message, about = message[:max(0, 1000 - len(gone))] + gone, None
+        if not wants(act.svc, user, "automation", "in_app"):
+            return {"skipped": "the recipient turned automation notifications off"}
         made = act.svc.create("notification", {
             "user": user, "message": message[:1000], "record": about, "automation": act.automation.name,
             "owner_id": user}, context=system, conn=act.conn)

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.messages import Msg
+from engine.security.profile import wants
 from engine.storage.errors import NotFound, PermissionDenied, Refused
 from engine.storage.records import Context
 from engine.storage.tables import USER_ENTITY
@@ -343,6 +344,8 @@ class ApprovalService:
         if "notification" not in self.records.model.entities:
             return
         for uid in users:
+            if not wants(self.records, uid, "approval", "in_app"):
+                continue   # turned off on the user's profile (the inbox still lists it)
             self.records.create("notification", {"user": uid, "message": message[:1000],
                                                  "record": f"{approval.entity}:{record['id']}",
                                                  "automation": f"approval:{approval.name}", "owner_id": uid},

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from engine.security.profile import wants
 from engine.storage.records import Context
 
 from .service import PoolService, due_of
@@ -156,6 +157,8 @@ def _warn(service: PoolService, conn, pool: Pool, warning: list, now: datetime) 
         name = f"{ent.label} {title}" if title not in (None, "") else f"{ent.label} #{record['id']}"
         message = (f"{name} goes back to the {pool.label} on {due_at:%Y-%m-%d} unless you follow it up "
                    f"({pool.label.get('zh')}: {due_at:%Y-%m-%d} 前未跟进将被收回)")
+        if not wants(service.records, hold.user_id, "pool", "in_app"):
+            continue   # turned off on the user's profile (home still lists the record)
         service.records.create("notification", {"user": hold.user_id, "message": message[:1000],
                                                 "record": f"{ent.name}:{record['id']}", "automation": f"pool:{pool.name}",
                                                 "owner_id": hold.user_id},
