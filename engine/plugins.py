@@ -89,6 +89,9 @@ class RecordAction:
     order: int = 100
     kind: str = "action"
     value: str = ""   # a transition's target state: the record page's path makes that state clickable
+    #: On a list (``crm_list_actions``): False for an action that needs no selected records (Import),
+    #: drawn beside New instead of in the bar that appears once records are selected.
+    selection: bool = True
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,46 @@ def test_a_rule_refusing_one_item_does_not_sink_a_per_item_request(crm):
     assert result.items[1]["errors"][0]["message"] == "business addresses only"
 
 
+class ChunkChecker:
+    """Checks a bulk write's chunk at once (``crm_before_write_chunk``): refuses one record of it and
+    marks the rest checked, so its per-record hook skips them."""
+
+    from engine.plugins import hookimpl
+
+    def __init__(self):
+        self.chunks, self.per_record = [], 0
+
+    @hookimpl
+    def crm_before_write_chunk(self, entity, items, context, conn):
+        from engine.storage.errors import FieldError
+
+        if entity.name != "lead":
+            return
+        self.chunks.append(len(items))
+        for item in items:
+            item["state"]["checked"] = True
+            if (item["record"].get("email") or "").endswith("@gmail.com"):
+                item["errors"].append(FieldError("email", "rule", "business addresses only"))
+
+    @hookimpl
+    def crm_before_write(self, event, entity, record, state):
+        if entity.name == "lead" and not state.get("checked"):
+            self.per_record += 1
+
+
+def test_a_chunk_hook_checks_a_bulk_write_at_once_and_refuses_one_record(crm):
+    checker = ChunkChecker()
+    crm.pm.register(checker)
+    rows = leads(3)
+    rows[1]["email"] = "x@gmail.com"
+    result = crm.records.bulk("lead", rows, atomic=False)
+    assert [i["status"] for i in result.items] == ["created", "error", "created"]
+    assert result.items[1]["errors"][0]["message"] == "business addresses only"
+    assert checker.chunks == [3] and checker.per_record == 0   # once for the chunk, never per record
+    crm.records.create("lead", leads(1)[0])                    # a single write: the per-record hook
+    assert checker.per_record == 1
+
+
 class ContactWatcher:
     """Watches contacts only; its before hook leaves a note in the write's state for its after hook."""
 

@@ -311,8 +311,12 @@ def test_the_demo_data_passes_the_base_crms_rules(make_runtime, industry):
         if opp["amount"] is not None and opp["probability"] is not None:
             assert opp["expected_revenue"] == (opp["amount"] * opp["probability"] / 100).quantize(D("0.01"), ROUND_HALF_UP)
     line = rt.records.query("quote_line", limit=1)[0]
-    expected = line["quantity"] * line["unit_price"] * (1 - (line["discount"] or D(0)) / 100)
-    assert line["total"] == expected.quantize(D("0.01"), ROUND_HALF_UP)
+    # as quote_line.yaml declares it: the discount amount is a currency (rounded to the cent, as the
+    # quote shows it), and the total is the gross less that amount
+    gross = line["quantity"] * line["unit_price"]
+    discount = (gross * (line["discount"] or D(0)) / 100).quantize(D("0.01"), ROUND_HALF_UP)
+    assert line["discount_amount"] == discount
+    assert line["total"] == (gross - discount).quantize(D("0.01"), ROUND_HALF_UP)
 
 
 def test_the_base_crms_opportunity_rules(crm):

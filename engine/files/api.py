@@ -214,7 +214,7 @@ def openapi_fragment(model, limits) -> dict:
         "/api/v1/{entity}/{record_id}/_attachments/{file_id}": {
             "get": {"tags": ["files"], "operationId": "attachment_download", "summary": "Download an attachment",
                     "parameters": [entity, rid, fid, inline],
-                    "responses": {"200": binary, **error_responses("401", "403", "404")}},
+                    "responses": {"200": binary, **error_responses("400", "401", "403", "404")}},
             "delete": {"tags": ["files"], "operationId": "attachment_delete", "summary": "Delete an attachment",
                        "parameters": [entity, rid, fid],
                        "responses": {"204": {"description": "Deleted"}, **error_responses("401", "403", "404")}}},
@@ -229,8 +229,14 @@ def openapi_fragment(model, limits) -> dict:
             "get": {"tags": ["files"], "operationId": "file_field_download", "summary": "Download a file field's file",
                     "parameters": [entity, rid, {"name": "field", "in": "path", "required": True,
                                                  "schema": {"type": "string"}}, inline],
-                    "responses": {"200": binary, **error_responses("401", "403", "404")}}},
+                    "responses": {"200": binary, **error_responses("400", "401", "403", "404")}}},
     }
+    # One path per entity, as the API's other per-entity routes are documented (the routes serve every
+    # entity; an operationId stays unique with the entity in it).
+    paths = {path.replace("{entity}", name): {
+        method: {**op, "operationId": f"{op['operationId']}_{name}",
+                 "parameters": [p for p in op["parameters"] if p is not entity]}
+        for method, op in item.items()} for path, item in paths.items() for name in sorted(model.entities)}
     schema = {"type": "object", "properties": {
         "id": {"type": "integer"}, "name": {"type": "string"}, "content_type": {"type": "string"},
         "size": {"type": "integer"}, "sha256": {"type": "string"}, "uploaded_by": {"type": ["integer", "null"]},

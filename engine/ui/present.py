@@ -174,5 +174,5 @@ def buttons(contributed) -> list[dict]:
     found = [a for each in reversed(contributed) for a in each or ()]
     return [{"key": a.key, "label": a.label, "url": a.url, "opens": a.method.lower() == "get", "style": a.style,
              "kind": a.kind if re.fullmatch(r"[a-z][a-z0-9-]*", a.kind or "") else "action",
-             "value": getattr(a, "value", "")}
+             "value": getattr(a, "value", ""), "selection": getattr(a, "selection", True)}
             for a in sorted(found, key=lambda a: a.order)]

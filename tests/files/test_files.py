@@ -258,6 +258,7 @@ def _access(rt, user):
 def test_the_openapi_document_has_the_file_routes(files_api):
     rt, client, tokens, users, account = files_api
     doc = client.get("/api/v1/openapi.json", headers=tokens["admin"]).get_json()
-    assert "/api/v1/{entity}/{record_id}/_attachments" in doc["paths"]
-    assert "/api/v1/{entity}/_files/{field}" in doc["paths"]
+    assert "/api/v1/account/{record_id}/_attachments" in doc["paths"]     # one path per entity
+    assert "/api/v1/lead/_files/{field}" in doc["paths"]
+    assert "400" in doc["paths"]["/api/v1/account/{record_id}/_attachments/{file_id}"]["get"]["responses"]
     assert "File" in doc["components"]["schemas"]

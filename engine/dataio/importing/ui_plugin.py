@@ -39,4 +39,4 @@ def crm_list_actions(runtime, entity, access) -> list:
             or not (access.can(entity.name, "create") or access.can(entity.name, "update")):
         return []
     return [RecordAction(key="import", label=_("Import"), kind="import", style="outline-secondary", order=90,
-                         url=url_for("imports_ui.begin", entity=entity.name))]
+                         url=url_for("imports_ui.begin", entity=entity.name), selection=False)]
