@@ -129,7 +129,7 @@ def attachments(entity: str, record_id: int):
 
 
 def _attachment_row(service, ent, record_id: int, file_id: int) -> dict:
-    row = service.find(file_id)
+    row = service.find(file_id) if 1 <= file_id <= INT64_MAX else None
     if row is None or row["entity"] != ent.name or row["record_id"] != record_id or row["field"]:
         raise ApiError(404, "Not found", f"{ent.name} {record_id} has no attachment {file_id}")
     return row
@@ -137,10 +137,11 @@ def _attachment_row(service, ent, record_id: int, file_id: int) -> dict:
 
 def attachment(entity: str, record_id: int, file_id: int):
     service, rt, ent = _service(), api.runtime(), api.entity(entity)
+    inline = inline_asked() if request.method == "GET" else False   # a bad query first: 400
     readable_record(rt, ent, record_id, api.context())
     row = _attachment_row(service, ent, record_id, file_id)
     if request.method == "GET":
-        return send(service, row, inline=request.args.get("inline") in ("1", "true"))
+        return send(service, row, inline=inline)
     require_update(rt, ent, g.access)
     service.delete(row, user_id=g.identity.user_id)
     return Response(status=204)
@@ -173,13 +174,25 @@ def field_upload(entity: str, field: str):
 
 def field_file(entity: str, record_id: int, field: str):
     service, rt, ent = _service(), api.runtime(), api.entity(entity)
+    inline = inline_asked()
     _file_field(ent, field, g.access, "read")
     record = readable_record(rt, ent, record_id, api.context())
     file_id = record.get(field)
     row = service.find(file_id) if file_id else None
     if row is None:
         raise ApiError(404, "Not found", f"{ent.name} {record_id} has no file in {field}")
-    return send(service, row, inline=request.args.get("inline") in ("1", "true"))
+    return send(service, row, inline=inline)
+
+
+def inline_asked() -> bool:
+    """``?inline=1`` (the only value the document allows; anything else is a 400 naming it)."""
+    values = request.args.getlist("inline")
+    if not values:
+        return False
+    if values != ["1"]:
+        raise ApiError(400, "Bad query", "inline is 1 when given, and given once", kind="bad-query",
+                       errors=[{"field": "inline", "code": "invalid", "message": "give inline=1 or leave it out"}])
+    return True
 
 
 # -- the document ------------------------------------------------------------------------------
@@ -197,8 +210,8 @@ def openapi_fragment(model, limits) -> dict:
         "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}},
         "description": f"the file (site limit for attachments: {human_size(limits.max_size)}; types: "
                        f"{', '.join(limits.types)}; the type is checked on the content)"}
-    binary = {"description": "The file (Content-Disposition names it)", "content": {
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+    binary = {"description": "The file, in its own type (Content-Disposition names it)", "content": {
+        "*/*": {"schema": {"type": "string", "format": "binary"}}}}
     paths = {
         "/api/v1/{entity}/{record_id}/_attachments": {
             "get": {"tags": ["files"], "operationId": "attachments_list", "summary": "The record's attachments",

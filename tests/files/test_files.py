@@ -262,3 +262,14 @@ def test_the_openapi_document_has_the_file_routes(files_api):
     assert "/api/v1/lead/_files/{field}" in doc["paths"]
     assert "400" in doc["paths"]["/api/v1/account/{record_id}/_attachments/{file_id}"]["get"]["responses"]
     assert "File" in doc["components"]["schemas"]
+
+
+def test_a_file_id_off_the_range_is_a_404_and_inline_takes_only_1(files_api):
+    rt, client, tokens, users, account = files_api
+    base = f"/api/v1/account/{account['id']}/_attachments"
+    r = client.get(f"{base}/9223372036854775808", headers=tokens["admin"])
+    assert r.status_code == 404 and r.mimetype == "application/problem+json"
+    r = client.delete(f"{base}/9223372036854775808", headers=tokens["admin"])
+    assert r.status_code == 404
+    r = client.get(f"{base}/1?inline=AAA", headers=tokens["admin"])
+    assert r.status_code == 400 and r.get_json()["errors"][0]["field"] == "inline"
