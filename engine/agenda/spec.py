@@ -52,7 +52,7 @@ class Deals:
 
 @dataclass(frozen=True)
 class Agenda:
-    activities: str = "activity"
+    activities: str
     type: str = "type"
     status: str = "status"
     done: frozenset[str] = frozenset()
@@ -71,7 +71,7 @@ def span(text: str) -> timedelta | None:
 
 
 def _compile(doc: dict, problem, model) -> Agenda | None:
-    ent_name = doc.get("activities", "activity")
+    ent_name = doc["activities"]   # required by the schema: the engine names no entity
     ent = model.entities.get(ent_name)
     if ent is None:
         problem(("activities",), f"there is no entity {ent_name!r}")

@@ -154,6 +154,7 @@ def test_agenda_document_problems_name_the_place(make_runtime, write_tree):
 
     bad = write_tree("bad", {"agenda.yaml": """
         agenda: broken
+        activities: activity
         reminders:
           meeting: {before: 15m, of: nowhere}
           bogus: {before: 1d, of: due_date}
