@@ -290,6 +290,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "files": "engine.files.plugin",
     "agenda": "engine.agenda.plugin",
     "agenda.kinds": "engine.agenda.kinds",
+    "record_page.kinds": "engine.ui.record_page.kinds",
 }
 
 

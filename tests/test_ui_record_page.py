@@ -281,8 +281,15 @@ def test_highlights_and_quick_actions_are_checked(tmp_path):
 
     found = problems("entity: widget\nhighlights: [name, nope]\nquick_actions: [call]\nfields:\n  name: {type: text}\n")
     assert "widget.yaml:2 highlights names unknown field 'nope'" in found
-    assert "widget.yaml:3 quick action 'call' needs entity 'activity'" in found
+    assert "widget.yaml:3 there is no quick_action 'call'" in found
     assert "widget.yaml" in problems("entity: widget\nquick_actions: [fax]\nfields:\n  name: {type: text}\n")
+    # a declared tab whose record cannot point back, and one naming fields its entity lacks
+    found = problems("entity: widget\nquick_actions: [ping]\nfields:\n  name: {type: text}\n"
+                     "---\nentity: gadget\nfields:\n  label: {type: text}\n  of: {type: lookup, to: gadget}\n"
+                     "---\nquick_action: ping\ncreates: gadget\nlink: of\nfields: [label]\n"
+                     "---\nquick_action: pong\ncreates: gadget\nlink: of\nfields: [label, nope]\n")
+    assert "widget.yaml:2 quick action 'ping' creates gadget, whose of cannot point to widget" in found
+    assert "widget.yaml:19 quick_action pong: gadget has no field 'nope'" in found
 
 
 # -- the hooks: crm_record_timeline, crm_send_mail ----------------------------------------------------

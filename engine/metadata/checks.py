@@ -151,23 +151,12 @@ def _check_layouts(model: AppModel, entity: Entity, decl: "Declared", problems: 
                          f"related list {ref!r} must name entity.field of a lookup pointing to {entity.name}")
 
 
-QUICK_ACTION_ENTITY = {"call": "activity", "task": "activity", "meeting": "activity", "email": "activity",
-                       "note": "note"}
-
-
 def _check_record_page(model: AppModel, entity: Entity, decl: "Declared", problems: "Problems") -> None:
-    """``highlights`` name fields of the entity; each of ``quick_actions`` needs the entity it creates
-    (activity, note) with a ``related_to`` reference that accepts this one."""
+    """``highlights`` name fields of the entity (its ``quick_actions`` are checked by the
+    ``quick_action`` document kind, engine/ui/record_page/kinds.py)."""
     for i, fname in enumerate(entity.props.get("highlights") or ()):
         if fname not in entity.fields and fname not in SYSTEM_COLUMNS:
             problems.add(decl.loc("highlights", i), f"highlights names unknown field {fname!r} of {entity.name}")
-    for i, action in enumerate(entity.props.get("quick_actions") or ()):
-        target = model.entities.get(QUICK_ACTION_ENTITY.get(action, ""))
-        link = target.fields.get("related_to") if target is not None else None
-        if link is None or link.type_name != "reference" or entity.name not in (link.prop("to") or model.entities):
-            problems.add(decl.loc("quick_actions", i),
-                         f"quick action {action!r} needs entity {QUICK_ACTION_ENTITY.get(action)!r} with a "
-                         f"related_to reference accepting {entity.name}")
 
 
 def _check_validations(entity: Entity, decl: "Declared", problems: "Problems") -> None:
