@@ -9,6 +9,7 @@ user sees only the activities their role lets them see and a move is refused as 
 from __future__ import annotations
 
 import calendar as cal
+import logging
 from datetime import date, datetime, time, timedelta, timezone
 
 import sqlalchemy as sa
@@ -27,6 +28,7 @@ from engine.ui.present import columns, display, lookup_titles
 
 from .kinds import RECENT
 
+log = logging.getLogger(__name__)
 NAME = "agenda"
 RECENT_KEEP = 10
 VIEWS = ("day", "week", "month")
@@ -191,8 +193,9 @@ def record_view(response):
     name = getattr(entity, "name", entity)
     try:
         remember(runtime(), g.identity.user_id, name, int(record_id))
-    except sa.exc.SQLAlchemyError:   # a view not remembered must never break the page
-        pass
+    except sa.exc.SQLAlchemyError as exc:   # a view not remembered must never break the page: logged
+        log.warning("recently viewed %s %s not remembered for user %s: %s", name, record_id,
+                    g.identity.user_id, exc)
     return response
 
 
