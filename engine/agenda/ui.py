@@ -21,7 +21,7 @@ from engine.storage.errors import Conflict, NotFound, PermissionDenied, RecordEr
 from engine.storage.query import Filter, ListQuery, check_sort
 from engine.ui.common import runtime, with_message
 from engine.ui.extend import ui_routes
-from engine.ui.i18n import current_lang, current_zone
+from engine.ui.i18n import current_lang, current_zone, say
 from engine.ui.i18n import translate as _
 from engine.storage.titles import title_of
 from engine.ui.present import columns, display, lookup_titles
@@ -357,10 +357,13 @@ def move(record_id: int):
         record = rt.records.get(ag.activities, record_id, context=g.context)
     except NotFound:
         abort(404)
+    hhmm = (request.form.get("time") or "").strip()
     if target is None:
         error = _("Choose a date to move to.")
+    elif hhmm and not _valid_time(hhmm):
+        error = _("Write the time as HH:MM.")
     else:
-        values = _moved_values(ag, record, target, request.form.get("time"))
+        values = _moved_values(ag, record, target, hhmm)
         try:
             rt.records.update(ag.activities, record_id, values, version=request.form.get("version", type=int),
                               context=g.context)
@@ -368,10 +371,8 @@ def move(record_id: int):
             error = _("Someone changed this activity meanwhile; it was not moved.")
         except PermissionDenied:
             error = _("You may not reschedule this activity.")
-        except ValidationFailed as exc:
-            error = "; ".join(f"{e.field}: {e.message}" for e in exc.errors) if getattr(exc, "errors", None) else str(exc)
-        except RecordError as exc:
-            error = str(exc) or _("This activity cannot be moved.")
+        except (ValidationFailed, RecordError) as exc:
+            error = say(exc) or _("This activity cannot be moved.")
     day = _parse_day(request.form.get("anchor")) or target or today()
     if not request.headers.get("HX-Request"):   # the form without scripts: back to the calendar
         url = url_for("agenda_ui.calendar", view=view, date=day.isoformat())
@@ -380,17 +381,22 @@ def move(record_id: int):
                            **calendar_context(ag, view, day, {record_id: error} if error else None))
 
 
+def _valid_time(text: str) -> bool:
+    try:
+        time.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _moved_values(ag, record: dict, target: date, hhmm: str | None) -> dict:
     zone = current_zone()
     start = record.get(ag.start)
     if isinstance(start, datetime):
         local_start = start.astimezone(zone)
         at = local_start.timetz().replace(tzinfo=None)
-        if hhmm:
-            try:
-                at = time.fromisoformat(hhmm)
-            except ValueError:
-                pass
+        if hhmm:   # checked by the caller (_valid_time)
+            at = time.fromisoformat(hhmm)
         new_start = datetime.combine(target, at, tzinfo=zone)
         values = {ag.start: new_start.isoformat()}
         end = record.get(ag.end) if ag.end else None

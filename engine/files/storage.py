@@ -89,10 +89,7 @@ class LocalStore:
         return chunks()
 
     def delete(self, key: str) -> None:
-        try:
-            self._path(key).unlink()
-        except FileNotFoundError:
-            pass
+        self._path(key).unlink(missing_ok=True)   # deleting twice is not an error
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

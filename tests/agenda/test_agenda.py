@@ -100,6 +100,12 @@ def test_calendar_moves_a_meeting_keeping_its_time_and_length(site):
                headers={"HX-Request": "true"})
     assert "has-error" in text(r) and "cal-error" in text(r)
     assert site.records.get("activity", meeting["id"])["start_at"].day == 12
+    # a time that is no time: said on the event, nothing moved (it was silently ignored before)
+    fresh = site.records.get("activity", meeting["id"])
+    r = b.post(f"/ui/my/calendar/{meeting['id']}/move", {"date": "2026-03-15", "time": "25:99",
+                                                         "version": fresh["version"]}, headers={"HX-Request": "true"})
+    assert "Write the time as HH:MM." in text(r)
+    assert site.records.get("activity", meeting["id"])["start_at"].day == 12
 
 
 def test_calendar_move_respects_the_users_rights(site):
